@@ -1,0 +1,1 @@
+"""backflush: the command line."""

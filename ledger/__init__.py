@@ -1,0 +1,1 @@
+"""backflush: write side (event models, validation, store, integrity)."""

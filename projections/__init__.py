@@ -1,0 +1,1 @@
+"""backflush: read side (flushing rules on replay, projections, findings)."""
