@@ -1,0 +1,27 @@
+# backflush developer / CI entry points.
+#   make venv   create .venv (python3) and install the package with test extras
+#   make demo   import the examples into ./backflush.db and print findings and an audit
+#   make test   ruff + pytest, with a throwaway PostgreSQL cluster (see scripts/test.sh)
+
+PYTHON ?= python3
+VENV   := .venv
+# Re-install whenever pyproject.toml is newer than the stamp.
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: venv
+	$(VENV)/bin/backflush --db backflush.db demo
+
+test: venv
+	bash scripts/test.sh
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis build
