@@ -1,0 +1,1 @@
+"""Projection, findings and audit commands (registered on the ``backflush`` group)."""

@@ -1,0 +1,126 @@
+"""The stored encoding of events (orjson) and the decoding used by replay.
+
+A stored event's state is ``{"e": payload, "rec": recorded, "prev": hash, "hash": hash}``:
+the normalised payload (see ``ledger.events.normalise``, with its ``id``), the time the
+ledger recorded it, and the hash chain of its stream. The chain hash covers the stream,
+the position, the recorded time, the previous hash and the canonical payload, so any
+altered, removed or reordered row breaks the chain (``ledger.integrity``).
+
+Replay must not pay for pydantic per event: ``replay_dict`` turns a stored payload into
+the plain dict the engine expects (Decimal quantities, aware ``at``, absent optionals as
+None) with a per-type table of fields computed once from the models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from ledger.events import (
+    EVENT_TYPES,
+    BomLine,
+    FlushingRule,
+    RouteOperation,
+)
+
+GENESIS = "0" * 64
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    """Canonical bytes of a payload: sorted keys, no whitespace (what hashes are taken of)."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """Digest of what an event says, leaving out its id: equal digests = same content."""
+    body = {k: v for k, v in payload.items() if k != "id"}
+    return hashlib.sha256(canonical(body)).hexdigest()[:32]
+
+
+def chain_hash(prev: str, stream: str, version: int, recorded: str, canon: bytes) -> str:
+    """Hash of one link of a stream's chain."""
+    h = hashlib.sha256(prev.encode())
+    h.update(b"\x00%s\x00%d\x00%s\x00" % (stream.encode(), version, recorded.encode()))
+    h.update(canon)
+    return h.hexdigest()
+
+
+def encode_state(payload: dict[str, Any], recorded: str, prev: str, hash_: str) -> bytes:
+    """The bytes kept in the event store for one event."""
+    return orjson.dumps({"e": payload, "rec": recorded, "prev": prev, "hash": hash_})
+
+
+def decode_state(state: bytes) -> dict[str, Any]:
+    """Inverse of ``encode_state``."""
+    return orjson.loads(state)
+
+
+def _decimal_fields(model: type) -> tuple[str, ...]:
+    out = []
+    for name, f in model.model_fields.items():
+        ann = repr(f.annotation)
+        if "Decimal" in ann and "list" not in ann:
+            out.append(name)
+    return tuple(out)
+
+
+def _optional_fields(model: type) -> tuple[str, ...]:
+    return tuple(
+        n for n, f in model.model_fields.items() if not f.is_required() and f.default is None
+    )
+
+
+_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    t: (_decimal_fields(m), tuple(n for n in _optional_fields(m) if n != "id"))
+    for t, m in EVENT_TYPES.items()
+}
+_LINE_DEC = _decimal_fields(BomLine)
+_LINE_OPT = _optional_fields(BomLine)
+_OP_DEC = _decimal_fields(RouteOperation)
+_RULE_OPT = _optional_fields(FlushingRule)
+
+
+def _fill(d: dict[str, Any], decimals: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    for n in decimals:
+        v = d.get(n)
+        if v is not None:
+            d[n] = Decimal(v)
+    for n in optional:
+        if n not in d:
+            d[n] = None
+
+
+def replay_dict(payload: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The engine's view of a stored payload (mutates and returns ``payload``)."""
+    t = payload["type"]
+    decimals, optional = _SPEC[t]
+    _fill(payload, decimals, optional)
+    payload["at"] = datetime.fromisoformat(payload["at"])
+    payload["seq"] = seq
+    if t == "BomDefined":
+        for line in payload["lines"]:
+            _fill(line, _LINE_DEC, _LINE_OPT)
+    elif t == "RouteDefined":
+        for op in payload["operations"]:
+            _fill(op, _OP_DEC, ())
+    elif t == "ProductionParametersSet" and payload["rules"] is not None:
+        for rule in payload["rules"]:
+            _fill(rule, (), _RULE_OPT)
+    return payload
+
+
+def replay_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The engine's view of a ``--policy`` (ProductionParametersSet fields, no envelope)."""
+    d = dict(policy)
+    d["tolerance_pct"] = Decimal(d.get("tolerance_pct", "0"))
+    d.setdefault("default_input_location", "BACKFLUSH")
+    d.setdefault("rules", None)
+    if d["rules"] is not None:
+        d["rules"] = [dict(r) for r in d["rules"]]
+        for rule in d["rules"]:
+            _fill(rule, (), _RULE_OPT)
+    return d

@@ -1,0 +1,315 @@
+"""Import of JSON Lines files: validate everything, append all or nothing, skip what is known.
+
+One pass over the input, inside one write transaction: each line is validated (pydantic,
+from the raw bytes), checked against the names the ledger and the earlier lines define,
+and appended in batches. If any line is bad, the transaction is rolled back and every
+problem is reported as ``FILE:LINE: field: reason``; so a crash or a bad line leaves the
+ledger as it was, and memory stays bounded by the batch size, not by the file.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger.codec import GENESIS, canonical, chain_hash, content_digest, encode_state
+from ledger.events import (
+    INVENTORY_TYPES,
+    MASTER_TYPES,
+    ORDER_TYPES,
+    EventErrors,
+    normalise,
+    parse_event,
+)
+from ledger.store import Cursor, IndexRow, Ledger, to_us
+
+BATCH = 1000
+# Names derived from content for events sent without an id, so re-sending the same file
+# is idempotent too (the n-th identical line of a file keeps its own id).
+_ID_NAMESPACE = uuid.UUID("6f1c3c52-5d7e-4d5e-9a53-0b1f1a6c2b10")
+
+
+@dataclass(frozen=True)
+class ImportError_:
+    """One bad input line: where, which field, why."""
+
+    file: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
+
+
+@dataclass
+class ImportResult:
+    """What an import did (or, with errors, would have refused to do)."""
+
+    appended: int = 0
+    duplicates: int = 0
+    errors: list[ImportError_] = field(default_factory=list)
+    lines: int = 0
+
+
+@dataclass
+class _Names:
+    """The names the ledger defines so far: what references may point to."""
+
+    items: set[str] = field(default_factory=set)
+    boms: set[str] = field(default_factory=set)
+    routes: dict[str, set[int]] = field(default_factory=dict)
+    resources: set[str] = field(default_factory=set)
+    orders: dict[str, str | None] = field(default_factory=dict)  # order -> route
+
+    @classmethod
+    def load(cls, ledger: Ledger) -> _Names:
+        names = cls()
+        for row in ledger.iter_rows(types=sorted(MASTER_TYPES | {"OrderCreated"}), by="seq"):
+            names.add(_state_payload(row["state"]))
+        return names
+
+    def add(self, p: dict[str, Any]) -> None:
+        t = p["type"]
+        if t == "ItemDefined":
+            self.items.add(p["item"])
+        elif t == "ResourceDefined":
+            self.resources.add(p["resource"])
+        elif t == "BomDefined":
+            self.boms.add(p["bom"])
+        elif t == "RouteDefined":
+            self.routes.setdefault(p["route"], set()).update(o["op"] for o in p["operations"])
+        elif t == "OrderCreated":
+            self.orders[p["order"]] = p.get("route")
+
+    def check(self, p: dict[str, Any]) -> list[tuple[str, str]]:
+        """References in ``p`` that point nowhere, as (field, reason)."""
+        bad: list[tuple[str, str]] = []
+        t = p["type"]
+
+        def need(kind: str, fieldname: str, value: Any, known: Any) -> None:
+            if value is not None and value not in known:
+                bad.append((fieldname, f"unknown {kind} {value!r}"))
+
+        if t == "BomDefined":
+            need("item", "item", p["item"], self.items)
+            for i, line in enumerate(p["lines"]):
+                need("item", f"lines[{i}].item", line["item"], self.items)
+        elif t == "RouteDefined":
+            for i, op in enumerate(p["operations"]):
+                need("resource", f"operations[{i}].resource", op["resource"], self.resources)
+        elif t == "OrderCreated":
+            need("item", "item", p["item"], self.items)
+            need("BOM", "bom", p["bom"], self.boms)
+            need("route", "route", p.get("route"), self.routes)
+        elif t in INVENTORY_TYPES:
+            need("item", "item", p["item"], self.items)
+            need("order", "order", p.get("order"), self.orders)
+        elif t in ORDER_TYPES:
+            need("order", "order", p["order"], self.orders)
+            if t == "MaterialConsumed":
+                need("item", "item", p["item"], self.items)
+            elif t == "OperationReported" and p["order"] in self.orders:
+                route = self.orders[p["order"]]
+                if route is not None and p["op"] not in self.routes.get(route, ()):
+                    bad.append(("op", f"operation {p['op']} is not on route {route!r}"))
+        return bad
+
+
+def _state_payload(state: bytes) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(state)["e"]
+
+
+def stream_of(p: dict[str, Any]) -> str:
+    """The stream an event belongs to: its order's, else master data or inventory."""
+    t = p["type"]
+    if t in MASTER_TYPES:
+        return "master"
+    if t in ORDER_TYPES:
+        return "order:" + p["order"]
+    return "inventory"
+
+
+def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of the non-blank lines of a file, streamed."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            raw = raw.strip()
+            if raw:
+                yield n, raw
+
+
+def import_files(
+    ledger: Ledger,
+    paths: Iterable[str],
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import JSONL files into ``ledger`` in one transaction; see the module docstring."""
+    recorded = now or datetime.now(UTC)
+    rec_text = recorded.isoformat()
+    rec_us = to_us(recorded)
+    result = ImportResult()
+    names = _Names.load(ledger)
+    with ledger.writing(commit=not dry_run) as cur:
+        state = _Appender(ledger, cur, rec_text, rec_us, result)
+        for path in paths:
+            occurrences: dict[str, int] = {}
+            try:
+                _validate(path, names, occurrences, state, result, progress)
+            except OSError as exc:
+                result.errors.append(ImportError_(path, 0, "(file)", exc.strerror or str(exc)))
+        state.flush()
+        if result.errors:
+            # Leaving the context with an exception rolls the whole import back.
+            raise _Rollback(result)
+    return result
+
+
+class _Rollback(Exception):
+    def __init__(self, result: ImportResult):
+        super().__init__("import rolled back")
+        self.result = result
+
+
+def run_import(ledger: Ledger, paths: Iterable[str], **kw: Any) -> ImportResult:
+    """``import_files`` that returns the result (with errors) instead of raising."""
+    try:
+        return import_files(ledger, paths, **kw)
+    except _Rollback as rb:
+        rb.result.appended = 0
+        return rb.result
+
+
+def _validate(
+    path: str,
+    names: _Names,
+    occurrences: dict[str, int],
+    appender: _Appender,
+    result: ImportResult,
+    progress: Callable[[int], None] | None,
+) -> None:
+    for lineno, raw in read_lines(path):
+        result.lines += 1
+        if progress is not None and result.lines % 10_000 == 0:
+            progress(result.lines)
+        try:
+            event = parse_event(raw)
+        except EventErrors as exc:
+            for e in exc.errors:
+                result.errors.append(ImportError_(path, lineno, e.field, e.reason))
+            continue
+        payload = normalise(event)
+        bad = names.check(payload)
+        if payload["type"] == "Reversal":
+            target = appender.find(payload["reverses"])
+            if target is None:
+                bad.append(("reverses", f"unknown event id {payload['reverses']!r}"))
+            else:
+                payload_order = target
+        else:
+            payload_order = payload.get("order")
+        if bad:
+            for f, r in bad:
+                result.errors.append(ImportError_(path, lineno, f, r))
+            continue
+        names.add(payload)
+        digest = content_digest(payload)
+        if event.id is None:
+            n = occurrences.get(digest, 0)
+            occurrences[digest] = n + 1
+            sender_id = str(uuid.uuid5(_ID_NAMESPACE, f"{digest}/{n}"))
+        else:
+            sender_id = event.id
+        payload["id"] = sender_id
+        appender.add(payload, digest, to_us(event.at), payload_order, path, lineno)
+
+
+class _Appender:
+    """Buffers validated events and appends them in batches, hash-chaining each stream."""
+
+    def __init__(self, ledger: Ledger, cur: Cursor, rec_text: str, rec_us: int, res: ImportResult):
+        self.ledger, self.cur = ledger, cur
+        self.rec_text, self.rec_us = rec_text, rec_us
+        self.result = res
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.pending: list[tuple[dict[str, Any], str, int, str | None, str, int]] = []
+        self.pending_ids: dict[str, tuple[str, str, str]] = {}
+        # Once a line is bad nothing is written, but later lines may still refer to ids
+        # of good earlier lines: remember those (memory only matters on the error path).
+        self.ids_after_error: dict[str, str] = {}
+
+    def find(self, event_id: str) -> str | None:
+        """The order ('' when none) of an already known event id, or None when unknown."""
+        if event_id in self.pending_ids:
+            return self.pending_ids[event_id][2] or ""
+        if event_id in self.ids_after_error:
+            return self.ids_after_error[event_id]
+        row = self.cur.execute("SELECT ord FROM bf_events WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            return None
+        return row["ord"] or ""
+
+    def add(
+        self, p: dict[str, Any], digest: str, at_us: int, order: str | None, path: str, line: int
+    ) -> None:
+        if self.result.errors:
+            # Nothing will be written: keep validating, stop doing write work.
+            self.ids_after_error[p["id"]] = order or ""
+            return
+        seen = self.pending_ids.get(p["id"])
+        if seen is not None:
+            self._duplicate_or_conflict(p["id"], digest, seen[0], path, line)
+            return
+        self.pending_ids[p["id"]] = (digest, path, order or "")
+        self.pending.append((p, digest, at_us, order or None, path, line))
+        if len(self.pending) >= BATCH:
+            self.flush()
+
+    def _duplicate_or_conflict(self, eid: str, digest: str, known: str, path: str, line: int):
+        if digest == known:
+            self.result.duplicates += 1
+        else:
+            self.result.errors.append(
+                ImportError_(path, line, "id", f"id {eid!r} already recorded with other content")
+            )
+
+    def flush(self) -> None:
+        """Append the buffered batch (after dropping duplicates of earlier imports)."""
+        if not self.pending or self.result.errors:
+            self.pending.clear()
+            self.pending_ids.clear()
+            return
+        known = self.ledger.known_digests(self.cur, [p[0]["id"] for p in self.pending])
+        rows: list[IndexRow] = []
+        states: list[bytes] = []
+        for p, digest, at_us, order, path, line in self.pending:
+            eid = p["id"]
+            if eid in known:
+                self._duplicate_or_conflict(eid, digest, known[eid], path, line)
+                continue
+            t = p["type"]
+            stream = stream_of(p)
+            head = self.heads.get(stream)
+            if head is None:
+                version, h = self.ledger.stream_head(self.cur, stream)
+                head = (version, h or GENESIS)
+            version = head[0] + 1
+            h = chain_hash(head[1], stream, version, self.rec_text, canonical(p))
+            self.heads[stream] = (version, h)
+            rows.append(
+                IndexRow(eid, stream, version, t, at_us, self.rec_us, order, digest, h)
+            )
+            states.append(encode_state(p, self.rec_text, head[1], h))
+        if not self.result.errors:
+            self.ledger.append(self.cur, rows, states)
+            self.result.appended += len(rows)
+        self.pending.clear()
+        self.pending_ids.clear()
