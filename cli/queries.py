@@ -1,1 +1,161 @@
-"""Projection, findings and audit commands (registered on the ``backflush`` group)."""
+"""Projection commands: onhand, wip, consumption, hours, rebuild (as of any time)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+import click
+
+from cli.main import Fail, cli, open_ledger, output_options, parse_when
+from cli.output import render
+
+
+def load_policy(path: str | None) -> dict[str, Any] | None:
+    """Read and validate a ``--policy`` file (the fields of ProductionParametersSet)."""
+    if path is None:
+        return None
+    from ledger.codec import replay_policy
+    from ledger.events import EventErrors, parse_policy
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise Fail(f"{path}: {exc.strerror}") from None
+    try:
+        return replay_policy(parse_policy(raw))
+    except EventErrors as exc:
+        first = exc.errors[0]
+        raise Fail(f"{path}:1: {first.field}: {first.reason}") from None
+
+
+def asof_options(*, policy: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--at``, ``--known-at`` (and ``--policy``), parsed into datetimes and a dict."""
+
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--at", "at", default=None, help="As of this time on the floor.")
+        @click.option("--known-at", default=None, help="As recorded by the ledger by then.")
+        @wraps(f)
+        def inner(*args: Any, at: str | None, known_at: str | None, **kw: Any) -> Any:
+            kw["at"] = parse_when(at, "--at")
+            kw["known_at"] = parse_when(known_at, "--known-at")
+            if policy:
+                kw["policy"] = load_policy(kw.pop("policy_file", None))
+            return f(*args, **kw)
+
+        if policy:
+            inner = click.option(
+                "--policy",
+                "policy_file",
+                default=None,
+                type=click.Path(dir_okay=False),
+                help="Replay under these production parameters (what-if).",
+            )(inner)
+        return inner
+
+    return deco
+
+
+ONHAND_COLUMNS = ["item", "location", "batch", "lp", "qty"]
+WIP_COLUMNS = ["resource", "location", "kind", "order", "op", "item", "batch", "qty"]
+CONSUMPTION_COLUMNS = [
+    "order", "line", "item", "principle", "expected", "posted", "variance", "by_trigger",
+]
+HOURS_COLUMNS = ["order", "op", "resource", "standard", "reported"]
+
+
+@cli.command("onhand")
+@click.option("--item", default=None)
+@click.option("--location", default=None)
+@asof_options()
+@output_options
+@click.pass_context
+def onhand_cmd(ctx: click.Context, item: str | None, location: str | None, at: datetime | None,
+               known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+    """On-hand per item, location, batch and license plate (in transit included)."""
+    from projections import asof
+
+    rows = asof.onhand(open_ledger(ctx), at, known_at, policy, item=item, location=location)
+    click.echo(render(rows, ONHAND_COLUMNS, fmt))
+
+
+@cli.command("wip")
+@click.option("--resource", default=None)
+@asof_options()
+@output_options
+@click.pass_context
+def wip_cmd(ctx: click.Context, resource: str | None, at: datetime | None,
+            known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+    """WIP per resource location: material staged at its input, units waiting at its output."""
+    from projections import asof
+
+    rows = asof.wip(open_ledger(ctx), at, known_at, policy, resource=resource)
+    click.echo(render(rows, WIP_COLUMNS, fmt))
+
+
+def _known_order(ctx: click.Context, order: str) -> None:
+    ledger = open_ledger(ctx)
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT 1 AS x FROM bf_events WHERE ord = ? AND type = 'OrderCreated'", (order,)
+        ).fetchone()
+    if row is None:
+        raise Fail(f"--order: unknown order {order!r}")
+
+
+@cli.command("consumption")
+@click.option("--order", required=True, help="The production order.")
+@asof_options()
+@output_options
+@click.pass_context
+def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
+                    known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+    """Consumption per BOM line: expected, posted, posted by trigger kind, variance."""
+    from projections import asof
+
+    _known_order(ctx, order)
+    rows = asof.consumption(open_ledger(ctx), order, at, known_at, policy)
+    click.echo(render(rows, CONSUMPTION_COLUMNS, fmt))
+
+
+@cli.command("hours")
+@click.option("--order", default=None)
+@click.option("--resource", default=None)
+@asof_options()
+@output_options
+@click.pass_context
+def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: datetime | None,
+              known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+    """Hours per order, operation and resource: standard (setup + run x units) vs reported."""
+    from projections import asof
+
+    if order is not None:
+        _known_order(ctx, order)
+    rows = asof.hours(open_ledger(ctx), order, resource, at, known_at, policy)
+    click.echo(render(rows, HOURS_COLUMNS, fmt))
+
+
+@cli.command("rebuild")
+@click.pass_context
+def rebuild_cmd(ctx: click.Context) -> None:
+    """Drop every projection and rebuild it from the event log."""
+    from projections import materialise
+
+    ledger = open_ledger(ctx)
+    total = ledger.count()
+    if sys.stderr.isatty() and total > 10_000:
+        with click.progressbar(length=total, label="rebuilding", file=sys.stderr) as bar:
+            done = [0]
+
+            def progress(n: int) -> None:
+                bar.update(n - done[0])
+                done[0] = n
+
+            n = materialise.rebuild(ledger, progress)
+    else:
+        n = materialise.rebuild(ledger)
+    click.echo(f"rebuilt: {n} events applied")
