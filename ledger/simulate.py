@@ -60,7 +60,7 @@ def simulate(
     fgs = [f"FG{i:03d}" for i in range(1, products + 1)]
     for fg in fgs:
         yield ev("ItemDefined", t, item=fg, decimals=0)
-    for res, op in RESOURCES:
+    for res, _op in RESOURCES:
         yield ev(
             "ResourceDefined", t, resource=res, input_location=f"{res}-IN",
             output_location=f"{res}-OUT",
