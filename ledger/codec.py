@@ -35,18 +35,23 @@ def canonical(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
 
 
-def content_digest(payload: dict[str, Any]) -> str:
-    """Digest of what an event says, leaving out its id: equal digests = same content."""
-    body = {k: v for k, v in payload.items() if k != "id"}
-    return hashlib.sha256(canonical(body)).hexdigest()[:32]
+def content_digest(body: bytes) -> str:
+    """Digest of what an event says (its canonical bytes without the id)."""
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
-def chain_hash(prev: str, stream: str, version: int, recorded: str, canon: bytes) -> str:
-    """Hash of one link of a stream's chain."""
+def chain_hash(prev: str, stream: str, version: int, recorded: str, body: bytes, eid: str) -> str:
+    """Hash of one link of a stream's chain: position, time, predecessor, id and content."""
     h = hashlib.sha256(prev.encode())
-    h.update(b"\x00%s\x00%d\x00%s\x00" % (stream.encode(), version, recorded.encode()))
-    h.update(canon)
+    head = (stream.encode(), version, recorded.encode(), eid.encode())
+    h.update(b"\x00%s\x00%d\x00%s\x00%s\x00" % head)
+    h.update(body)
     return h.hexdigest()
+
+
+def body_of(payload: dict[str, Any]) -> bytes:
+    """Canonical bytes of a stored payload without its id (what the chain hash covers)."""
+    return canonical({k: v for k, v in payload.items() if k != "id"})
 
 
 def encode_state(payload: dict[str, Any], recorded: str, prev: str, hash_: str) -> bytes:

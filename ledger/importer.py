@@ -221,7 +221,8 @@ def _validate(
                 result.errors.append(ImportError_(path, lineno, f, r))
             continue
         names.add(payload)
-        digest = content_digest(payload)
+        body = canonical(payload)
+        digest = content_digest(body)
         if event.id is None:
             n = occurrences.get(digest, 0)
             occurrences[digest] = n + 1
@@ -229,7 +230,7 @@ def _validate(
         else:
             sender_id = event.id
         payload["id"] = sender_id
-        appender.add(payload, digest, to_us(event.at), payload_order, path, lineno)
+        appender.add(payload, body, digest, to_us(event.at), payload_order, path, lineno)
 
 
 class _Appender:
@@ -240,7 +241,7 @@ class _Appender:
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
-        self.pending: list[tuple[dict[str, Any], str, int, str | None, str, int]] = []
+        self.pending: list[tuple[dict[str, Any], bytes, str, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[str, str, str]] = {}
         # Once a line is bad nothing is written, but later lines may still refer to ids
         # of good earlier lines: remember those (memory only matters on the error path).
@@ -258,7 +259,14 @@ class _Appender:
         return row["ord"] or ""
 
     def add(
-        self, p: dict[str, Any], digest: str, at_us: int, order: str | None, path: str, line: int
+        self,
+        p: dict[str, Any],
+        body: bytes,
+        digest: str,
+        at_us: int,
+        order: str | None,
+        path: str,
+        line: int,
     ) -> None:
         if self.result.errors:
             # Nothing will be written: keep validating, stop doing write work.
@@ -269,7 +277,7 @@ class _Appender:
             self._duplicate_or_conflict(p["id"], digest, seen[0], path, line)
             return
         self.pending_ids[p["id"]] = (digest, path, order or "")
-        self.pending.append((p, digest, at_us, order or None, path, line))
+        self.pending.append((p, body, digest, at_us, order or None, path, line))
         if len(self.pending) >= BATCH:
             self.flush()
 
@@ -290,7 +298,7 @@ class _Appender:
         known = self.ledger.known_digests(self.cur, [p[0]["id"] for p in self.pending])
         rows: list[IndexRow] = []
         states: list[bytes] = []
-        for p, digest, at_us, order, path, line in self.pending:
+        for p, body, digest, at_us, order, path, line in self.pending:
             eid = p["id"]
             if eid in known:
                 self._duplicate_or_conflict(eid, digest, known[eid], path, line)
@@ -302,7 +310,7 @@ class _Appender:
                 version, h = self.ledger.stream_head(self.cur, stream)
                 head = (version, h or GENESIS)
             version = head[0] + 1
-            h = chain_hash(head[1], stream, version, self.rec_text, canonical(p))
+            h = chain_hash(head[1], stream, version, self.rec_text, body, eid)
             self.heads[stream] = (version, h)
             rows.append(
                 IndexRow(eid, stream, version, t, at_us, self.rec_us, order, digest, h)

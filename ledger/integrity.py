@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ledger.codec import GENESIS, canonical, chain_hash
+from ledger.codec import GENESIS, body_of, chain_hash
 from ledger.store import Ledger
 
 
@@ -97,7 +97,7 @@ def verify(ledger: Ledger) -> tuple[int, list[Problem]]:
             )
         elif prev != expect_prev and expect_prev != "":
             problems.append(Problem(s, v, eid, "does not follow its predecessor (reordered)"))
-        if chain_hash(prev, s, v, rec, canonical(payload)) != h:
+        if chain_hash(prev, s, v, rec, body_of(payload), eid or "") != h:
             problems.append(Problem(s, v, eid, "content does not match its hash (altered)"))
         ix = index_row(s, v)
         if ix is None:

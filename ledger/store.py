@@ -15,12 +15,12 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteFactory
 from eventsourcing.utils import Environment
 
 DEFAULT_DB = "./backflush.db"
@@ -51,10 +51,13 @@ def default_db() -> str:
     return os.environ.get("BACKFLUSH_DB") or DEFAULT_DB
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def to_us(dt: datetime) -> int:
     """Microseconds since the epoch of an aware datetime (the sortable form of ``at``)."""
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (dt - _EPOCH) // _US
 
 
 def from_us(us: int) -> datetime:
@@ -199,7 +202,12 @@ class Ledger:
             for r, s in zip(rows, states, strict=True)
         ]
         if self.dialect == "sqlite":
-            seqs = self.recorder._insert_events(cur.raw, stored)  # noqa: SLF001
+            # eventsourcing's application recorder inserts row by row to learn each rowid;
+            # under our write lock the rowids are simply max+1.., so one executemany does.
+            top = cur.execute("SELECT COALESCE(MAX(rowid), 0) AS m FROM stored_events")
+            first = top.fetchone()["m"] + 1
+            SQLiteAggregateRecorder._insert_events(self.recorder, cur.raw, stored)  # noqa: SLF001
+            seqs = range(first, first + len(stored))
         else:
             self.recorder._insert_stored_events(cur.raw, stored)  # noqa: SLF001
             seqs = self.recorder._fetch_ids_after_insert_events(cur.raw, stored)  # noqa: SLF001
