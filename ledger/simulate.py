@@ -135,25 +135,29 @@ def simulate(
             q = Decimal(line["qty"]) * qty
             op = line["operation"] or 10
             loc = f"R{op}-IN"
-            batch = None
             stock = on_hand.get(c, [])
+            # One pick/put per batch taken (FIFO), as warehouse work lines would be.
+            parts: list[tuple[str | None, Decimal]] = []
             taken = q
             while stock and taken > 0:
                 b, have = stock[0]
                 use = min(have, taken)
-                batch = b
+                parts.append((b, use))
                 taken -= use
                 if use == have:
                     stock.pop(0)
                 else:
                     stock[0] = (b, have - use)
-            fields = {"item": c, "qty": str(q), "order": order, "line": line["line"]}
-            if batch:
-                fields["batch"] = batch
-            t1 += timedelta(seconds=30)
-            yield ev("Picked", t1, location="BULK", work=f"W{o}", **fields)
-            t1 += timedelta(seconds=30)
-            yield ev("Put", t1, location=loc, work=f"W{o}", **fields)
+            if taken > 0:
+                parts.append((None, taken))
+            for b, pq in parts:
+                fields = {"item": c, "qty": str(pq), "order": order, "line": line["line"]}
+                if b:
+                    fields["batch"] = b
+                t1 += timedelta(seconds=30)
+                yield ev("Picked", t1, location="BULK", work=f"W{o}", **fields)
+                t1 += timedelta(seconds=30)
+                yield ev("Put", t1, location=loc, work=f"W{o}", **fields)
         t1 += timedelta(minutes=2)
         yield ev("OrderStarted", t1, order=order)
         units = qty
@@ -162,12 +166,12 @@ def simulate(
             if "scrap" in faults and rnd.random() < 0.5:
                 error = rnd.randint(1, max(1, units // 10))
             good = units - error
-            parts = rnd.choice([1, 2, 3])
+            n_reports = rnd.choice([1, 2, 3])
             done_good = done_err = 0
-            for p in range(parts):
+            for p in range(n_reports):
                 t1 += timedelta(minutes=rnd.randint(10, 60))
-                g = good // parts if p < parts - 1 else good - done_good
-                e = error if p == parts - 1 else 0
+                g = good // n_reports if p < n_reports - 1 else good - done_good
+                e = error if p == n_reports - 1 else 0
                 done_good += g
                 done_err += e
                 e_rep = ev("OperationReported", t1, order=order, op=op, good=g, error=e)
