@@ -1,0 +1,129 @@
+"""Unit tests of the flushing rules (projections/rules.py) and standards (standard.py)."""
+
+from decimal import Decimal as D
+
+from projections import rules as R
+from projections import standard as S
+
+
+def rule(trigger, device="*", resource=None, flush=(), basis="good+error"):
+    return {"trigger": trigger, "device": device, "resource": resource,
+            "flush": flush if flush == "always" else list(flush), "basis": basis}
+
+
+def test_default_rules_are_d365_out_of_the_box():
+    rs = R.RuleSet(None)
+    assert rs.match("start", "client", None)["flush"] == ["start"]
+    assert rs.match("put", "mobile", "R1")["flush"] == ["available_at_location"]
+    assert rs.match("operation", "job_terminal", "R1")["flush"] == ["operation_finish"]
+    for dev in ("client", "job_terminal"):
+        r = rs.match("finish", dev, None)
+        assert r["flush"] == ["finish", "production_finish"] and r["basis"] == "good+error"
+    mobile = rs.match("finish", "mobile", None)
+    assert mobile["flush"] == ["finish", "production_finish"] and mobile["basis"] == "good"
+    # no finish rule for the route card journal: nothing is flushed
+    assert rs.match("finish", "route_card", None) is None
+
+
+def test_default_rules_are_fresh_copies():
+    a = R.default_rules()
+    a[0]["flush"].append("finish")
+    assert R.default_rules()[0]["flush"] == ["start"]
+
+
+def test_most_specific_rule_wins():
+    rs = [
+        rule("operation", "*", None, ["operation_finish"]),
+        rule("operation", "job_terminal", None, ["finish"]),
+        rule("operation", "*", "R1", []),
+        rule("operation", "job_terminal", "R1", ["start"]),
+    ]
+    assert R.match_rule(rs, "operation", "client", "R9")["flush"] == ["operation_finish"]
+    assert R.match_rule(rs, "operation", "job_terminal", "R9")["flush"] == ["finish"]
+    # resource beats device
+    assert R.match_rule(rs[:3], "operation", "job_terminal", "R1")["flush"] == []
+    assert R.match_rule(rs, "operation", "job_terminal", "R1")["flush"] == ["start"]
+    assert R.match_rule(rs, "finish", "client", None) is None
+
+
+def test_equal_specificity_last_listed_wins():
+    rs = [rule("finish", "client", None, ["finish"]), rule("finish", "client", None, [])]
+    assert R.match_rule(rs, "finish", "client", None)["flush"] == []
+
+
+def test_manual_lines_only_flushed_by_always():
+    assert not R.rule_flushes(rule("finish", flush=["manual", "finish"]), "manual")
+    assert R.rule_flushes(rule("finish", flush="always"), "manual")
+    assert R.rule_flushes(rule("finish", flush="always"), "start")
+    assert not R.rule_flushes(rule("finish", flush=[]), "finish")
+    assert not R.rule_flushes(None, "finish")
+
+
+def test_line_resolution():
+    assert R.resolve_principle(None, "start") == "start"
+    assert R.resolve_principle("manual", "start") == "manual"
+    assert R.resolve_principle(None, None) == "finish"
+    ops = [{"op": 20}, {"op": 10}, {"op": 30}]
+    assert R.resolve_operation(None, ops) == 10
+    assert R.resolve_operation(30, ops) == 30
+    assert R.resolve_operation(None, None) is None
+    assert R.resolve_location("L", "IN", "BACKFLUSH") == "L"
+    assert R.resolve_location(None, "IN", "BACKFLUSH") == "IN"
+    assert R.resolve_location(None, None, "BACKFLUSH") == "BACKFLUSH"
+    assert R.resolve_location(None, None, None) == "BACKFLUSH"
+
+
+def test_quantity_formula_scrap_and_rounding():
+    # 2 per 1, 10 % scrap, 1 constant, 10 units: 2*10*1.1 + 1 = 23
+    assert R.line_quantity(D(2), D(1), D(10), D(1), D(10), 6) == D("23.000000")
+    assert R.line_quantity(D(2), D(1), D(10), D(1), D(0), 6) == 0
+    # 1 per 3 with 0 decimals: half-up
+    assert R.line_quantity(D(1), D(3), D(0), D(0), D(1), 0) == 0
+    assert R.line_quantity(D(1), D(3), D(0), D(0), D(2), 0) == 1
+    assert R.round_half_up(D("2.5"), 0) == 3
+    assert R.round_half_up(D("-2.5"), 0) == -3
+    assert R.round_half_up(D("0.125"), 2) == D("0.13")
+
+
+def test_cumulative_flush_never_drifts():
+    args = (D(1), D(3), D(0), D(0))
+    total = sum(R.flush_delta(*args, D(u), D(u + 1), 0) for u in range(7))
+    assert total == R.flush_delta(*args, D(0), D(7), 0) == 2
+
+
+def test_trigger_units_and_transferred():
+    assert R.trigger_units("good", D(8), D(2)) == 8
+    assert R.trigger_units("good+error", D(8), D(2)) == 10
+    assert R.trigger_units("transferred", D(8), D(2)) == 10
+    assert R.transferred_target(D(12), D(5), D(10), 0) == 6
+    assert R.transferred_target(D(12), D(10), D(10), 0) == 12
+    assert R.transferred_target(D(12), D(11), D(10), 0) == 12
+    assert R.transferred_target(D(12), D(0), D(10), 0) == 0
+
+
+def test_params_from_dict():
+    p = R.Params.from_dict({"default_input_location": "IN", "tolerance_pct": D(5),
+                            "rules": None})
+    assert p.default_input_location == "IN" and p.tolerance_pct == 5
+    assert p.rules.match("start", "client", None)["flush"] == ["start"]
+    p2 = R.Params.from_dict({"default_input_location": None, "tolerance_pct": None,
+                             "rules": []})
+    assert p2.default_input_location == "BACKFLUSH"
+    assert p2.rules.match("start", "client", None) is None
+
+
+def test_standard_units_expected_hours():
+    op_units = {10: D(10), 20: D(8)}
+    reports = {10: 2, 20: 1}
+    assert S.units_processed(10, op_units, reports, D(7)) == 10
+    assert S.units_processed(30, op_units, reports, D(7)) == 7
+    assert S.units_processed(None, op_units, reports, D(7)) == 7
+    assert S.expected_consumption(D(2), D(1), D(0), D(1), D(0), 6) == 0
+    assert S.expected_consumption(D(2), D(1), D(0), D(1), D(5), 6) == 11
+    assert S.variance(D(12), D(10)) == 2
+    assert S.within_tolerance(D("10.4"), D(10), D(5))
+    assert not S.within_tolerance(D("10.6"), D(10), D(5))
+    assert S.standard_hours(D(1), D("0.1"), D(10)) == 2
+    assert S.standard_hours(D(1), D("0.1"), D(0)) == 0
+    shares = [S.standard_share(D(1), D("0.1"), D(u), D(5)) for u in (0, 5)]
+    assert shares == [D("1.5"), D("0.5")]
