@@ -33,11 +33,13 @@ class Problem:
         return f"{self.stream}@{self.version}{who}: {self.reason}"
 
 
-def _pages(ledger: Ledger, sql: str, page: int = 5000) -> Iterator[Any]:
+def _pages(ledger: Ledger, sql: str, page: int = 5000) -> Iterator[tuple[Any, ...]]:
+    # Rows come back as tuples (s, v, ...) whatever the driver's row type.
     last: tuple[str, int] = ("", -1)
     while True:
         with ledger.transaction(commit=False) as cur:
-            rows = cur.execute(sql + f" LIMIT {page}", (last[0], last[0], last[1])).fetchall()
+            raw = cur.execute(sql + f" LIMIT {page}", (last[0], last[0], last[1])).fetchall()
+        rows = [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in raw]
         yield from rows
         if len(rows) < page:
             return

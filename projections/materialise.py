@@ -139,6 +139,16 @@ def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]
         yield replay_dict(loads(row["state"])["e"], row["seq"])
 
 
+def _reversal_targets(cur: Cursor) -> set[str]:
+    """Ids of the events some Reversal undoes: the only ones whose effects must be kept."""
+    rows = cur.execute(
+        "SELECT s.state FROM bf_events i JOIN stored_events s ON "
+        + ("s.rowid" if cur.dialect == "sqlite" else "s.notification_id")
+        + " = i.seq WHERE i.type = 'Reversal'"
+    ).fetchall()
+    return {orjson.loads(r["state"])["e"]["reverses"] for r in rows}
+
+
 def _save_engine(cur: Cursor, engine: Replay) -> None:
     blob = zlib.compress(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), 1)
     cur.execute("DELETE FROM bf_proj_blob WHERE k = 'engine'")
@@ -160,7 +170,7 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
             cur.execute(f"DELETE FROM {t}")
         cur.execute("DELETE FROM bf_proj")
         cur.execute("DELETE FROM bf_proj_blob")
-        engine = Replay()
+        engine = Replay(reversible=_reversal_targets(cur))
         writer = _Writer(cur)
         n, last_seq, high = _apply_rows(ledger, cur, engine, writer, None, progress)
         _finish(cur, engine, last_seq, high)
@@ -238,11 +248,16 @@ def catch_up(ledger: Ledger) -> int:
         last = int(_get(cur, "last_seq") or 0)
         high = (int(_get(cur, "high_at") or 0), int(_get(cur, "high_seq") or 0))
         row = cur.execute(
-            "SELECT MIN(at_us) AS a FROM bf_events WHERE seq > ?", (last,)
+            "SELECT MIN(at_us) AS a, SUM(CASE WHEN type = 'Reversal' THEN 1 ELSE 0 END) AS r"
+            " FROM bf_events WHERE seq > ?",
+            (last,),
         ).fetchone()
         if row["a"] is None:
             return 0
-        engine = _load_engine(cur) if row["a"] >= high[0] else None
+        # A late event changes the past, and a new Reversal may undo an event whose
+        # effects the snapshot did not keep: both are answered by a rebuild.
+        in_order = row["a"] >= high[0] and not row["r"]
+        engine = _load_engine(cur) if in_order else None
         if engine is None:
             late = True
         else:
