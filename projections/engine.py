@@ -36,6 +36,9 @@ Semantics where DESIGN is silent (what an experienced D365 / AX user expects):
 - Manual consumption (``MaterialConsumed``) books against the named line, else the order's first
   line of that item, else an *unplanned* line (line None, expected 0). A negative quantity is a
   return: on-hand goes back up at the location (batch as given).
+- WIP waiting follows DESIGN literally, operation by operation along the route: an operation
+  nobody reports on (seed 001's robot packing) shows its successor's units as negative waiting
+  and its predecessor's as not moved on; ``wip_at_end`` keeps both for WIP_NOT_CLEARED.
 - Hours: reported hours come from ``OperationReported`` only (actual, else the report's standard
   share); standard hours follow DESIGN §5.
 - Reversal undoes, from its own ``at``, every effect the reversed event had: it posts exact
