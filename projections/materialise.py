@@ -104,22 +104,34 @@ class _Writer:
 
     def write(self, engine: Replay) -> None:
         onhand, wip = [], []
-        n_of: dict[int, int] = {}
+        onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
+        n = 0
+        last_seq, last_at, at_us = None, None, 0
+        # Changes come grouped by event: number them within an event, and convert each
+        # event's time once, not once per change.
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
-            n = n_of[seq] = n_of.get(seq, -1) + 1
-            if kind == "onhand":
-                kid = self._key_id(self.onhand_ids, "bf_onhand_keys", key, 4)
-                onhand.append((kid, to_us(at), seq, n, str(balance)))
+            if seq != last_seq:
+                last_seq, n = seq, 0
+                if at is not last_at:
+                    last_at, at_us = at, to_us(at)
             else:
-                kid = self._key_id(self.wip_ids, "bf_wip_keys", key, 7)
-                wip.append((kid, to_us(at), seq, n, str(balance)))
+                n += 1
+            if kind == "onhand":
+                kid = onhand_ids.get(key) or self._key_id(onhand_ids, "bf_onhand_keys", key, 4)
+                onhand.append((kid, at_us, seq, n, str(balance)))
+            else:
+                kid = wip_ids.get(key) or self._key_id(wip_ids, "bf_wip_keys", key, 7)
+                wip.append((kid, at_us, seq, n, str(balance)))
         engine.balance_changes.clear()
         self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
         self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
         flushes = []
-        fn: dict[int, int] = {}
+        last_seq, n = None, 0
         for f in engine.flushes:
-            n = fn[f.seq] = fn.get(f.seq, -1) + 1
+            if f.seq != last_seq:
+                last_seq, n = f.seq, 0
+            else:
+                n += 1
             flushes.append(
                 (
                     f.event_id, to_us(f.at), f.seq, n, f.order, f.line, f.item, f.trigger,
