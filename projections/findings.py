@@ -1,0 +1,496 @@
+"""Findings: what an auditor must look at, derived from the replay engine's state (DESIGN §5).
+
+Pure functions: no I/O, no clock. ``findings(engine)`` reads a ``Replay`` after (part of) a
+history was applied; ``policy_overlaps(policy)`` inspects flushing rules alone.
+
+Severities (DESIGN is silent; chosen as a controller would rank them):
+
+- ``error`` — the books are wrong now and need a correcting posting, or traceability is lost:
+  DOUBLE_FLUSH, SCRAP_SHORTFALL, MANUAL_NOT_POSTED, NEGATIVE_ON_HAND, UNRESOLVED_BATCH.
+- ``warning`` — a variance or loose end to explain, often legitimate on a real floor:
+  OVER_CONSUMPTION, UNDER_CONSUMPTION, RESIDUAL_AT_INPUT, WIP_NOT_CLEARED, OUT_OF_SEQUENCE,
+  POLICY_OVERLAP (a configuration that *can* double-flush; nothing posted wrong yet).
+
+Decisions where DESIGN is silent:
+
+- DOUBLE_FLUSH: a line with postings from two or more different trigger *kinds* (start,
+  operation, finish, put; manual consumption is not a trigger) and posted > expected. Its
+  quantity is posted − expected. It can arise while the order runs.
+- SCRAP_SHORTFALL: a trigger with basis ``good`` flushed the line, error units were reported at
+  the line's operation or any later operation (or on report as finished) — a unit scrapped at
+  op 20 had consumed its op-10 material — and posted < expected. Its quantity is the
+  consumption of the error units the good-only trigger left out (round(q(P)) − round(q(P − e))
+  for P units processed and e unflushed error units), capped by expected − posted: while the
+  order runs, units not yet finished are not a shortfall.
+- OVER_/UNDER_CONSUMPTION (once ended): the variance not explained by DOUBLE_FLUSH (all of it)
+  or SCRAP_SHORTFALL (its quantity), when beyond tolerance; a manual line with nothing posted
+  is MANUAL_NOT_POSTED instead. Quantities are positive (the size of the variance).
+- NEGATIVE_ON_HAND: one finding per order, item, location and batch (and one per key for
+  takes outside any order, e.g. a put without a pick driving in-transit negative); its
+  quantity is how far on-hand went below zero at the deepest point.
+- WIP_NOT_CLEARED: per operation, good units at that operation not processed at the next one
+  (or, after the last, not reported as finished), with DESIGN §5's fallback: an operation
+  nobody reported on is deemed to have processed what was finished (so a robot cell outside
+  MES leaves no WIP). Line is None, item is the order's item.
+- OUT_OF_SEQUENCE: one finding per order, reason and operation; the quantity is the excess
+  over the order quantity for "beyond order qty", else 0 (the message counts the events).
+- POLICY_OVERLAP: see ``policy_overlaps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import combinations
+from typing import Any
+
+from projections.rules import (
+    DEVICES,
+    PRINCIPLES,
+    TRIGGER_KINDS,
+    ZERO,
+    Params,
+    line_quantity,
+    match_rule,
+    rule_basis,
+    tolerance,
+)
+
+SEVERITIES = ("info", "warning", "error")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+SEVERITY = {
+    "DOUBLE_FLUSH": "error",
+    "SCRAP_SHORTFALL": "error",
+    "OVER_CONSUMPTION": "warning",
+    "UNDER_CONSUMPTION": "warning",
+    "MANUAL_NOT_POSTED": "error",
+    "NEGATIVE_ON_HAND": "error",
+    "UNRESOLVED_BATCH": "error",
+    "RESIDUAL_AT_INPUT": "warning",
+    "WIP_NOT_CLEARED": "warning",
+    "OUT_OF_SEQUENCE": "warning",
+    "POLICY_OVERLAP": "warning",
+}
+CODES = tuple(SEVERITY)
+
+#: Codes whose truth depends on other orders' stock (not exact on an order-local replay).
+GLOBAL_CODES = frozenset(("NEGATIVE_ON_HAND", "UNRESOLVED_BATCH"))
+
+_RULE_TRIGGERS = frozenset(("start", "operation", "finish", "put"))
+_KIND_NAMES = {
+    "start": "start",
+    "operation": "operation feedback",
+    "finish": "report as finished",
+    "put": "put",
+    "manual": "manual consumption",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding: code, severity, where (order/line/item), how much, and which events."""
+
+    code: str
+    severity: str
+    order: str | None
+    line: int | None
+    item: str | None
+    qty: Decimal
+    events: tuple[str, ...]
+    message: str
+    where: str = field(default="", repr=False, compare=False)  # location/op/rules: identity
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict with the JSON keys of DESIGN §7 (qty stays a Decimal)."""
+        return {"code": self.code, "severity": self.severity, "order": self.order,
+                "line": self.line, "item": self.item, "qty": self.qty,
+                "events": list(self.events), "message": self.message}
+
+    @property
+    def key(self) -> tuple:
+        """Identity of a finding across replays of a growing history (audit: where it arises)."""
+        return (self.code, self.order, self.line, self.item, self.where)
+
+    @property
+    def rank(self) -> int:
+        """Severity rank: info 0, warning 1, error 2."""
+        return SEVERITY_RANK[self.severity]
+
+
+def _sk(v):
+    return (0, "") if v is None else (1, v)
+
+
+def sort_key(f: Finding) -> tuple:
+    """Deterministic order: order, line, code, then item and message."""
+    return (_sk(f.order), _sk(f.line), f.code, _sk(f.item), f.message)
+
+
+def fmt_qty(q: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros ("24.5", "196")."""
+    if q == 0:
+        return "0"
+    s = format(q, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def _mk(code, order, line, item, qty, events, message, where="") -> Finding:
+    ev = tuple(dict.fromkeys(e for e in events if e is not None))
+    return Finding(code, SEVERITY[code], order, line, item, qty, ev, message, where)
+
+
+def _line_label(ln) -> str:
+    return f"line {ln.line} ({ln.item})" if ln.line is not None else f"unplanned {ln.item}"
+
+
+def _describe_triggers(flush_events, op=None) -> str:
+    """'operation 20 on job_terminal and report as finished on mobile' style text."""
+    seen: dict = {}
+    for kind, device, _eid in flush_events:
+        if kind not in _RULE_TRIGGERS:
+            continue
+        seen.setdefault(kind, [])
+        if device and device not in seen[kind]:
+            seen[kind].append(device)
+    def name(k):
+        return f"operation {op}" if k == "operation" and op is not None else _KIND_NAMES[k]
+
+    parts = [f"{name(k)} on {'/'.join(d) if d else '?'}" for k, d in seen.items()]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+# --- per-line consumption findings -----------------------------------------------------------
+
+
+def _errors_downstream(o, op) -> Decimal:
+    """Error units reported at ``op`` or any later operation, plus on report as finished."""
+    total = o.fin_error
+    for k, e in o.op_error.items():
+        if op is None or k >= op:
+            total += e
+    return total
+
+
+def _scrap_shortfall(ln) -> Decimal:
+    """Quantity missing because a good-only trigger left error units unflushed (0 if none)."""
+    if ln.line is None or not ln.good_basis_flushes:
+        return ZERO
+    expected = ln.expected
+    posted = ln.posted
+    if posted >= expected:
+        return ZERO
+    o = ln.order
+    errors = _errors_downstream(o, ln.op)
+    if errors <= 0:
+        return ZERO
+    processed = ln.units_processed
+    gap = ZERO
+    for kind in {k for k, _ in ln.good_basis_flushes}:
+        gap = max(gap, processed - ln.units.get(kind, ZERO))
+    unflushed = min(gap, errors)
+    if unflushed <= 0:
+        return ZERO
+    share = (line_quantity(ln.qty, ln.per, ln.scrap_pct, ln.scrap_const, processed, ln.decimals)
+             - line_quantity(ln.qty, ln.per, ln.scrap_pct, ln.scrap_const,
+                             processed - unflushed, ln.decimals))
+    return max(ZERO, min(share, expected - posted))
+
+
+def _line_findings(o, ln, out: list) -> None:
+    expected, posted = ln.expected, ln.posted
+    label = _line_label(ln)
+    kinds = {k for k, _, _ in ln.flush_events if k in _RULE_TRIGGERS}
+    trig_ids = [e for k, _, e in ln.flush_events if k in _RULE_TRIGGERS]
+    explained = ZERO
+    double = False
+    if len(kinds) >= 2 and posted > expected:
+        double = True
+        qty = posted - expected
+        explained = qty
+        out.append(_mk(
+            "DOUBLE_FLUSH", o.order, ln.line, ln.item, qty, trig_ids,
+            f"{label} flushed {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
+            f"{_describe_triggers(ln.flush_events, ln.op)} both flushed it",
+        ))
+    short = ZERO if double else _scrap_shortfall(ln)
+    if short > 0:
+        explained = -short
+        good_ids = [e for _, e in ln.good_basis_flushes]
+        devices = sorted({d for k, d, _ in ln.flush_events
+                          if any(k == gk for gk, _ in ln.good_basis_flushes) and d})
+        out.append(_mk(
+            "SCRAP_SHORTFALL", o.order, ln.line, ln.item, short, good_ids,
+            f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: error "
+            f"units were reported but {' and '.join(devices) or 'a trigger'} flushed on good "
+            f"quantity only, so the scrap's {fmt_qty(short)} was never consumed",
+        ))
+    if o.ended is None:
+        return
+    end_id = o.ended[0]
+    if ln.manual and ln.line is not None and expected > 0 and posted == 0:
+        out.append(_mk(
+            "MANUAL_NOT_POSTED", o.order, ln.line, ln.item, expected, [end_id],
+            f"{label} is a manual line with {fmt_qty(expected)} expected, but nothing was "
+            f"consumed when the order ended",
+        ))
+        return
+    rest = (posted - expected) - explained
+    if rest and abs(rest) > tolerance(expected, o.tolerance_pct):
+        ids = [e for _, _, e in ln.flush_events] + [end_id]
+        if rest > 0:
+            out.append(_mk(
+                "OVER_CONSUMPTION", o.order, ln.line, ln.item, rest, ids,
+                f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
+                f"{fmt_qty(rest)} over"
+                + (" (beyond the tolerance of " + fmt_qty(o.tolerance_pct) + " %)"
+                   if o.tolerance_pct else ""),
+            ))
+        else:
+            out.append(_mk(
+                "UNDER_CONSUMPTION", o.order, ln.line, ln.item, -rest, ids,
+                f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
+                f"{fmt_qty(-rest)} under"
+                + (" (beyond the tolerance of " + fmt_qty(o.tolerance_pct) + " %)"
+                   if o.tolerance_pct else ""),
+            ))
+
+
+# --- order-level findings ----------------------------------------------------------------------
+
+
+def _line_for(o, item, location=None):
+    """The order's BOM line of ``item`` (the one consuming at ``location`` first), or None."""
+    cands = [ln for ln in o.line_list if ln.item == item]
+    if location is not None:
+        at = [ln for ln in cands if ln.location == location]
+        if at:
+            return at[0]
+    return cands[0] if cands else None
+
+
+def _wip_left(o) -> list[tuple]:
+    """(op, units) left after each operation, with DESIGN §5's fallback for unreported ops."""
+    ops = o.ops
+    if not ops:
+        return []
+    finished = o.fin_good + o.fin_error
+
+    def good(op):
+        if o.op_reports.get(op, 0) > 0:
+            return o.op_good.get(op, ZERO)
+        return finished
+
+    out = []
+    for i, info in enumerate(ops):
+        nxt = o.units(ops[i + 1].op) if i + 1 < len(ops) else finished
+        left = good(info.op) - nxt
+        if left > 0:
+            out.append((info.op, info, left))
+    return out
+
+
+def _order_findings(o, out: list) -> None:
+    for ln in o.all_lines():
+        _line_findings(o, ln, out)
+    # unresolved batches, per line and location
+    groups: dict = {}
+    for u in o.unresolved:
+        g = groups.setdefault((u.line, u.item, u.location), [ZERO, []])
+        g[0] += u.qty
+        g[1].append(u.event_id)
+    for (line, item, loc), (qty, ids) in groups.items():
+        if qty <= 0:
+            continue
+        label = f"line {line} ({item})" if line is not None else item
+        out.append(_mk(
+            "UNRESOLVED_BATCH", o.order, line, item, qty, ids,
+            f"{label} is batch-tracked: {fmt_qty(qty)} flushed from {loc} with no batch "
+            "on hand or put for the order to take it from", loc,
+        ))
+    if o.ended is not None:
+        end_id = o.ended[0]
+        for r in o.residual_at_end:
+            ln = _line_for(o, r.item, r.location)
+            out.append(_mk(
+                "RESIDUAL_AT_INPUT", o.order, ln.line if ln else None, r.item, r.qty,
+                list(r.put_events) + [r.end_event],
+                f"{fmt_qty(r.qty)} {r.item} put for the order was still at "
+                f"{r.location} when the order ended", r.location,
+            ))
+        for op, info, left in _wip_left(o):
+            nxt = next((x.op for x in o.ops if x.op > op), None)
+            where = (f"waiting for operation {nxt}" if nxt is not None
+                     else "not reported as finished")
+            at = f" at {info.output_location}" if info.output_location else ""
+            out.append(_mk(
+                "WIP_NOT_CLEARED", o.order, None, o.item, left, [end_id],
+                f"{fmt_qty(left)} units good at operation {op} were still {where}{at} "
+                "when the order ended", str(op),
+            ))
+    oos: dict = {}
+    for r in o.out_of_sequence:
+        oos.setdefault((r.reason, r.op), []).append(r.event_id)
+    for (reason, op), ids in oos.items():
+        qty = ZERO
+        if reason == "beyond order qty":
+            if op is not None:
+                done = o.op_good.get(op, ZERO) + o.op_error.get(op, ZERO)
+            else:
+                done = o.fin_good + o.fin_error
+            qty = max(ZERO, done - o.qty)
+        what = f"operation {op}" if op is not None else "order"
+        n = len(ids)
+        times = f"{n} event{'s' if n != 1 else ''}"
+        text = {
+            "before release": f"{times} reported on {what} before the order was released",
+            "after end": f"{times} posted on {what} after the order had ended",
+            "op not on route": f"{times} reported on operation {op}, which is not on the route",
+            "beyond order qty": f"{what} reported {fmt_qty(qty)} beyond the order quantity "
+                                f"{fmt_qty(o.qty)}",
+            "ended twice": "the order was ended again after it had ended",
+        }.get(reason, f"{times} out of sequence on {what}: {reason}")
+        out.append(_mk("OUT_OF_SEQUENCE", o.order, None, o.item, qty, ids, text,
+                       f"{op} {reason}"))
+
+
+def _negative_findings(engine, orders: set | None, out: list) -> None:
+    groups: dict = {}
+    for r in engine.negative_onhand:
+        if orders is not None and r.order not in orders:
+            continue
+        item, loc, batch, _lp = r.key
+        g = groups.setdefault((r.order, item, loc, batch), [ZERO, []])
+        g[0] = max(g[0], -r.balance)
+        g[1].append(r.event_id)
+    for (order, item, loc, batch), (depth, ids) in groups.items():
+        o = engine.order_state(order) if order is not None else None
+        ln = _line_for(o, item, loc) if o is not None else None
+        b = f" batch {batch}" if batch else ""
+        if loc == "IN_TRANSIT":
+            why = "a put without a matching pick"
+        elif o is not None:
+            why = f"order {order} took more than was there"
+        else:
+            why = "a move took more than was there"
+        out.append(_mk(
+            "NEGATIVE_ON_HAND", order, ln.line if ln else None, item, depth, ids,
+            f"on-hand of {item}{b} at {loc} went {fmt_qty(depth)} below zero: {why}",
+            f"{loc} {batch}",
+        ))
+
+
+def findings(engine, order: str | None = None, codes: Iterable[str] | None = None
+             ) -> list[Finding]:
+    """Every finding of DESIGN §5 (but POLICY_OVERLAP) in the engine's current state.
+
+    ``order`` restricts to one order (cheap: only that order's state is read); ``codes``
+    restricts the codes. Sorted by order, line, code.
+    """
+    out: list[Finding] = []
+    if order is None:
+        states = [engine.order_state(k) for k in engine.orders()]
+        scope = None
+    else:
+        st = engine.order_state(order)
+        states = [st] if st is not None else []
+        scope = {order}
+    for o in states:
+        _order_findings(o, out)
+    _negative_findings(engine, scope, out)
+    if codes is not None:
+        keep = set(codes)
+        out = [f for f in out if f.code in keep]
+    out.sort(key=sort_key)
+    return out
+
+
+# --- policy check ------------------------------------------------------------------------------
+
+
+def _rules_of(policy) -> tuple[list, str | None]:
+    if policy is None:
+        p = Params()
+    elif isinstance(policy, Params):
+        p = policy
+    elif isinstance(policy, dict):
+        p = Params.from_dict(policy, policy.get("id"))
+    else:  # a list of rules
+        return list(policy), None
+    return list(p.rules.rules), p.source
+
+
+def rule_name(rule: dict) -> str:
+    """``trigger/device`` (``@resource`` when the rule is per resource)."""
+    name = f"{rule.get('trigger')}/{rule.get('device') or '*'}"
+    if rule.get("resource"):
+        name += f"@{rule['resource']}"
+    return name
+
+
+def _flush_text(rule: dict) -> str:
+    f = rule.get("flush")
+    return "always" if f == "always" else "[" + ", ".join(f or ()) + "]"
+
+
+def _flushed_principles(rule: dict) -> frozenset:
+    f = rule.get("flush")
+    if f == "always":
+        return frozenset(PRINCIPLES)
+    return frozenset(p for p in (f or ()) if p != "manual")
+
+
+def policy_overlaps(policy) -> list[Finding]:
+    """POLICY_OVERLAP: pairs of rules of different trigger kinds that can flush one principle.
+
+    ``policy`` is a ProductionParametersSet-shaped dict, a ``Params``, a list of rules, or None
+    (the D365 defaults). For every trigger kind, device and resource (every resource named in a
+    rule, plus "any other") the rule that would apply is found as the engine finds it (the most
+    specific; put triggers come from the mobile scanner). Two such effective rules of different
+    kinds that list a common principle can flush the same line twice — every line belongs to
+    an operation, is reached by report as finished, by the start and by a put — so they are
+    reported, naming both rules. ``"always"`` lists every principle, manual included.
+    One finding per pair of rules; qty is the number of principles they share.
+    """
+    rules, source = _rules_of(policy)
+    resources = sorted({r["resource"] for r in rules if r.get("resource")})
+    effective: dict = {}  # rule index -> (kind, rule)
+    for kind in TRIGGER_KINDS:
+        devices = ("mobile",) if kind == "put" else DEVICES
+        for dev in devices:
+            for res in [None, *resources]:
+                rule = match_rule(rules, kind, dev, res)
+                if rule is None or not _flushed_principles(rule):
+                    continue
+                idx = next(i for i, r in enumerate(rules) if r is rule)
+                effective[idx] = (kind, rule)
+    out = []
+    for (ia, (ka, ra)), (ib, (kb, rb)) in combinations(sorted(effective.items()), 2):
+        if ka == kb:
+            continue  # one trigger kind shares its U counter: partial reports never double
+        shared = _flushed_principles(ra) & _flushed_principles(rb)
+        if not shared:
+            continue
+        names = ", ".join(sorted(shared))
+        basis = ""
+        if rule_basis(ra) != rule_basis(rb):
+            basis = f" (on {rule_basis(ra)} and {rule_basis(rb)})"
+        out.append(_mk(
+            "POLICY_OVERLAP", None, None, None, Decimal(len(shared)),
+            [source] if source else [],
+            f"rules {rule_name(ra)} {_flush_text(ra)} and {rule_name(rb)} {_flush_text(rb)} "
+            f"both flush {names}: an order reported through both consumes such lines "
+            f"twice{basis}", f"{ia} {ib}",
+        ))
+    out.sort(key=lambda f: f.message)
+    return out
+
+
+def worst(found: Iterable[Finding]) -> int:
+    """Highest severity rank among ``found`` (-1 when empty)."""
+    return max((f.rank for f in found), default=-1)
