@@ -989,15 +989,11 @@ class Replay:
                                decimals=itd.get("decimals", DEFAULT_DECIMALS),
                                tracking=itd.get("tracking") or "none", principle="manual",
                                op=None, resource=None, location=o.default_input_location)
-                self._set_key(o.unplanned, item, ln)
+                # the line is a container: a reversal takes back postings, never the line
+                o.unplanned[item] = ln
         loc = ev.get("location") or ln.location
         self._post(o, ln, qty, "manual", ev.get("device") or "client", None, None, None, None,
                    loc, batch)
-
-    def _set_key(self, d: dict, key, value) -> None:
-        d[key] = value
-        if self._fx is not None:
-            self._fx.append((_CTR, d, key, None))  # None delta: undo removes the key
 
     def _order_ended(self, ev):
         o = self._order(ev)
@@ -1152,10 +1148,7 @@ class Replay:
                 self._oh(item, loc, b, lp, -delta)
             elif code == _CTR:
                 _, container, key, delta = step
-                if delta is None:
-                    container.pop(key, None)
-                else:
-                    container[key] = container.get(key, ZERO) - delta
+                container[key] = container.get(key, ZERO) - delta
             elif code == _ATTR:
                 _, obj, attr, delta = step
                 setattr(obj, attr, getattr(obj, attr) - delta)

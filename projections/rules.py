@@ -203,14 +203,21 @@ def resolve_location(line_location: str | None, resource_input_location: str | N
 # --- quantities -------------------------------------------------------------------------------
 
 
+# Quanta for 0..18 decimals, built once: rounding runs for every flush.
+_QUANTA = tuple(Decimal(1).scaleb(-i) for i in range(19))
+
+
 def quantum(decimals: int) -> Decimal:
     """The Decimal exponent for ``decimals`` places (``Decimal('0.01')`` for 2)."""
+    if 0 <= decimals < 19:
+        return _QUANTA[decimals]
     return Decimal(1).scaleb(-int(decimals))
 
 
 def round_half_up(q: Decimal, decimals: int) -> Decimal:
     """Round half-up (away from zero on .5) to ``decimals`` places."""
-    return q.quantize(quantum(decimals), rounding=ROUND_HALF_UP)
+    return q.quantize(_QUANTA[decimals] if 0 <= decimals < 19 else quantum(decimals),
+                      rounding=ROUND_HALF_UP)
 
 
 def line_quantity(qty: Decimal, per: Decimal, scrap_pct: Decimal, scrap_const: Decimal,
@@ -221,11 +228,14 @@ def line_quantity(qty: Decimal, per: Decimal, scrap_pct: Decimal, scrap_const: D
     """
     if units <= 0:
         if units == 0:
-            return round_half_up(ZERO, decimals)
+            return ZERO
         const = ZERO  # negative U only arises from corrections; the constant is never negative
     else:
         const = scrap_const
-    q = qty * units * (HUNDRED + scrap_pct) / (per * HUNDRED) + const
+    if scrap_pct:
+        q = qty * units * (HUNDRED + scrap_pct) / (per * HUNDRED) + const
+    else:
+        q = qty * units / per + const
     return round_half_up(q, decimals)
 
 
