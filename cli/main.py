@@ -236,5 +236,6 @@ def verify_cmd(ctx: click.Context) -> None:
 
 
 # Projection and audit commands register themselves on ``cli``.
+from cli import audit as _audit  # noqa: E402,F401
 from cli import queries as _queries  # noqa: E402,F401
 from cli import tools as _tools  # noqa: E402,F401

@@ -1,0 +1,249 @@
+"""The audit timeline of one production order: every event, what it flushed, running totals,
+and the findings at the event where they arise (DESIGN §6).
+
+``audit_order`` is pure (events in, a plain dict out). Two ways to feed it:
+
+- *exact and global* (``--policy``, ``--known-at``): every event of the ledger; flushes, batches
+  and every finding come from that one replay;
+- *fast* (default): master data plus the order's own events (``asof.order_events``) — exact for
+  quantities since an order's postings depend only on its own reports — with batches and
+  locations from the materialised postings (``flush_rows``) and the findings that depend on
+  other orders' stock (NEGATIVE_ON_HAND, UNRESOLVED_BATCH) from the materialised history
+  (``global_findings``: (event id, Finding) pairs, see ``negative_takes``).
+
+A finding *arises* at the first of the order's events after which it is present (identity:
+code, order, line, item and location/operation); its final quantity is the one after the last
+event. A finding that disappears again (a reversal) is dropped from the final list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from ledger.events import MASTER_TYPES
+from projections.engine import Replay
+from projections.findings import GLOBAL_CODES, SEVERITY, Finding, findings, fmt_qty, sort_key
+
+ZERO = Decimal(0)
+DETAIL_FIELDS = ("op", "good", "error", "qty", "item", "line", "location", "from_location",
+                 "to_location", "batch", "lp", "work", "reverses", "reason")
+LOCAL_CODES = tuple(c for c in SEVERITY if c not in GLOBAL_CODES and c != "POLICY_OVERLAP")
+
+
+def _status(o) -> str:
+    if o.ended is not None:
+        return "ended"
+    if o.fin_good + o.fin_error > 0:
+        return "reported as finished"
+    if o.started:
+        return "started"
+    if o.released is not None:
+        return "released"
+    return "created"
+
+
+def _running(o) -> list[dict[str, Any]]:
+    return [{"line": ln.line, "item": ln.item, "expected": ln.expected, "posted": ln.posted}
+            for ln in o.all_lines()]
+
+
+def _flush_dict(r) -> dict[str, Any]:
+    get = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
+    return {"line": get("line"), "item": get("item"), "trigger": get("trigger"),
+            "device": get("device"), "qty": get("qty"), "location": get("location"),
+            "batch": get("batch"), "lp": get("lp")}
+
+
+def _finding_dict(f: Finding, arises: str | None) -> dict[str, Any]:
+    d = f.as_dict()
+    d["arises_at"] = arises
+    return d
+
+
+def audit_order(
+    events: Iterable[dict[str, Any]],
+    order: str,
+    policy: dict[str, Any] | None = None,
+    flush_rows: list[dict[str, Any]] | None = None,
+    global_findings: Callable[[Any], list[tuple[str, Finding]]] | None = None,
+) -> dict[str, Any] | None:
+    """Replay ``events`` and record the audit of ``order`` (None when the order is unknown).
+
+    ``flush_rows`` (materialised postings of the order) switches to the fast, order-local mode
+    described in the module docstring; ``global_findings(order_state)`` then gives the
+    (event id, Finding) pairs that depend on other orders' stock.
+    """
+    local = flush_rows is not None
+    rows_by_event: dict[str, list] = {}
+    for r in flush_rows or ():
+        rows_by_event.setdefault(r["event_id"], []).append(r)
+    glob_by_event: dict[str, list] = {}
+    glob_seen: dict = {}
+    codes = LOCAL_CODES if local else None
+
+    engine = Replay(policy=policy)
+    timeline: list[dict[str, Any]] = []
+    present: dict = {}  # finding key -> (Finding, arises_at event id)
+    o = None
+    n_seen = 0
+    for ev in events:
+        engine.apply(ev)
+        engine.balance_changes.clear()
+        new_flushes = engine.flushes[:]
+        engine.flushes.clear()
+        if o is None:
+            o = engine.order_state(order)
+            if o is None:
+                continue
+            if global_findings is not None:
+                for gid, f in global_findings(o):
+                    glob_by_event.setdefault(gid, []).append(f)
+        if len(o.events) == n_seen or ev["type"] in MASTER_TYPES:
+            continue  # not this order's event
+        n_seen = len(o.events)
+        eid = ev["id"]
+        if local:
+            flushed = [_flush_dict(r) for r in rows_by_event.get(eid, ())]
+        else:
+            flushed = [_flush_dict(r) for r in new_flushes if r.order == order]
+        now = findings(engine, order=order, codes=codes)
+        for f in glob_by_event.get(eid, ()):
+            glob_seen[f.key] = f
+        now.extend(glob_seen.values())
+        keys = {}
+        arising = []
+        for f in now:
+            keys[f.key] = f
+            if f.key in present:
+                present[f.key] = (f, present[f.key][1])
+            else:
+                present[f.key] = (f, eid)
+                arising.append(f)
+        for k in [k for k in present if k not in keys]:
+            del present[k]
+        arising.sort(key=sort_key)
+        entry = {
+            "seq": len(timeline) + 1,
+            "id": eid,
+            "at": ev["at"],
+            "type": ev["type"],
+            "device": ev.get("device"),
+        }
+        for k in DETAIL_FIELDS:
+            v = ev.get(k)
+            if v is not None and k != "order":
+                entry[k] = v
+        entry["flushed"] = flushed
+        entry["running"] = _running(o)
+        entry["findings"] = [_finding_dict(f, eid) for f in arising]
+        timeline.append(entry)
+    if o is None:
+        return None
+    final = sorted(present.values(), key=lambda p: sort_key(p[0]))
+    by_trigger = {ln.line: dict(ln.by_trigger) for ln in o.all_lines()}
+    return {
+        "order": o.order,
+        "item": o.item,
+        "qty": o.qty,
+        "status": _status(o),
+        "bom": o.bom,
+        "route": o.route,
+        "lines": [
+            {"line": ln.line, "item": ln.item, "principle": ln.principle, "op": ln.op,
+             "location": ln.location, "expected": ln.expected, "posted": ln.posted,
+             "variance": ln.posted - ln.expected, "by_trigger": by_trigger[ln.line]}
+            for ln in o.all_lines()
+        ],
+        "timeline": timeline,
+        "findings": [_finding_dict(f, a) for f, a in final],
+    }
+
+
+# --- globally dependent findings from the materialised history (fast path) -----------------
+
+
+def unresolved_from_rows(order: str, flush_rows: list[dict[str, Any]], tracked: set[str]
+                         ) -> list[tuple[str, Finding]]:
+    """UNRESOLVED_BATCH, cumulative per line and location, from materialised postings of the
+    batch/serial-tracked items ``tracked``."""
+    out = []
+    acc: dict = {}
+    for r in flush_rows:
+        if r["item"] not in tracked or r["batch"] is not None or r["qty"] <= 0:
+            continue
+        if r["trigger"] in ("manual", "reversal"):
+            continue
+        k = (r["line"], r["item"], r["location"])
+        qty, ids = acc.get(k, (ZERO, ()))
+        qty, ids = qty + r["qty"], (*ids, r["event_id"])
+        acc[k] = (qty, ids)
+        line, item, loc = k
+        label = f"line {line} ({item})" if line is not None else item
+        f = Finding("UNRESOLVED_BATCH", SEVERITY["UNRESOLVED_BATCH"], order, line, item, qty,
+                    tuple(dict.fromkeys(ids)),
+                    f"{label} is batch-tracked: {fmt_qty(qty)} flushed from {loc} with no batch "
+                    "on hand or put for the order to take it from", loc)
+        out.append((r["event_id"], f))
+    return out
+
+
+def negative_findings(order: str, takes: list[dict[str, Any]], lines: list) -> list[
+        tuple[str, Finding]]:
+    """NEGATIVE_ON_HAND (cumulative, deepest point) from ``negative_takes`` rows."""
+    out = []
+    acc: dict = {}
+    for t in takes:
+        k = (t["item"], t["location"], t["batch"])
+        depth, ids = acc.get(k, (ZERO, ()))
+        depth, ids = max(depth, -t["balance"]), (*ids, t["event_id"])
+        acc[k] = (depth, ids)
+        item, loc, batch = k
+        cands = [ln for ln in lines if ln.item == item]
+        ln = next((x for x in cands if x.location == loc), cands[0] if cands else None)
+        b = f" batch {batch}" if batch else ""
+        why = ("a put without a matching pick" if loc == "IN_TRANSIT"
+               else f"order {order} took more than was there")
+        f = Finding("NEGATIVE_ON_HAND", SEVERITY["NEGATIVE_ON_HAND"], order,
+                    ln.line if ln else None, item, depth, tuple(dict.fromkeys(ids)),
+                    f"on-hand of {item}{b} at {loc} went {fmt_qty(depth)} below zero: {why}",
+                    f"{loc} {batch}")
+        out.append((t["event_id"], f))
+    return out
+
+
+def negative_takes(ledger, seqs: dict[int, str]) -> list[dict[str, Any]]:
+    """Materialised on-hand changes made by the events ``seqs`` (seq -> event id) that took a
+    balance below zero (a decrease ending negative), in (at, seq) order. I/O edge."""
+    if not seqs:
+        return []
+    out = []
+    keys = sorted(seqs)
+    with ledger.transaction(commit=False) as cur:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = cur.execute(
+                "SELECT k.item, k.location, k.batch, k.lp, h.key_id, h.at_us, h.seq, h.n,"
+                " h.balance FROM bf_onhand_hist h JOIN bf_onhand_keys k ON k.key_id = h.key_id"
+                f" WHERE h.seq IN ({marks})",
+                chunk,
+            ).fetchall()
+            for r in rows:
+                bal = Decimal(r["balance"])
+                if bal >= 0:
+                    continue
+                prev = cur.execute(
+                    "SELECT balance FROM bf_onhand_hist WHERE key_id = ? AND (at_us < ? OR"
+                    " (at_us = ? AND (seq < ? OR (seq = ? AND n < ?))))"
+                    " ORDER BY at_us DESC, seq DESC, n DESC LIMIT 1",
+                    (r["key_id"], r["at_us"], r["at_us"], r["seq"], r["seq"], r["n"]),
+                ).fetchone()
+                before = Decimal(prev["balance"]) if prev is not None else ZERO
+                if bal < before:
+                    out.append({"event_id": seqs[r["seq"]], "at_us": r["at_us"], "seq": r["seq"],
+                                "n": r["n"], "item": r["item"], "location": r["location"],
+                                "batch": r["batch"], "lp": r["lp"], "balance": bal})
+    out.sort(key=lambda t: (t["at_us"], t["seq"], t["n"]))
+    return out
