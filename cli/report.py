@@ -164,7 +164,8 @@ def audit_html(a: dict[str, Any]) -> str:
         )
         cls = ' class="hit"' if t["findings"] else ""
         dev = f"<br><small>{escape(t['device'])}</small>" if t.get("device") else ""
-        h.append(f"<tr{cls}><td class='num'>{t['seq']}</td><td style='white-space:nowrap'>{_when(t['at'])}</td>"
+        h.append(f"<tr{cls}><td class='num'>{t['seq']}</td>"
+                 f"<td style='white-space:nowrap'>{_when(t['at'])}</td>"
                  f"<td><b>{escape(t['type'])}</b>{dev}<br><small>{escape(t['id'])}</small></td>"
                  f"<td>{_details(t)}</td><td>{flushed}</td><td>{running}</td>"
                  f"<td>{fnd}</td></tr>")
