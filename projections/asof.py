@@ -34,10 +34,11 @@ def replay(
 ) -> Replay:
     """A full in-memory replay of what happened by ``at`` and was recorded by ``known_at``."""
     engine = Replay(policy=policy)
-    for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
-        engine.apply(ev)
-        engine.balance_changes.clear()
-        engine.flushes.clear()
+    with mat.no_gc():
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+            engine.apply(ev)
+            engine.balance_changes.clear()
+            engine.flushes.clear()
     return engine
 
 
