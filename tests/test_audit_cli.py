@@ -1,0 +1,243 @@
+"""The auditor's commands: audit ORDER (table, --json, --html), policy check, --fail-on, demo."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal as D
+from html.parser import HTMLParser
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+T_EX = EXAMPLES / "001-terminals-and-scanner"
+
+
+def invoke(db: str, *args: str):
+    return CliRunner().invoke(cli, ["--db", db, *args])
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    path = str(tmp_path / "ledger.db")
+    files = [str(p) for p in sorted(EXAMPLES.glob("*/events.jsonl"))]
+    r = invoke(path, "import", *files)
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_audit_table_shows_both_flushes_and_the_finding(db):
+    r = invoke(db, "audit", "P001T-2")
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "Order P001T-2" in out and "DOUBLE_FLUSH" in out
+    assert "flushed line 10 T-BLANK 200 from T-IN-10" in out  # op-10 feedback, 13:00
+    assert "flushed line 10 T-BLANK 196 from T-IN-10" in out  # mobile report, 15:30
+
+
+def test_audit_json_timeline(db):
+    r = invoke(db, "audit", "P001T-2", "--json")
+    assert r.exit_code == 0, r.output
+    a = orjson.loads(r.output)
+    assert (a["order"], a["item"], D(a["qty"])) == ("P001T-2", "T-FG", 100)
+    assert [ln["line"] for ln in a["lines"]] == [10, 20, 30]
+    types = [t["type"] for t in a["timeline"]]
+    assert types[0] == "OrderCreated" and types[-1] == "OrderEnded"
+    raf = next(t for t in a["timeline"] if t["type"] == "ReportedAsFinished")
+    assert raf["device"] == "mobile"
+    assert {(f["line"], D(f["qty"])) for f in raf["flushed"]} == {
+        (10, D(196)), (20, D("24.5")), (30, D(98))}
+    assert {f["code"] for f in raf["findings"]} == {"DOUBLE_FLUSH"}
+    run10 = next(x for x in raf["running"] if x["line"] == 10)
+    assert (D(run10["expected"]), D(run10["posted"])) == (200, 396)
+    # findings arise exactly once, at the mobile report
+    arising = [f for t in a["timeline"] for f in t["findings"]]
+    assert len(arising) == len(a["findings"]) == 3
+    assert all(f["arises_at"] == raf["id"] for f in a["findings"])
+    op10 = next(t for t in a["timeline"] if t.get("op") == 10)
+    assert op10["findings"] == []
+
+
+def test_audit_batches_from_the_materialised_postings(db):
+    a = orjson.loads(invoke(db, "audit", "P002-2", "--json").output)
+    flushed = [f for t in a["timeline"] for f in t["flushed"]]
+    assert [(f["batch"], D(f["qty"])) for f in flushed] == [("B2", 4), ("B1", 4)]
+    assert a["findings"] == []
+
+
+def test_audit_under_policy_and_known_at_agree_with_findings(db):
+    fix = str(T_EX / "fix-policy.json")
+    a = orjson.loads(invoke(db, "audit", "P001T-2", "--policy", fix, "--json").output)
+    assert a["findings"] == []
+    assert all(D(ln["posted"]) == D(ln["expected"]) for ln in a["lines"])
+    a = orjson.loads(invoke(db, "audit", "P001T-1", "--known-at", "2100-01-01",
+                            "--json").output)
+    assert {f["code"] for f in a["findings"]} == {"SCRAP_SHORTFALL"}
+
+
+def test_audit_at_a_point_in_time(db):
+    a = orjson.loads(invoke(db, "audit", "P001T-2", "--at", "2026-11-03T15:00:00Z",
+                            "--json").output)
+    assert a["findings"] == [] and a["status"] == "started"
+    assert a["timeline"][-1]["type"] == "OperationReported"
+
+
+def test_audit_unknown_order(db):
+    r = invoke(db, "audit", "NOPE")
+    assert r.exit_code == 2 and "unknown order" in r.output
+
+
+class _Strict(HTMLParser):
+    VOID = {"br", "meta", "img", "hr", "input", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.text: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("src", "href", "xlink:href", "action") and v:
+                self.urls.append(v)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_audit_html_is_self_contained_and_lists_every_finding(db, tmp_path):
+    out = tmp_path / "audit.html"
+    r = invoke(db, "audit", "P001T-2", "--html", str(out))
+    assert r.exit_code == 0, r.output
+    html = out.read_text(encoding="utf-8")
+    p = _Strict()
+    p.feed(html)
+    p.close()
+    assert p.errors == [] and p.stack == [], p.errors
+    assert "http://" not in html and "https://" not in html
+    assert all(not u.startswith("//") for u in p.urls) and p.urls == []
+    assert "<script" not in html.lower()
+    assert "<svg" in html and "<style>" in html
+    a = orjson.loads(invoke(db, "audit", "P001T-2", "--json").output)
+    text = "".join(p.text)
+    for f in a["findings"]:
+        assert f["message"] in text
+
+
+def test_audit_html_escapes_text(tmp_path):
+    from cli.report import audit_html
+
+    a = {"order": "<b>O&1</b>", "item": "<i>", "qty": D(1), "status": "created", "bom": None,
+         "route": None, "lines": [], "timeline": [],
+         "findings": [{"code": "X", "severity": "error", "order": "<b>", "line": None,
+                       "item": None, "qty": D(1), "events": ["<e>"], "message": "<script>",
+                       "arises_at": None}]}
+    html = audit_html(a)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>O&amp;1" not in html
+
+
+def test_audit_is_fast(db):
+    from cli.audit import compute_audit
+    from ledger.store import Ledger
+
+    with Ledger(db) as ledger:
+        compute_audit(ledger, "P001T-2")  # catch-up
+        t = time.perf_counter()
+        compute_audit(ledger, "P001T-2")
+        assert time.perf_counter() - t < 0.5
+
+
+# --- policy check --------------------------------------------------------------------------
+
+
+def test_policy_check_flags_seed_001_setup(db, tmp_path):
+    seed = tmp_path / "seed001.json"
+    rules_at_1130 = next(
+        orjson.loads(raw) for raw in (T_EX / "events.jsonl").read_bytes().splitlines()
+        if b'"s001t-0025"' in raw)
+    seed.write_bytes(orjson.dumps({k: v for k, v in rules_at_1130.items()
+                                   if k not in ("type", "at", "id")}))
+    r = invoke(db, "policy", "check", str(seed), "--json")
+    assert r.exit_code == 0, r.output
+    rows = orjson.loads(r.output)
+    assert all(x["code"] == "POLICY_OVERLAP" for x in rows)
+    msg = next(x["message"] for x in rows if "finish/mobile" in x["message"])
+    assert "operation/job_terminal" in msg and "finish" in msg
+    assert invoke(db, "policy", "check", str(seed), "--fail-on", "warning").exit_code == 1
+
+
+def test_policy_check_recorded_parameters_at_a_time(db):
+    r = invoke(db, "policy", "check", "--at", "2026-11-03T12:00:00Z", "--json")
+    assert r.exit_code == 0 and any("finish/mobile" in x["message"]
+                                    for x in orjson.loads(r.output))
+    r = invoke(db, "policy", "check", "--at", "2026-11-03T11:00:00Z", "--json")
+    assert orjson.loads(r.output) == []
+
+
+def test_policy_check_defaults_are_clean(db, tmp_path):
+    d = tmp_path / "defaults.json"
+    d.write_text('{"default_input_location": "BACKFLUSH"}')
+    r = invoke(db, "policy", "check", str(d))
+    assert r.exit_code == 0 and "no overlapping rules" in r.output
+    assert invoke(db, "policy", "check", str(d), "--fail-on", "info").exit_code == 0
+
+
+def test_policy_check_robot_fix_is_clean(db):
+    r = invoke(db, "policy", "check", str(EXAMPLES / "001-robot-packing" / "fix-policy.json"),
+               "--json")
+    assert orjson.loads(r.output) == []
+
+
+def test_policy_check_bad_file(db, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rules": [{"trigger": "sometimes"}]}')
+    assert invoke(db, "policy", "check", str(bad)).exit_code == 2
+
+
+# --- --fail-on -----------------------------------------------------------------------------
+
+
+def test_fail_on_error_exits_1_when_an_error_finding_exists(db):
+    assert invoke(db, "findings", "--fail-on", "error").exit_code == 1
+    assert invoke(db, "findings", "--order", "P002-1", "--fail-on", "error").exit_code == 0
+    fix = str(T_EX / "fix-policy.json")
+    r = invoke(db, "findings", "--order", "P001T-2", "--policy", fix, "--fail-on", "info")
+    assert r.exit_code == 0
+
+
+def test_fail_on_bad_severity_is_usage_error(db):
+    assert invoke(db, "findings", "--fail-on", "fatal").exit_code == 2
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def test_demo_runs_from_a_fresh_ledger(tmp_path):
+    path = tmp_path / "demo.db"
+    r = invoke(str(path), "demo")
+    assert r.exit_code == 0, r.output
+    assert "DOUBLE_FLUSH" in r.output and "SCRAP_SHORTFALL" in r.output
+    assert "audit P001T-2" in r.output and "what if" in r.output
+    r = invoke(str(path), "demo")  # again: the old ledger is replaced, not appended to
+    assert r.exit_code == 0 and "removed the existing ledger" in r.output
+    assert "0 findings as recorded" not in r.output
+
+
+def test_demo_refuses_to_delete_a_non_ledger(tmp_path):
+    other = tmp_path / "notes.db"
+    other.write_text("my notes")
+    r = invoke(str(other), "demo")
+    assert r.exit_code == 2 and other.read_text() == "my notes"
