@@ -1,8 +1,11 @@
 """Event models of the interchange format (DESIGN §2), validated strictly at the boundary.
 
 Every line of a JSONL file is one event. Validation is done by pydantic straight from the
-JSON bytes, so a JSON number such as ``0.1`` becomes ``Decimal("0.1")`` exactly: no float is
-ever created. Unknown fields, naive timestamps and negative quantities are errors.
+JSON bytes. pydantic-core reads a JSON number as a double and turns it into a Decimal by its
+shortest repr, which is exact up to 15 significant digits (``0.1`` becomes ``Decimal("0.1")``)
+but not beyond (pydantic-core#1688); a line with a longer number is therefore validated again
+from a stdlib parse that reads numbers as Decimals. Unknown fields, naive timestamps and
+negative quantities are errors.
 
 Once validated, an event is kept as a *normalised payload*: a plain dict with every field
 (defaults filled), quantities as decimal strings and ``at`` as ISO 8601 text. That dict is
@@ -11,6 +14,8 @@ what the store hashes and encodes, what ``export`` writes back, and what replay 
 
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -335,12 +340,24 @@ def _errors(exc: ValidationError) -> list[EventError]:
     return out
 
 
+# 16 or more digits in a row (a decimal point may sit between two of them): more than a
+# double carries exactly. Also matches inside strings, which only costs a second parse.
+_LONG_NUMBER = re.compile(rb"\d(?:\.?\d){15}")
+
+
 def parse_event(raw: bytes | str) -> _Event:
     """Validate one JSON text as an event, or raise EventErrors listing every problem."""
     try:
-        return _ADAPTER.validate_json(raw)
+        event = _ADAPTER.validate_json(raw)
     except ValidationError as exc:
         raise EventErrors(_errors(exc)) from None
+    if _LONG_NUMBER.search(raw.encode() if isinstance(raw, str) else raw):
+        # The fast path read JSON numbers through doubles: redo it with exact decimals.
+        try:
+            event = _ADAPTER.validate_python(json.loads(raw, parse_float=Decimal))
+        except ValidationError as exc:
+            raise EventErrors(_errors(exc)) from None
+    return event
 
 
 class EventErrors(ValueError):

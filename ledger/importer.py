@@ -153,6 +153,7 @@ def import_files(
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import JSONL files into ``ledger`` in one transaction; see the module docstring."""
+    paths = list(paths)
     recorded = now or datetime.now(UTC)
     rec_text = recorded.isoformat()
     rec_us = to_us(recorded)
@@ -168,6 +169,9 @@ def import_files(
                 result.errors.append(ImportError_(path, 0, "(file)", exc.strerror or str(exc)))
         state.flush()
         if result.errors:
+            # Some checks run per batch: list the problems in file and line order.
+            rank = {p: i for i, p in reversed(list(enumerate(paths)))}
+            result.errors.sort(key=lambda e: (rank.get(e.file, len(rank)), e.line))
             # Leaving the context with an exception rolls the whole import back.
             raise _Rollback(result)
     return result
@@ -244,15 +248,18 @@ class _Appender:
         self.pending: list[tuple[dict[str, Any], bytes, str, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[str, str, str]] = {}
         # Once a line is bad nothing is written, but later lines may still refer to ids
-        # of good earlier lines: remember those (memory only matters on the error path).
-        self.ids_after_error: dict[str, str] = {}
+        # of good earlier lines, or reuse them with other content: remember them as
+        # id -> (digest, order) (memory only matters on the error path), and check them
+        # against the ledger in batches so every id conflict is still reported.
+        self.ids_after_error: dict[str, tuple[str, str]] = {}
+        self.unchecked: list[tuple[str, str, str, int]] = []
 
     def find(self, event_id: str) -> str | None:
         """The order ('' when none) of an already known event id, or None when unknown."""
         if event_id in self.pending_ids:
             return self.pending_ids[event_id][2] or ""
         if event_id in self.ids_after_error:
-            return self.ids_after_error[event_id]
+            return self.ids_after_error[event_id][1]
         row = self.cur.execute("SELECT ord FROM bf_events WHERE id = ?", (event_id,)).fetchone()
         if row is None:
             return None
@@ -270,7 +277,7 @@ class _Appender:
     ) -> None:
         if self.result.errors:
             # Nothing will be written: keep validating, stop doing write work.
-            self.ids_after_error[p["id"]] = order or ""
+            self._check_only(p["id"], digest, order, path, line)
             return
         seen = self.pending_ids.get(p["id"])
         if seen is not None:
@@ -289,11 +296,36 @@ class _Appender:
                 ImportError_(path, line, "id", f"id {eid!r} already recorded with other content")
             )
 
+    def _check_only(self, eid: str, digest: str, order: str | None, path: str, line: int):
+        seen = self.pending_ids.get(eid) or self.ids_after_error.get(eid)
+        if seen is not None:
+            self._duplicate_or_conflict(eid, digest, seen[0], path, line)
+            return
+        self.ids_after_error[eid] = (digest, order or "")
+        self.unchecked.append((eid, digest, path, line))
+        if len(self.unchecked) >= BATCH:
+            self._check_known()
+
+    def _check_known(self) -> None:
+        """Report ids of the error path that the ledger holds with other content."""
+        known = self.ledger.known_digests(self.cur, [u[0] for u in self.unchecked])
+        for eid, digest, path, line in self.unchecked:
+            if eid in known:
+                self._duplicate_or_conflict(eid, digest, known[eid], path, line)
+        self.unchecked.clear()
+
     def flush(self) -> None:
         """Append the buffered batch (after dropping duplicates of earlier imports)."""
-        if not self.pending or self.result.errors:
+        if self.result.errors:
+            # Still report conflicts with the ledger of lines that will not be written.
+            for p, _body, digest, _at, _order, path, line in self.pending:
+                self.unchecked.append((p["id"], digest, path, line))
+            if self.unchecked:
+                self._check_known()
             self.pending.clear()
             self.pending_ids.clear()
+            return
+        if not self.pending:
             return
         known = self.ledger.known_digests(self.cur, [p[0]["id"] for p in self.pending])
         rows: list[IndexRow] = []
