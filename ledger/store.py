@@ -42,6 +42,7 @@ INDEX_DDL = [
     "CREATE INDEX IF NOT EXISTS bf_events_at ON bf_events (at_us, seq)",
     "CREATE INDEX IF NOT EXISTS bf_events_ord ON bf_events (ord, at_us, seq)",
     "CREATE INDEX IF NOT EXISTS bf_events_rec ON bf_events (rec_us, at_us)",
+    "CREATE INDEX IF NOT EXISTS bf_events_type ON bf_events (type, at_us, seq)",
     "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
 ]
 

@@ -33,7 +33,7 @@ from ledger.codec import replay_dict
 from ledger.store import Cursor, Ledger, to_us
 from projections.engine import Replay
 
-ENGINE_VERSION = "1"  # bump when the engine's rules change: stored projections rebuild
+ENGINE_VERSION = "2"  # bump when the engine's rules change: stored projections rebuild
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -55,8 +55,21 @@ DDL = [
         ord TEXT, line INTEGER, item TEXT, trig TEXT, device TEXT, qty TEXT NOT NULL,
         location TEXT, batch TEXT, lp TEXT, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_flushes_ord ON bf_flushes (ord, at_us, seq)",
+    # Which keys are non-zero when: a key open now (bf_open, since a day bucket) or non-zero
+    # at some moment of a past day (bf_alive). An as-of query probes only those keys, so its
+    # cost follows the plant's activity on that day, not the length of the history.
+    """CREATE TABLE IF NOT EXISTS bf_open (
+        kind TEXT NOT NULL, key_id INTEGER NOT NULL, from_bucket BIGINT NOT NULL,
+        PRIMARY KEY (kind, key_id))""",
+    """CREATE TABLE IF NOT EXISTS bf_alive (
+        kind TEXT NOT NULL, bucket BIGINT NOT NULL, key_id INTEGER NOT NULL,
+        PRIMARY KEY (kind, bucket, key_id))""",
 ]
-TABLES = ["bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes"]
+TABLES = [
+    "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
+    "bf_alive",
+]
+BUCKET_US = 86_400 * 1_000_000  # one day
 PAGE = 5000
 
 
@@ -94,6 +107,10 @@ class _Writer:
         ):
             for row in cur.execute(f"SELECT key_id, {cols} FROM {table}").fetchall():
                 ids[tuple(row[c.strip()] for c in cols.split(","))] = row["key_id"]
+        self.open_from: dict[tuple[str, int], int] = {
+            (r["kind"], r["key_id"]): r["from_bucket"]
+            for r in cur.execute("SELECT kind, key_id, from_bucket FROM bf_open").fetchall()
+        }
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -111,6 +128,9 @@ class _Writer:
         last_seq, last_at, at_us = None, None, 0
         # Changes come grouped by event: number them within an event, and convert each
         # event's time once, not once per change.
+        open_from = self.open_from
+        touched: set[tuple[str, int]] = set()
+        alive: set[tuple[str, int, int]] = set()
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
@@ -124,9 +144,29 @@ class _Writer:
             else:
                 kid = wip_ids.get(key) or self._key_id(wip_ids, "bf_wip_keys", key, 7)
                 wip.append((kid, at_us, seq, n, str(balance)))
+            ok = (kind, kid)
+            bucket = at_us // BUCKET_US
+            if balance:
+                if ok not in open_from:
+                    open_from[ok] = bucket
+                    touched.add(ok)
+            elif ok in open_from:
+                start = open_from.pop(ok)
+                touched.add(ok)
+                alive.update((kind, b, kid) for b in range(start, bucket + 1))
         engine.balance_changes.clear()
         self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
         self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
+        self.cur.executemany(
+            "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
+        )
+        self.cur.executemany(
+            "DELETE FROM bf_open WHERE kind = ? AND key_id = ?", sorted(touched)
+        )
+        self.cur.executemany(
+            "INSERT INTO bf_open VALUES (?,?,?)",
+            sorted((k, kid, open_from[(k, kid)]) for k, kid in touched if (k, kid) in open_from),
+        )
         flushes = []
         last_seq, n = None, 0
         for f in engine.flushes:
@@ -309,18 +349,38 @@ _FAR_FUTURE = 2**62
 
 
 def _latest(
-    ledger: Ledger, keys_table: str, hist: str, cols: list[str], where: dict[str, Any], at_us: int
+    ledger: Ledger,
+    kind: str,
+    keys_table: str,
+    hist: str,
+    cols: list[str],
+    where: dict[str, Any],
+    at_us: int | None,
 ) -> list[dict[str, Any]]:
     conds, params = [], []
     for c, v in where.items():
         if v is not None:
             conds.append(f"k.{c} = ?")
             params.append(v)
+    if at_us is None:
+        # Now: exactly the keys open now.
+        cand = "SELECT key_id FROM bf_open WHERE kind = ?"
+        cand_params: list[Any] = [kind]
+        at_us = _FAR_FUTURE
+    else:
+        bucket = at_us // BUCKET_US
+        cand = (
+            "SELECT key_id FROM bf_alive WHERE kind = ? AND bucket = ?"
+            " UNION SELECT key_id FROM bf_open WHERE kind = ? AND from_bucket <= ?"
+        )
+        cand_params = [kind, bucket, kind, bucket]
+    conds.append(f"k.key_id IN ({cand})")
+    params.extend(cand_params)
     sql = (
         f"SELECT {', '.join('k.' + c for c in cols)}, (SELECT h.balance FROM {hist} h"
         " WHERE h.key_id = k.key_id AND h.at_us <= ?"
         " ORDER BY h.at_us DESC, h.seq DESC, h.n DESC LIMIT 1) AS qty"
-        f" FROM {keys_table} k" + (" WHERE " + " AND ".join(conds) if conds else "")
+        f" FROM {keys_table} k WHERE " + " AND ".join(conds)
     )
     with ledger.transaction(commit=False) as cur:
         rows = cur.execute(sql, [at_us, *params]).fetchall()
@@ -342,11 +402,12 @@ def onhand_asof(
     """On-hand per item/location/batch/lp as of ``at_us`` (None = everything)."""
     rows = _latest(
         ledger,
+        "onhand",
         "bf_onhand_keys",
         "bf_onhand_hist",
         ["item", "location", "batch", "lp"],
         {"item": item, "location": location},
-        _FAR_FUTURE if at_us is None else at_us,
+        at_us,
     )
     rows.sort(key=lambda r: (r["item"], r["location"], r["batch"] or "", r["lp"] or ""))
     return rows
@@ -358,11 +419,12 @@ def wip_asof(
     """WIP per resource location as of ``at_us`` (None = everything)."""
     rows = _latest(
         ledger,
+        "wip",
         "bf_wip_keys",
         "bf_wip_hist",
         ["resource", "location", "kind", "ord", "op", "item", "batch"],
         {"resource": resource},
-        _FAR_FUTURE if at_us is None else at_us,
+        at_us,
     )
     for r in rows:
         r["order"] = r.pop("ord")
