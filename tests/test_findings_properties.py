@@ -1,0 +1,55 @@
+"""Properties of findings over generated histories (projections.strategies)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from projections.engine import Replay
+from projections.findings import findings, policy_overlaps
+from projections.rules import default_rules
+from projections.strategies import BASE_TIME, histories, normalise, policies
+
+
+@given(histories(parameters=False), policies())
+def test_no_double_flush_without_policy_overlap(events, policy):
+    assume(not policy_overlaps(policy))
+    engine = Replay(policy=policy).apply_all(events)
+    assert [f for f in findings(engine) if f.code == "DOUBLE_FLUSH"] == []
+
+
+def _good_and_error(policy: dict) -> dict:
+    rules = policy["rules"] if policy["rules"] is not None else default_rules()
+    return dict(policy, rules=[dict(r, basis="good+error") for r in rules])
+
+
+@given(histories(parameters=False), policies().map(_good_and_error))
+def test_no_scrap_shortfall_when_every_rule_takes_error_units(events, policy):
+    engine = Replay(policy=policy).apply_all(events)
+    assert [f for f in findings(engine) if f.code == "SCRAP_SHORTFALL"] == []
+
+
+@given(histories(parameters=False), policies())
+def test_policy_equals_recorded_parameters(events, policy):
+    """Findings under --policy P == findings of a ledger whose only parameters are P."""
+    recorded = normalise({"type": "ProductionParametersSet", **policy})
+    recorded.update(id="params", seq=0, at=BASE_TIME - timedelta(days=1))
+    what_if = findings(Replay(policy=policy).apply_all(events))
+    as_recorded = findings(Replay().apply_all([recorded, *events]))
+    assert [f.as_dict() for f in what_if] == [f.as_dict() for f in as_recorded]
+
+
+@given(st.lists(st.sampled_from(default_rules()), max_size=6))
+def test_subsets_of_the_defaults_never_overlap(rules):
+    assert policy_overlaps({"rules": rules}) == []
+
+
+def test_always_overlaps_with_everything():
+    rules = default_rules() + [{"trigger": "start", "device": "*", "flush": "always"}]
+    found = policy_overlaps({"rules": rules})
+    assert len(found) == 5
+    for other in ("put/*", "operation/*", "finish/client", "finish/job_terminal",
+                  "finish/mobile"):
+        assert any(other in f.message and "start/* always" in f.message for f in found)
