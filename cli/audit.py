@@ -95,7 +95,12 @@ def compute_audit(ledger, order: str, at=None, known_at=None, policy=None) -> di
             glob += A.negative_findings(order, A.negative_takes(ledger, seqs), o.all_lines())
             return glob
 
-        result = A.audit_order(events, order, None, rows, global_findings)
+        pos = {e["id"]: (to_us(e["at"]), e["seq"]) for e in events}
+
+        def onhand_at(item, location, event_id):
+            return A.onhand_after(ledger, item, location, *pos[event_id])
+
+        result = A.audit_order(events, order, None, rows, global_findings, onhand_at)
         if result is None:
             raise Fail(f"unknown order {order!r}")
         return result

@@ -68,12 +68,15 @@ def audit_order(
     policy: dict[str, Any] | None = None,
     flush_rows: list[dict[str, Any]] | None = None,
     global_findings: Callable[[Any], list[tuple[str, Finding]]] | None = None,
+    onhand_at: Callable[[str, str, str], Decimal] | None = None,
 ) -> dict[str, Any] | None:
     """Replay ``events`` and record the audit of ``order`` (None when the order is unknown).
 
     ``flush_rows`` (materialised postings of the order) switches to the fast, order-local mode
     described in the module docstring; ``global_findings(order_state)`` then gives the
-    (event id, Finding) pairs that depend on other orders' stock.
+    (event id, Finding) pairs that depend on other orders' stock, and ``onhand_at(item,
+    location, event id)`` the true on-hand after that event, which caps RESIDUAL_AT_INPUT
+    (what was put for the order may since have been taken by other orders).
     """
     local = flush_rows is not None
     rows_by_event: dict[str, list] = {}
@@ -109,6 +112,9 @@ def audit_order(
         else:
             flushed = [_flush_dict(r) for r in new_flushes if r.order == order]
         now = findings(engine, order=order, codes=codes)
+        if onhand_at is not None:
+            now = [_cap_residual(f, onhand_at) for f in now]
+            now = [f for f in now if f is not None]
         for f in glob_by_event.get(eid, ()):
             glob_seen[f.key] = f
         now.extend(glob_seen.values())
@@ -162,6 +168,35 @@ def audit_order(
 
 
 # --- globally dependent findings from the materialised history (fast path) -----------------
+
+
+def _cap_residual(f: Finding, onhand_at) -> Finding | None:
+    if f.code != "RESIDUAL_AT_INPUT":
+        return f
+    there = onhand_at(f.item, f.where, f.events[-1])
+    if there >= f.qty:
+        return f
+    if there <= 0:
+        return None
+    return Finding(f.code, f.severity, f.order, f.line, f.item, there, f.events,
+                   f.message.replace(fmt_qty(f.qty), fmt_qty(there), 1), f.where)
+
+
+def onhand_after(ledger, item: str, location: str, at_us: int, seq: int) -> Decimal:
+    """Materialised on-hand of item at location (all batches/lps) after event (at_us, seq)."""
+    total = ZERO
+    with ledger.transaction(commit=False) as cur:
+        keys = cur.execute("SELECT key_id FROM bf_onhand_keys WHERE item = ? AND location = ?",
+                           (item, location)).fetchall()
+        for k in keys:
+            row = cur.execute(
+                "SELECT balance FROM bf_onhand_hist WHERE key_id = ? AND (at_us < ? OR"
+                " (at_us = ? AND seq <= ?)) ORDER BY at_us DESC, seq DESC, n DESC LIMIT 1",
+                (k["key_id"], at_us, at_us, seq),
+            ).fetchone()
+            if row is not None:
+                total += Decimal(row["balance"])
+    return total
 
 
 def unresolved_from_rows(order: str, flush_rows: list[dict[str, Any]], tracked: set[str]

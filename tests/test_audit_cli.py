@@ -241,3 +241,14 @@ def test_demo_refuses_to_delete_a_non_ledger(tmp_path):
     other.write_text("my notes")
     r = invoke(str(other), "demo")
     assert r.exit_code == 2 and other.read_text() == "my notes"
+
+
+def test_audit_findings_equal_findings_command_for_every_order(db):
+    everything = orjson.loads(invoke(db, "findings", "--json").output)
+    orders = {r["order"] for r in orjson.loads(invoke(db, "events", "--type", "OrderCreated",
+                                                      "--json").output)}
+    assert len(orders) == 8
+    for order in sorted(orders):
+        a = orjson.loads(invoke(db, "audit", order, "--json").output)
+        got = [{k: f[k] for k in f if k != "arises_at"} for f in a["findings"]]
+        assert got == [r for r in everything if r["order"] == order]
