@@ -30,7 +30,12 @@ from pydantic import (
     ValidationError,
 )
 
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+# Names and ids end up in text columns, and PostgreSQL text cannot hold NUL: refuse it on
+# both backends alike.
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_NO_NUL)]
+# Line and operation numbers: any integer the stored encoding (orjson, 64-bit) can hold.
+Int = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 Qty = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 SignedQty = Annotated[Decimal, Field(allow_inf_nan=False)]
 Device = Literal["client", "job_terminal", "mobile", "route_card"]
@@ -47,7 +52,7 @@ class _Strict(BaseModel):
 
 class _Event(_Strict):
     at: AwareDatetime
-    id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    id: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_NO_NUL)] | None = None
 
 
 # --- master data -------------------------------------------------------------------------
@@ -70,14 +75,14 @@ class ResourceDefined(_Event):
 
 
 class BomLine(_Strict):
-    line: StrictInt
+    line: Int
     item: Name
     qty: Qty
     per: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] = Decimal(1)
     scrap_pct: Qty = Decimal(0)
     scrap_const: Qty = Decimal(0)
     flushing: Principle | None = None
-    operation: StrictInt | None = None
+    operation: Int | None = None
     location: Name | None = None
 
 
@@ -89,7 +94,7 @@ class BomDefined(_Event):
 
 
 class RouteOperation(_Strict):
-    op: StrictInt
+    op: Int
     resource: Name
     setup_hours: Qty = Decimal(0)
     run_hours: Qty = Decimal(0)
@@ -152,7 +157,7 @@ class Picked(_Event):
     qty: Qty
     location: Name
     order: Name | None = None
-    line: StrictInt | None = None
+    line: Int | None = None
     work: Name | None = None
     batch: Name | None = None
     lp: Name | None = None
@@ -164,7 +169,7 @@ class Put(_Event):
     qty: Qty
     location: Name
     order: Name | None = None
-    line: StrictInt | None = None
+    line: Int | None = None
     work: Name | None = None
     batch: Name | None = None
     lp: Name | None = None
@@ -197,7 +202,7 @@ class OrderStarted(_Event):
 class OperationReported(_Event):
     type: Literal["OperationReported"]
     order: Name
-    op: StrictInt
+    op: Int
     good: Qty = Decimal(0)
     error: Qty = Decimal(0)
     device: Device = "job_terminal"
@@ -222,7 +227,7 @@ class MaterialConsumed(_Event):
     qty: SignedQty
     location: Name | None = None
     batch: Name | None = None
-    line: StrictInt | None = None
+    line: Int | None = None
     device: Device = "client"
 
 
@@ -295,6 +300,9 @@ class EventError(ValueError):
         self.reason = reason
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     # The discriminated union puts the type tag first in the location; a reader wants
     # the path inside the event ("lines[1].qty"), not pydantic's internals.
@@ -305,7 +313,10 @@ def _field_path(loc: tuple[Any, ...]) -> str:
         if isinstance(p, int):
             parts.append(f"[{p}]")
         else:
-            parts.append(("." if parts else "") + str(p))
+            # A sender's unknown key may hold anything (": ", a line break): quote it so
+            # the message stays one unambiguous line.
+            name = str(p) if _PLAIN_KEY.fullmatch(str(p)) else json.dumps(str(p))
+            parts.append(("." if parts else "") + name)
     return "".join(parts) or "(event)"
 
 
@@ -319,6 +330,8 @@ def _reason(err: dict[str, Any]) -> str:
         return "timestamp has no UTC offset (naive timestamps are not accepted)"
     if kind in ("greater_than_equal", "greater_than") and err.get("ctx", {}).get("ge") == 0:
         return "must not be negative"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NO_NUL:
+        return "must not contain NUL characters"
     if kind == "union_tag_not_found":
         return "required field is missing"
     if kind == "json_invalid":
