@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from projections.findings import fmt_qty as _dec
+
 
 def _plain(v: Any) -> Any:
     if isinstance(v, Decimal):
@@ -26,16 +28,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
-
-
-def _dec(d: Decimal) -> str:
-    # Normalise -0 and exponent spellings ("1E+1") into plain decimal text.
-    if d == 0:
-        return "0"
-    s = format(d, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
 
 
 def to_json(rows: Sequence[dict[str, Any]]) -> str:

@@ -58,6 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from ledger.events import INVENTORY_TYPES, ORDER_TYPES
 from projections import standard
 from projections.rules import (
     DEFAULT_DECIMALS,
@@ -76,20 +77,8 @@ IN_TRANSIT = "IN_TRANSIT"
 DEFAULT_OUTPUT_LOCATION = "OUTPUT"
 TRACKED = frozenset(("batch", "serial"))
 
-INVENTORY_EVENTS = frozenset(
-    ("InventoryReceived", "InventoryTransferred", "InventoryCounted", "Picked", "Put")
-)
-ORDER_EVENTS = frozenset(
-    (
-        "OrderCreated",
-        "OrderReleased",
-        "OrderStarted",
-        "OperationReported",
-        "ReportedAsFinished",
-        "MaterialConsumed",
-        "OrderEnded",
-    )
-)
+INVENTORY_EVENTS = INVENTORY_TYPES
+ORDER_EVENTS = ORDER_TYPES
 REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 
 # Effect-log opcodes (undo information for reversals).
