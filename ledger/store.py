@@ -24,6 +24,7 @@ from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteFactory
 from eventsourcing.utils import Environment
 
 DEFAULT_DB = "./backflush.db"
+SCHEMA_LOCK_KEY = 0x6266_6C65_6467_6572  # "bfledger": advisory lock for schema creation
 TOPIC_PREFIX = "ledger.events:"
 
 INDEX_DDL = [
@@ -131,14 +132,34 @@ class Ledger:
                     }
                 )
             )
-        self.recorder = self.factory.application_recorder()
         self.datastore = self.factory.datastore
-        with self.transaction(commit=True) as cur:
-            for ddl in INDEX_DDL:
-                cur.execute(ddl)
-            cur.execute("SELECT k FROM bf_lock WHERE k = 1")
-            if cur.fetchone() is None:
-                cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
+        with self._schema_lock():
+            self.recorder = self.factory.application_recorder()
+            with self.transaction(commit=True) as cur:
+                for ddl in INDEX_DDL:
+                    cur.execute(ddl)
+                cur.execute("SELECT k FROM bf_lock WHERE k = 1")
+                if cur.fetchone() is None:
+                    cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Let one process at a time create (or re-declare) the schema.
+
+        eventsourcing re-runs its ``CREATE OR REPLACE FUNCTION`` on every open, and two
+        PostgreSQL sessions doing that at once fail with "tuple concurrently updated"; so
+        two commands started together would see one of them refuse to open the ledger.
+        SQLite serialises this by itself.
+        """
+        if self.dialect != "postgres":
+            yield
+            return
+        with self.datastore.get_connection() as conn:  # autocommit: a session-level lock
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     def close(self) -> None:
         """Release connections."""
