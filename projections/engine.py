@@ -533,6 +533,21 @@ class Replay:
         """The live state of one order (None when unknown). Read-only."""
         return self._orders.get(order)
 
+    def retire(self, order: str) -> None:
+        """Forget an order's state once the caller knows no later event refers to it.
+
+        For long replays that only feed the materialised history (on-hand, WIP and postings
+        are already written out): memory then follows the open orders, not the history. A
+        later event for a retired order is treated as one for an unknown order, so callers
+        must replay from the start instead when that can happen.
+        """
+        o = self._orders.pop(order, None)
+        if o is not None:
+            # Lines point back to their order: break that cycle so the memory is returned
+            # at once, even while a long replay runs with the cyclic collector switched off.
+            for ln in o.all_lines():
+                ln.order = None
+
     def item_totals(self) -> dict:
         """Per item: received, produced, consumed, adjusted and on-hand (all locations, transit).
 

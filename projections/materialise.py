@@ -33,7 +33,7 @@ from ledger.codec import replay_dict
 from ledger.store import Cursor, Ledger, to_us
 from projections.engine import Replay
 
-ENGINE_VERSION = "2"  # bump when the engine's rules change: stored projections rebuild
+ENGINE_VERSION = "3"  # bump when the engine's rules change: stored projections rebuild
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -184,6 +184,11 @@ class _Writer:
         self.cur.executemany(
             "INSERT INTO bf_flushes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", flushes
         )
+        # The history tables hold what these lists would tell (negative balances are rows
+        # with a balance below zero); keeping them would grow memory with the history.
+        engine.negative_onhand.clear()
+        engine.puts_without_pick.clear()
+        engine.anomalies.clear()
 
 
 def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
@@ -201,6 +206,20 @@ def _reversal_targets(cur: Cursor) -> set[str]:
         + " = i.seq WHERE i.type = 'Reversal'"
     ).fetchall()
     return {orjson.loads(r["state"])["e"]["reverses"] for r in rows}
+
+
+def _retirement_plan(cur: Cursor) -> list[tuple[int, str]]:
+    """(time of its last event, order) for every order, earliest first.
+
+    Once the replay is past that time, nothing more will touch the order, so the engine
+    may forget it: the rebuild's memory follows the orders in progress, not the history.
+    """
+    rows = cur.execute(
+        "SELECT ord, MAX(at_us) AS last FROM bf_events WHERE ord IS NOT NULL GROUP BY ord"
+    ).fetchall()
+    plan = [(r["last"], r["ord"]) for r in rows]
+    plan.sort(reverse=True)  # popped from the end: earliest first
+    return plan
 
 
 def _save_engine(cur: Cursor, engine: Replay) -> None:
@@ -244,7 +263,8 @@ def _rebuild(ledger: Ledger, progress: Callable[[int], None] | None) -> int:
         cur.execute("DELETE FROM bf_proj_blob")
         engine = Replay(reversible=_reversal_targets(cur))
         writer = _Writer(cur)
-        n, last_seq, high = _apply_rows(ledger, cur, engine, writer, None, progress)
+        retire = _retirement_plan(cur)
+        n, last_seq, high = _apply_rows(ledger, cur, engine, writer, None, progress, retire)
         _finish(cur, engine, last_seq, high)
     return n
 
@@ -256,6 +276,7 @@ def _apply_rows(
     writer: _Writer,
     seq_gt: int | None,
     progress: Callable[[int], None] | None,
+    retire: list[tuple[int, str]] | None = None,
 ) -> tuple[int, int, tuple[int, int]]:
     n = 0
     last_seq = seq_gt or 0
@@ -272,6 +293,7 @@ def _apply_rows(
         + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
     )
     key = (-(2**62), 0)
+    pages = 0
     while True:
         params: list[Any] = [key[0], key[0], key[1]]
         if seq_gt is not None:
@@ -286,12 +308,36 @@ def _apply_rows(
         if rows:
             high = (rows[-1]["at_us"], rows[-1]["seq"])
         writer.write(engine)
+        while retire and retire[-1][0] < high[0]:
+            engine.retire(retire.pop()[1])
+        pages += 1
+        if pages % 40 == 0:
+            # The collector is off during replay (see no_gc); retired orders hold
+            # reference cycles, so sweep them now and then to keep memory flat.
+            gc.collect()
         if progress is not None:
             progress(n)
         if len(rows) < PAGE:
             break
         key = high
     return n, last_seq, high
+
+
+def _touches_retired(cur: Cursor, engine: Replay, last: int) -> bool:
+    """Whether events after ``last`` refer to an order the snapshot has forgotten."""
+    rows = cur.execute(
+        "SELECT DISTINCT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL", (last,)
+    ).fetchall()
+    for r in rows:
+        if engine.order_state(r["ord"]) is None:
+            known = cur.execute(
+                "SELECT 1 AS x FROM bf_events WHERE ord = ? AND type = 'OrderCreated'"
+                " AND seq <= ?",
+                (r["ord"], last),
+            ).fetchone()
+            if known is not None:
+                return True
+    return False
 
 
 def _finish(cur: Cursor, engine: Replay, last_seq: int, high: tuple[int, int]) -> None:
@@ -330,6 +376,8 @@ def catch_up(ledger: Ledger) -> int:
         # effects the snapshot did not keep: both are answered by a rebuild.
         in_order = row["a"] >= high[0] and not row["r"]
         engine = _load_engine(cur) if in_order else None
+        if engine is not None and _touches_retired(cur, engine, last):
+            engine = None
         if engine is None:
             late = True
         else:
