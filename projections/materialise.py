@@ -33,7 +33,7 @@ from ledger.codec import replay_dict
 from ledger.store import Cursor, Ledger, to_us
 from projections.engine import Replay
 
-ENGINE_VERSION = "3"  # bump when the engine's rules change: stored projections rebuild
+ENGINE_VERSION = "4"  # bump when the engine's rules change: stored projections rebuild
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -43,13 +43,13 @@ DDL = [
         batch TEXT, lp TEXT)""",
     """CREATE TABLE IF NOT EXISTS bf_onhand_hist (
         key_id INTEGER NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
-        balance TEXT NOT NULL, PRIMARY KEY (key_id, at_us, seq, n))""",
+        balance TEXT NOT NULL, PRIMARY KEY (key_id, at_us, seq, n)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS bf_wip_keys (
         key_id INTEGER PRIMARY KEY, resource TEXT, location TEXT, kind TEXT NOT NULL,
         ord TEXT, op INTEGER, item TEXT, batch TEXT)""",
     """CREATE TABLE IF NOT EXISTS bf_wip_hist (
         key_id INTEGER NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
-        balance TEXT NOT NULL, PRIMARY KEY (key_id, at_us, seq, n))""",
+        balance TEXT NOT NULL, PRIMARY KEY (key_id, at_us, seq, n)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS bf_flushes (
         event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
         ord TEXT, line INTEGER, item TEXT, trig TEXT, device TEXT, qty TEXT NOT NULL,
@@ -60,10 +60,10 @@ DDL = [
     # cost follows the plant's activity on that day, not the length of the history.
     """CREATE TABLE IF NOT EXISTS bf_open (
         kind TEXT NOT NULL, key_id INTEGER NOT NULL, from_bucket BIGINT NOT NULL,
-        PRIMARY KEY (kind, key_id))""",
+        PRIMARY KEY (kind, key_id)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS bf_alive (
         kind TEXT NOT NULL, bucket BIGINT NOT NULL, key_id INTEGER NOT NULL,
-        PRIMARY KEY (kind, bucket, key_id))""",
+        PRIMARY KEY (kind, bucket, key_id)) WITHOUT ROWID""",
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
@@ -74,7 +74,11 @@ PAGE = 5000
 
 
 def _blob_type(ledger: Ledger, sql: str) -> str:
-    return sql.replace("BYTEA", "BLOB") if ledger.dialect == "sqlite" else sql
+    if ledger.dialect != "sqlite":
+        return sql.replace(" WITHOUT ROWID", "")
+    # On SQLite a composite primary key is otherwise a second b-tree beside the rows:
+    # WITHOUT ROWID keeps one, halving the writes of the history tables.
+    return sql.replace("BYTEA", "BLOB")
 
 
 def ensure_tables(ledger: Ledger) -> None:
@@ -107,6 +111,7 @@ class _Writer:
         ):
             for row in cur.execute(f"SELECT key_id, {cols} FROM {table}").fetchall():
                 ids[tuple(row[c.strip()] for c in cols.split(","))] = row["key_id"]
+        self.new_keys: dict[tuple[str, int], list[tuple]] = {}
         self.open_from: dict[tuple[str, int], int] = {
             (r["kind"], r["key_id"]): r["from_bucket"]
             for r in cur.execute("SELECT kind, key_id, from_bucket FROM bf_open").fetchall()
@@ -117,9 +122,14 @@ class _Writer:
         if kid is None:
             kid = len(ids) + 1
             ids[key] = kid
-            marks = ",".join("?" * (width + 1))
-            self.cur.execute(f"INSERT INTO {table} VALUES ({marks})", (kid, *key))
+            self.new_keys.setdefault((table, width), []).append((kid, *key))
         return kid
+
+    def _flush_keys(self) -> None:
+        for (table, width), rows in self.new_keys.items():
+            marks = ",".join("?" * (width + 1))
+            self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        self.new_keys.clear()
 
     def write(self, engine: Replay) -> None:
         onhand, wip = [], []
@@ -155,6 +165,7 @@ class _Writer:
                 touched.add(ok)
                 alive.update((kind, b, kid) for b in range(start, bucket + 1))
         engine.balance_changes.clear()
+        self._flush_keys()
         self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
         self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
         self.cur.executemany(
