@@ -230,7 +230,9 @@ def verify_cmd(ctx: click.Context) -> None:
     if problems:
         for p in problems:
             click.echo(f"TAMPERED {p}", err=True)
-        click.echo(f"Error: {len(problems)} integrity problems in {checked} events", err=True)
+        n = len(problems)
+        plural = "s" if n != 1 else ""
+        click.echo(f"Error: {n} integrity problem{plural} in {checked} events", err=True)
         ctx.exit(EXIT_USAGE)
     click.echo(f"ok: {checked} events, every stream's chain intact")
 

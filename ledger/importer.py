@@ -125,13 +125,19 @@ def _state_payload(state: bytes) -> dict[str, Any]:
     return orjson.loads(state)["e"]
 
 
-def stream_of(p: dict[str, Any]) -> str:
-    """The stream an event belongs to: its order's, else master data or inventory."""
+def stream_of(p: dict[str, Any], order: str | None = None) -> str:
+    """The stream an event belongs to: its order's, else master data or inventory.
+
+    A Reversal joins the stream of the order its reversed event belongs to (a correction
+    of the order's history, as DESIGN lists it), else the inventory stream.
+    """
     t = p["type"]
     if t in MASTER_TYPES:
         return "master"
     if t in ORDER_TYPES:
         return "order:" + p["order"]
+    if t == "Reversal" and order:
+        return "order:" + order
     return "inventory"
 
 
@@ -336,7 +342,7 @@ class _Appender:
                 self._duplicate_or_conflict(eid, digest, known[eid], path, line)
                 continue
             t = p["type"]
-            stream = stream_of(p)
+            stream = stream_of(p, order)
             head = self.heads.get(stream)
             if head is None:
                 version, h = self.ledger.stream_head(self.cur, stream)

@@ -129,18 +129,30 @@ class Ledger:
                         "SQLITE_DBNAME": path,
                         "ORIGINATOR_ID_TYPE": "text",
                         "SQLITE_LOCK_TIMEOUT": "60",
+                        "CREATE_TABLE": "false",
                     }
                 )
             )
         self.datastore = self.factory.datastore
-        with self._schema_lock():
-            self.recorder = self.factory.application_recorder()
-            with self.transaction(commit=True) as cur:
-                for ddl in INDEX_DDL:
-                    cur.execute(ddl)
-                cur.execute("SELECT k FROM bf_lock WHERE k = 1")
-                if cur.fetchone() is None:
-                    cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
+        self.recorder = self.factory.application_recorder()
+        if not self._schema_ready():
+            with self._schema_lock():
+                self.recorder.create_table()
+                with self.transaction(commit=True) as cur:
+                    for ddl in INDEX_DDL:
+                        cur.execute(ddl)
+                    cur.execute("SELECT k FROM bf_lock WHERE k = 1")
+                    if cur.fetchone() is None:
+                        cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
+
+    def _schema_ready(self) -> bool:
+        # The lock row is written last when the schema is made: if it is there, opening
+        # must not run DDL again, which on PostgreSQL would queue behind a running import.
+        try:
+            with self.transaction(commit=False) as cur:
+                return cur.execute("SELECT k FROM bf_lock WHERE k = 1").fetchone() is not None
+        except Exception:  # missing table: each driver names it differently
+            return False
 
     @contextmanager
     def _schema_lock(self) -> Iterator[None]:
@@ -330,6 +342,7 @@ def _pg_env(url: str) -> dict[str, str]:
         "ORIGINATOR_ID_TYPE": "text",
         "POSTGRES_LOCK_TIMEOUT": "60",
         "POSTGRES_POOL_SIZE": "2",
+        "CREATE_TABLE": "false",
     }
     q = parse_qs(u.query)
     if "schema" in q:

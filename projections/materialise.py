@@ -82,7 +82,13 @@ def _blob_type(ledger: Ledger, sql: str) -> str:
 
 
 def ensure_tables(ledger: Ledger) -> None:
-    """Create the projection tables if missing."""
+    """Create the projection tables if missing (no DDL at all when they exist)."""
+    try:
+        with ledger.transaction(commit=False) as cur:
+            cur.execute("SELECT 1 AS x FROM bf_alive LIMIT 1").fetchall()
+        return
+    except Exception:  # missing table: each driver names it differently
+        pass
     with ledger.transaction(commit=True) as cur:
         for ddl in DDL:
             cur.execute(_blob_type(ledger, ddl))

@@ -230,11 +230,12 @@ def test_events_lists_at_recorded_and_stream_position(db_url, tmp_path):
     for versions in streams.values():
         assert versions == list(range(1, len(versions) + 1))
     assert {row["id"] for row in rows if row["stream"] == "order:P1"} == {
-        "rt-09", "rt-10", "rt-13", "rt-14", "rt-15", "rt-16", "rt-18"
+        "rt-09", "rt-10", "rt-13", "rt-14", "rt-15", "rt-16", "rt-17", "rt-18"
     }
-    # A reversal is chained outside the order streams but belongs to its target's order.
+    # A reversal of an order's event is chained in that order's stream.
     reversal = next(row for row in rows if row["id"] == "rt-17")
     assert reversal["order"] == "P1"
+    assert reversal["stream"] == "order:P1"
 
     # The readable table names the same columns.
     table = run(db_url, "events")
