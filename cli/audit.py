@@ -39,10 +39,10 @@ def compute_findings(ledger, at, known_at, policy, order=None, code=None) -> lis
     Always a global replay: negative on-hand and batch resolution depend on other orders.
     """
     from projections import asof
-    from projections.findings import findings
 
-    engine = asof.replay(ledger, at, known_at, policy)
-    return findings(engine, order=order, codes=[code] if code else None)
+    codes = [code] if code else None
+    found = asof.findings_replay(ledger, at, known_at, policy, codes)
+    return found if order is None else [f for f in found if f.order == order]
 
 
 def _show_findings(found: list[Finding], fmt: str) -> str:

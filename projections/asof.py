@@ -21,6 +21,8 @@ from ledger.store import Ledger, to_us
 from projections import materialise as mat
 from projections.engine import Replay
 
+RETIRE_EVERY = 2000  # events between checks for orders whose findings are final
+
 
 def _us(dt: datetime | None) -> int | None:
     return None if dt is None else to_us(dt)
@@ -40,6 +42,48 @@ def replay(
             engine.balance_changes.clear()
             engine.flushes.clear()
     return engine
+
+
+def findings_replay(
+    ledger: Ledger,
+    at: datetime | None = None,
+    known_at: datetime | None = None,
+    policy: dict[str, Any] | None = None,
+    codes: Any = None,
+    retire_every: int = RETIRE_EVERY,
+) -> list[Any]:
+    """Every finding of the ledger, by one streaming replay with bounded memory.
+
+    An order's findings are final once no later event refers to it: they are taken then,
+    and the order is forgotten, so memory follows the orders in progress, not the history.
+    """
+    from projections.findings import findings_of_orders, sort_key
+
+    plan = mat.last_event_of_orders(ledger)
+    engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
+    out: list[Any] = []
+    n = 0
+    with mat.no_gc():
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+            engine.apply(ev)
+            n += 1
+            if n % retire_every == 0:
+                engine.balance_changes.clear()
+                engine.flushes.clear()
+                now = to_us(ev["at"])
+                done = set()
+                while plan and plan[-1][0] < now:
+                    done.add(plan.pop()[1])
+                if done:
+                    out.extend(findings_of_orders(engine, done, codes))
+                    engine.negative_onhand[:] = [
+                        r for r in engine.negative_onhand if r.order not in done
+                    ]
+                    for o in done:
+                        engine.retire(o)
+    out.extend(findings_of_orders(engine, None, codes))
+    out.sort(key=sort_key)
+    return out
 
 
 def order_events(

@@ -392,17 +392,19 @@ def findings(engine, order: str | None = None, codes: Iterable[str] | None = Non
     ``order`` restricts to one order (cheap: only that order's state is read); ``codes``
     restricts the codes. Sorted by order, line, code.
     """
+    return findings_of_orders(engine, None if order is None else {order}, codes)
+
+
+def findings_of_orders(engine, orders: set | None, codes: Iterable[str] | None = None
+                       ) -> list[Finding]:
+    """Findings of the orders in ``orders`` (None: every order, and stock moves of none)."""
     out: list[Finding] = []
-    if order is None:
-        states = [engine.order_state(k) for k in engine.orders()]
-        scope = None
-    else:
-        st = engine.order_state(order)
-        states = [st] if st is not None else []
-        scope = {order}
-    for o in states:
-        _order_findings(o, out)
-    _negative_findings(engine, scope, out)
+    names = engine.orders() if orders is None else sorted(orders)
+    for k in names:
+        o = engine.order_state(k)
+        if o is not None:
+            _order_findings(o, out)
+    _negative_findings(engine, orders, out)
     if codes is not None:
         keep = set(codes)
         out = [f for f in out if f.code in keep]

@@ -225,6 +225,18 @@ def _reversal_targets(cur: Cursor) -> set[str]:
     return {orjson.loads(r["state"])["e"]["reverses"] for r in rows}
 
 
+def last_event_of_orders(ledger: Ledger) -> list[tuple[int, str]]:
+    """``_retirement_plan`` in its own read transaction."""
+    with ledger.transaction(commit=False) as cur:
+        return _retirement_plan(cur)
+
+
+def reversal_targets(ledger: Ledger) -> set[str]:
+    """``_reversal_targets`` in its own read transaction."""
+    with ledger.transaction(commit=False) as cur:
+        return _reversal_targets(cur)
+
+
 def _retirement_plan(cur: Cursor) -> list[tuple[int, str]]:
     """(time of its last event, order) for every order, earliest first.
 

@@ -228,3 +228,18 @@ def test_to_us_orders_like_at():
     a = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     b = datetime.fromisoformat("2026-11-21T09:00:00.000001+01:00")
     assert to_us(b) - to_us(a) == 1
+
+
+@PROFILE
+@given(events=histories(max_orders=4))
+def test_streaming_findings_equal_findings_of_a_full_replay(tmp_path_factory, events):
+    from projections.findings import findings
+
+    tmp = tmp_path_factory.mktemp("fnd")
+    ledger = Ledger(str(tmp / "l.db"))
+    import_events(ledger, tmp / "h.jsonl", events)
+    full = findings(asof.replay(ledger))
+    # Checking after every event retires each order as early as possible.
+    assert asof.findings_replay(ledger, retire_every=1) == full
+    assert asof.findings_replay(ledger) == full
+    ledger.close()
