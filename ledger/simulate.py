@@ -119,12 +119,15 @@ def simulate(
             if have < need and not starve:
                 batch_no += 1
                 batch = f"BT{batch_no:07d}" if c in tracked else None
-                rq = (need * 3).quantize(Decimal(1))
+                # Stock turns over: receive a little more than the order needs, so batches
+                # are used up by the next orders instead of piling up for ever.
+                rq = (need * Decimal("1.2")).quantize(Decimal(1))
                 fields = {"item": c, "qty": str(rq), "location": "BULK"}
                 if batch:
                     fields["batch"] = batch
                 yield ev("InventoryReceived", t, **fields)
                 stock.append((batch, rq))
+        staged: set[tuple[str, str, str | None]] = set()
         yield ev("OrderCreated", t, order=order, item=fg, qty=qty, bom=f"B-{fg}",
                  route="RT-STD")
         t1 = t + timedelta(minutes=1)
@@ -150,6 +153,8 @@ def simulate(
                     stock[0] = (b, have - use)
             if taken > 0:
                 parts.append((None, taken))
+            for b, _pq in parts:
+                staged.add((c, loc, b))
             for b, pq in parts:
                 fields = {"item": c, "qty": str(pq), "order": order, "line": line["line"]}
                 if b:
@@ -192,6 +197,14 @@ def simulate(
                          location=f"R{line['operation'] or 10}-IN")
         t1 += timedelta(minutes=1)
         yield ev("OrderEnded", t1, order=order)
+        # Count the staging at the end of the run (seed 002): what is left of this order's
+        # material at the input locations is written off, so staging does not drift.
+        for c, loc, b in sorted(staged, key=lambda k: (k[0], k[1], k[2] or "")):
+            t1 += timedelta(seconds=5)
+            fields = {"item": c, "location": loc, "qty": 0}
+            if b:
+                fields["batch"] = b
+            yield ev("InventoryCounted", t1, **fields)
         while late and late[0][0] <= n:
             yield heapq.heappop(late)[2]
     while late:
