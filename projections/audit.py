@@ -184,10 +184,17 @@ def _cap_residual(f: Finding, onhand_at) -> Finding | None:
 
 def onhand_after(ledger, item: str, location: str, at_us: int, seq: int) -> Decimal:
     """Materialised on-hand of item at location (all batches/lps) after event (at_us, seq)."""
+    from projections.materialise import alive_keys_sql
+
     total = ZERO
+    alive, params = alive_keys_sql("onhand", at_us)
     with ledger.transaction(commit=False) as cur:
-        keys = cur.execute("SELECT key_id FROM bf_onhand_keys WHERE item = ? AND location = ?",
-                           (item, location)).fetchall()
+        # Only keys that may be non-zero then: not every batch the location ever held.
+        keys = cur.execute(
+            "SELECT key_id FROM bf_onhand_keys WHERE item = ? AND location = ?"
+            f" AND key_id IN ({alive})",
+            (item, location, *params),
+        ).fetchall()
         for k in keys:
             row = cur.execute(
                 "SELECT balance FROM bf_onhand_hist WHERE key_id = ? AND (at_us < ? OR"

@@ -33,7 +33,7 @@ from ledger.codec import replay_dict
 from ledger.store import Cursor, Ledger, to_us
 from projections.engine import Replay
 
-ENGINE_VERSION = "4"  # bump when the engine's rules change: stored projections rebuild
+ENGINE_VERSION = "5"  # bump when the engine's rules change: stored projections rebuild
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -55,6 +55,9 @@ DDL = [
         ord TEXT, line INTEGER, item TEXT, trig TEXT, device TEXT, qty TEXT NOT NULL,
         location TEXT, batch TEXT, lp TEXT, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_flushes_ord ON bf_flushes (ord, at_us, seq)",
+    # What one event did to on-hand (the audit asks it per event of an order).
+    "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
+    "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
     # Which keys are non-zero when: a key open now (bf_open, since a day bucket) or non-zero
     # at some moment of a past day (bf_alive). An as-of query probes only those keys, so its
     # cost follows the plant's activity on that day, not the length of the history.
@@ -445,12 +448,7 @@ def _latest(
         cand_params: list[Any] = [kind]
         at_us = _FAR_FUTURE
     else:
-        bucket = at_us // BUCKET_US
-        cand = (
-            "SELECT key_id FROM bf_alive WHERE kind = ? AND bucket = ?"
-            " UNION SELECT key_id FROM bf_open WHERE kind = ? AND from_bucket <= ?"
-        )
-        cand_params = [kind, bucket, kind, bucket]
+        cand, cand_params = alive_keys_sql(kind, at_us)
     conds.append(f"k.key_id IN ({cand})")
     params.extend(cand_params)
     sql = (
@@ -471,6 +469,16 @@ def _latest(
             d["qty"] = q
             out.append(d)
     return out
+
+
+def alive_keys_sql(kind: str, at_us: int) -> tuple[str, list[Any]]:
+    """SQL (and parameters) selecting the key ids of ``kind`` that may be non-zero at ``at_us``."""
+    bucket = at_us // BUCKET_US
+    return (
+        "SELECT key_id FROM bf_alive WHERE kind = ? AND bucket = ?"
+        " UNION SELECT key_id FROM bf_open WHERE kind = ? AND from_bucket <= ?",
+        [kind, bucket, kind, bucket],
+    )
 
 
 def onhand_asof(

@@ -83,7 +83,7 @@ def delete(con: sqlite3.Connection, stream: str, version: int) -> None:
 def assert_tampered(db: str, *where: str) -> str:
     r = run(db, "verify")
     assert r.exit_code != 0, r.output
-    assert "integrity problems" in r.stderr
+    assert "integrity problem" in r.stderr
     for w in where:
         assert any(line.startswith(f"TAMPERED {w}") for line in r.stderr.splitlines()), (
             w, r.stderr
