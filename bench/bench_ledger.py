@@ -154,6 +154,10 @@ def main() -> None:
         hi = datetime.fromtimestamp(row["hi"] / 1e6, tz=UTC)
         lat = query_latencies(ledger, lo, hi)
         audit_times = [timed(asof.consumption, ledger, order)[0] for _ in range(20)]
+        from cli.audit import compute_audit
+
+        compute_audit(ledger, order)
+        full_audit = [timed(compute_audit, ledger, order)[0] for _ in range(20)]
         entry = {
             "events": n,
             "import_s": round(t_import, 3),
@@ -162,6 +166,7 @@ def main() -> None:
             "rebuild_events_per_s": round(applied / t_rebuild),
             "median_ms": {k: round(v, 2) for k, v in lat.items()},
             "order_consumption_median_ms": round(statistics.median(audit_times) * 1000, 2),
+            "order_audit_median_ms": round(statistics.median(full_audit) * 1000, 2),
         }
         if size == args.events:
             t_raw = raw_sqlite_insert(hist, OUT / "raw.db")

@@ -92,6 +92,11 @@ def ensure_tables(ledger: Ledger) -> None:
         return
     except Exception:  # missing table: each driver names it differently
         pass
+    create_tables(ledger)
+
+
+def create_tables(ledger: Ledger) -> None:
+    """Run the projection DDL (each statement is idempotent)."""
     with ledger.transaction(commit=True) as cur:
         for ddl in DDL:
             cur.execute(_blob_type(ledger, ddl))
@@ -287,7 +292,8 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
 
 
 def _rebuild(ledger: Ledger, progress: Callable[[int], None] | None) -> int:
-    ensure_tables(ledger)
+    # A rebuild also brings the schema up to this version (new tables or indexes).
+    create_tables(ledger)
     with ledger.writing() as cur:
         for t in TABLES:
             cur.execute(f"DELETE FROM {t}")
