@@ -260,11 +260,16 @@ class LineState:
         errors = self.error_units
         if errors <= 0:
             return ZERO
+        gap = self.good_basis_gap()
+        return min(gap, errors) if gap > 0 else ZERO
+
+    def good_basis_gap(self) -> Decimal:
+        """Units processed that the good-only trigger kinds of this line have not flushed."""
         processed = self.units_processed
         gap = ZERO
         for kind in {k for k, _ in self.good_basis_flushes}:
             gap = max(gap, processed - self.units.get(kind, ZERO))
-        return min(gap, errors) if gap > 0 else ZERO
+        return gap
 
 
 @dataclass(eq=False, slots=True)

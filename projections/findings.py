@@ -190,10 +190,7 @@ def _scrap_shortfall(ln) -> Decimal:
     if errors <= 0:
         return ZERO
     processed = ln.units_processed
-    gap = ZERO
-    for kind in {k for k, _ in ln.good_basis_flushes}:
-        gap = max(gap, processed - ln.units.get(kind, ZERO))
-    unflushed = min(gap, errors)
+    unflushed = min(ln.good_basis_gap(), errors)
     if unflushed <= 0:
         return ZERO
     share = (line_quantity(ln.qty, ln.per, ln.scrap_pct, ln.scrap_const, processed, ln.decimals)

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_cli import run, snapshot
 
 from cli.main import cli
 from ledger.store import Ledger
@@ -141,19 +142,6 @@ PROBLEM = re.compile(
 def write_lines(path: Path, lines: list[str]) -> str:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return str(path)
-
-
-def run(db: str, *args: str):
-    return CliRunner().invoke(cli, ["--db", db, *args], catch_exceptions=False)
-
-
-def snapshot(db: str) -> tuple[int, bytes]:
-    """(event count, full export): what "the ledger is unchanged" compares."""
-    with Ledger(db) as ledger:
-        n = ledger.count()
-    r = run(db, "export")
-    assert r.exit_code == 0, r.output
-    return n, r.stdout_bytes
 
 
 def problems(stderr: str, path: str) -> list[tuple[int, str]]:

@@ -8,9 +8,8 @@ import uuid
 from pathlib import Path
 
 import orjson
-from click.testing import CliRunner
+from ledger_cli import run, snapshot
 
-from cli.main import cli
 from ledger.store import Ledger
 
 MASTER = [
@@ -34,19 +33,6 @@ MOVES = [
 def write_lines(path: Path, lines: list[dict]) -> str:
     path.write_text("".join(json.dumps(e) + "\n" for e in lines), encoding="utf-8")
     return str(path)
-
-
-def run(db: str, *args: str):
-    return CliRunner().invoke(cli, ["--db", db, *args], catch_exceptions=False)
-
-
-def snapshot(db: str) -> tuple[int, bytes]:
-    """(event count, full export): what "the ledger is unchanged" compares."""
-    with Ledger(db) as ledger:
-        n = ledger.count()
-    r = run(db, "export")
-    assert r.exit_code == 0, r.output
-    return n, r.stdout_bytes
 
 
 def test_same_file_twice_appends_nothing_the_second_time(db_url, tmp_path):

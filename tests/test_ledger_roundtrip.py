@@ -17,9 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
-from click.testing import CliRunner
+from ledger_cli import run
 
-from cli.main import cli
 from ledger.store import Ledger
 
 # A small plant history touching every event type, with the value shapes a plant sends:
@@ -76,10 +75,6 @@ def write_lines(path: Path, lines: list[dict]) -> str:
     # float's shortest repr of something else).
     path.write_text("".join(json.dumps(e) + "\n" for e in lines), encoding="utf-8")
     return str(path)
-
-
-def run(db: str, *args: str):
-    return CliRunner().invoke(cli, ["--db", db, *args], catch_exceptions=False)
 
 
 def export_bytes(db: str, tmp_path: Path) -> bytes:

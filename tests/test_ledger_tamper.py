@@ -12,9 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
-
-from cli.main import cli
+from ledger_cli import run
 
 ORDER = "order:P1"
 HISTORY = [
@@ -35,10 +33,6 @@ HISTORY = [
      "good": 7},
     {"type": "OrderEnded", "at": "2026-06-01T10:05:00Z", "id": "t-10", "order": "P1"},
 ]
-
-
-def run(db: str, *args: str):
-    return CliRunner().invoke(cli, ["--db", db, *args], catch_exceptions=False)
 
 
 def imported(db: str, tmp_path: Path) -> str:
