@@ -151,28 +151,25 @@ class InventoryCounted(_Event):
     batch: Name | None = None
 
 
-class Picked(_Event):
+class _WarehouseWork(_Event):
+    """A pick or a put of warehouse work: the same fields, opposite directions."""
+
+    item: Name
+    qty: Qty
+    location: Name
+    order: Name | None = None
+    line: Int | None = None
+    work: Name | None = None
+    batch: Name | None = None
+    lp: Name | None = None
+
+
+class Picked(_WarehouseWork):
     type: Literal["Picked"]
-    item: Name
-    qty: Qty
-    location: Name
-    order: Name | None = None
-    line: Int | None = None
-    work: Name | None = None
-    batch: Name | None = None
-    lp: Name | None = None
 
 
-class Put(_Event):
+class Put(_WarehouseWork):
     type: Literal["Put"]
-    item: Name
-    qty: Qty
-    location: Name
-    order: Name | None = None
-    line: Int | None = None
-    work: Name | None = None
-    batch: Name | None = None
-    lp: Name | None = None
 
 
 # --- production order --------------------------------------------------------------------
