@@ -20,19 +20,15 @@ import random
 import resource
 import sqlite3
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ledger.importer import run_import  # noqa: E402
-from ledger.simulate import simulate  # noqa: E402
-from ledger.store import Ledger  # noqa: E402
-from projections import asof, materialise  # noqa: E402
+from backflush.ledger.importer import run_import
+from backflush.ledger.simulate import simulate
+from backflush.ledger.store import Ledger
+from backflush.projections import asof, materialise
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -154,7 +150,7 @@ def main() -> None:
         hi = datetime.fromtimestamp(row["hi"] / 1e6, tz=UTC)
         lat = query_latencies(ledger, lo, hi)
         audit_times = [timed(asof.consumption, ledger, order)[0] for _ in range(20)]
-        from cli.audit import compute_audit
+        from backflush.cli.audit import compute_audit
 
         compute_audit(ledger, order)
         full_audit = [timed(compute_audit, ledger, order)[0] for _ in range(20)]

@@ -9,14 +9,15 @@ from typing import Any
 
 import click
 import orjson
-
-from cli.main import EXIT_FINDINGS, Fail, cli, open_ledger, output_options
-from cli.output import _plain, render
-from cli.queries import asof_options, load_policy
-from projections.findings import CODES, SEVERITIES, SEVERITY_RANK, Finding
+from backflush.cli.main import EXIT_FINDINGS, Fail, cli, open_ledger, output_options
+from backflush.cli.output import _plain, render
+from backflush.cli.queries import asof_options, load_policy
+from backflush.projections.findings import CODES, SEVERITIES, SEVERITY_RANK, Finding
 
 FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+import backflush.examples as _examples  # noqa: E402
+
+EXAMPLES = Path(_examples.__path__[0])
 
 
 def _fail_on_option(f):
@@ -38,7 +39,7 @@ def compute_findings(ledger, at, known_at, policy, order=None, code=None) -> lis
 
     Always a global replay: negative on-hand and batch resolution depend on other orders.
     """
-    from projections import asof
+    from backflush.projections import asof
 
     codes = [code] if code else None
     found = asof.findings_replay(ledger, at, known_at, policy, codes)
@@ -76,11 +77,11 @@ def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: da
 
 def compute_audit(ledger, order: str, at=None, known_at=None, policy=None) -> dict[str, Any]:
     """The audit of one order; fast order-local path unless a policy or known-at is given."""
-    from ledger.events import MASTER_TYPES
-    from ledger.store import to_us
-    from projections import asof
-    from projections import audit as A
-    from projections import materialise as mat
+    from backflush.ledger.events import MASTER_TYPES
+    from backflush.ledger.store import to_us
+    from backflush.projections import asof
+    from backflush.projections import audit as A
+    from backflush.projections import materialise as mat
 
     if policy is None and known_at is None:
         mat.catch_up(ledger)
@@ -169,7 +170,7 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
     and the findings at the event where they arise."""
     a = compute_audit(open_ledger(ctx), order, at, known_at, policy)
     if html_file is not None:
-        from cli.report import audit_html
+        from backflush.cli.report import audit_html
 
         try:
             Path(html_file).write_text(audit_html(a), encoding="utf-8")
@@ -193,8 +194,8 @@ def policy_group() -> None:
 
 def recorded_params(ledger, at=None, known_at=None):
     """The ProductionParametersSet in force (None: none recorded → D365 defaults)."""
-    from ledger.store import to_us
-    from projections import materialise as mat
+    from backflush.ledger.store import to_us
+    from backflush.projections import materialise as mat
 
     last = None
     for ev in mat.events_for_replay(
@@ -220,8 +221,8 @@ def policy_check_cmd(ctx: click.Context, file: str | None, at: str | None,
 
     Checks FILE (a --policy file), else the parameters recorded in the ledger.
     """
-    from cli.main import parse_when
-    from projections.findings import policy_overlaps
+    from backflush.cli.main import parse_when
+    from backflush.projections.findings import policy_overlaps
 
     if file is not None:
         policy = load_policy(file)
@@ -254,8 +255,8 @@ def _is_sqlite_file(path: Path) -> bool:
 @click.pass_context
 def demo_cmd(ctx: click.Context) -> None:
     """Import the seed examples into a fresh ledger, show findings, one audit and a what-if."""
-    from ledger.importer import run_import
-    from projections import materialise as mat
+    from backflush.ledger.importer import run_import
+    from backflush.projections import materialise as mat
 
     db = ctx.find_root().obj["db"]
     if "://" not in db:

@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 import orjson
+from backflush.cli.output import render
+from backflush.ledger.store import Ledger, default_db, from_us
 
-from cli.output import render
-from ledger.store import Ledger, default_db, from_us
+from backflush import __version__
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -82,7 +83,7 @@ def open_ledger(ctx: click.Context) -> Ledger:
     metavar="PATH|URL",
     help="Ledger: a SQLite file (default ./backflush.db, env BACKFLUSH_DB) or postgresql:// URL.",
 )
-@click.version_option(package_name="backflush")
+@click.version_option(version=__version__, prog_name="backflush")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None) -> None:
     """backflush: an event-sourced shop-floor ledger for backflushing."""
@@ -115,7 +116,7 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 @click.pass_context
 def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     """Import JSON Lines event files: all or nothing, idempotent by event id."""
-    from ledger.importer import run_import
+    from backflush.ledger.importer import run_import
 
     ledger = open_ledger(ctx)
     bar = None
@@ -188,8 +189,8 @@ def events_cmd(
     fmt: str,
 ) -> None:
     """List the events the ledger holds (the auditor's raw view), in `at` order."""
-    from ledger.events import EVENT_TYPES
-    from ledger.store import to_us
+    from backflush.ledger.events import EVENT_TYPES
+    from backflush.ledger.store import to_us
 
     if type_ is not None and type_ not in EVENT_TYPES:
         raise Fail(f"--type: unknown event type {type_!r}")
@@ -224,7 +225,7 @@ def events_cmd(
 @click.pass_context
 def verify_cmd(ctx: click.Context) -> None:
     """Check every stream's hash chain: nothing altered, removed or reordered."""
-    from ledger.integrity import verify
+    from backflush.ledger.integrity import verify
 
     checked, problems = verify(open_ledger(ctx))
     if problems:
@@ -238,6 +239,6 @@ def verify_cmd(ctx: click.Context) -> None:
 
 
 # Projection and audit commands register themselves on ``cli``.
-from cli import audit as _audit  # noqa: E402,F401
-from cli import queries as _queries  # noqa: E402,F401
-from cli import tools as _tools  # noqa: E402,F401
+from backflush.cli import audit as _audit  # noqa: E402,F401
+from backflush.cli import queries as _queries  # noqa: E402,F401
+from backflush.cli import tools as _tools  # noqa: E402,F401

@@ -14,8 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-
-from projections.findings import fmt_qty as _dec
+from backflush.projections.findings import fmt_qty as _dec
 
 
 def _plain(v: Any) -> Any:

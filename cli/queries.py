@@ -9,17 +9,16 @@ from functools import wraps
 from typing import Any
 
 import click
-
-from cli.main import Fail, cli, open_ledger, output_options, parse_when
-from cli.output import render
+from backflush.cli.main import Fail, cli, open_ledger, output_options, parse_when
+from backflush.cli.output import render
 
 
 def load_policy(path: str | None) -> dict[str, Any] | None:
     """Read and validate a ``--policy`` file (the fields of ProductionParametersSet)."""
     if path is None:
         return None
-    from ledger.codec import replay_policy
-    from ledger.events import EventErrors, parse_policy
+    from backflush.ledger.codec import replay_policy
+    from backflush.ledger.events import EventErrors, parse_policy
 
     try:
         with open(path, "rb") as fh:
@@ -77,7 +76,7 @@ HOURS_COLUMNS = ["order", "op", "resource", "standard", "reported"]
 def onhand_cmd(ctx: click.Context, item: str | None, location: str | None, at: datetime | None,
                known_at: datetime | None, policy: dict | None, fmt: str) -> None:
     """On-hand per item, location, batch and license plate (in transit included)."""
-    from projections import asof
+    from backflush.projections import asof
 
     rows = asof.onhand(open_ledger(ctx), at, known_at, policy, item=item, location=location)
     click.echo(render(rows, ONHAND_COLUMNS, fmt))
@@ -91,7 +90,7 @@ def onhand_cmd(ctx: click.Context, item: str | None, location: str | None, at: d
 def wip_cmd(ctx: click.Context, resource: str | None, at: datetime | None,
             known_at: datetime | None, policy: dict | None, fmt: str) -> None:
     """WIP per resource location: material staged at its input, units waiting at its output."""
-    from projections import asof
+    from backflush.projections import asof
 
     rows = asof.wip(open_ledger(ctx), at, known_at, policy, resource=resource)
     click.echo(render(rows, WIP_COLUMNS, fmt))
@@ -115,7 +114,7 @@ def _known_order(ctx: click.Context, order: str) -> None:
 def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
                     known_at: datetime | None, policy: dict | None, fmt: str) -> None:
     """Consumption per BOM line: expected, posted, posted by trigger kind, variance."""
-    from projections import asof
+    from backflush.projections import asof
 
     _known_order(ctx, order)
     rows = asof.consumption(open_ledger(ctx), order, at, known_at, policy)
@@ -131,7 +130,7 @@ def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
 def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: datetime | None,
               known_at: datetime | None, policy: dict | None, fmt: str) -> None:
     """Hours per order, operation and resource: standard (setup + run x units) vs reported."""
-    from projections import asof
+    from backflush.projections import asof
 
     if order is not None:
         _known_order(ctx, order)
@@ -143,7 +142,7 @@ def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: d
 @click.pass_context
 def rebuild_cmd(ctx: click.Context) -> None:
     """Drop every projection and rebuild it from the event log."""
-    from projections import materialise
+    from backflush.projections import materialise
 
     ledger = open_ledger(ctx)
     total = ledger.count()

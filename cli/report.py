@@ -8,7 +8,7 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from cli.output import _plain
+from backflush.cli.output import _plain
 
 COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 BACKGROUNDS = {"error": "#fdecea", "warning": "#fff4e5", "info": "#e8f1fb"}

@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 import orjson
-
-from cli.main import Fail, cli
+from backflush.cli.main import Fail, cli
 
 
 @cli.command("simulate")
@@ -23,7 +22,7 @@ from cli.main import Fail, cli
 @click.option("-o", "--output", type=click.File("wb"), default="-", help="File (default stdout).")
 def simulate_cmd(orders: int, seed: int, products: int, faults: tuple[str, ...], output: Any):
     """Write a simulated plant history as JSON Lines (deterministic for a seed)."""
-    from ledger.simulate import FAULTS, simulate
+    from backflush.ledger.simulate import FAULTS, simulate
 
     for f in faults:
         if f not in FAULTS:

@@ -19,8 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-
-from ledger.events import (
+from backflush.ledger.events import (
     EVENT_TYPES,
     BomLine,
     FlushingRule,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.codec import GENESIS, canonical, chain_hash, content_digest, encode_state
-from ledger.events import (
+from backflush.ledger.codec import GENESIS, canonical, chain_hash, content_digest, encode_state
+from backflush.ledger.events import (
     INVENTORY_TYPES,
     MASTER_TYPES,
     ORDER_TYPES,
@@ -24,7 +24,7 @@ from ledger.events import (
     normalise,
     parse_event,
 )
-from ledger.store import Cursor, IndexRow, Ledger, to_us
+from backflush.ledger.store import Cursor, IndexRow, Ledger, to_us
 
 BATCH = 1000
 # Names derived from content for events sent without an id, so re-sending the same file

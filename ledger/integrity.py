@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from ledger.codec import GENESIS, body_of, chain_hash
-from ledger.store import Ledger
+from backflush.ledger.codec import GENESIS, body_of, chain_hash
+from backflush.ledger.store import Ledger
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ledger.events import MASTER_TYPES
-from ledger.store import Ledger, to_us
-from projections import materialise as mat
-from projections.engine import Replay
+from backflush.ledger.events import MASTER_TYPES
+from backflush.ledger.store import Ledger, to_us
+from backflush.projections import materialise as mat
+from backflush.projections.engine import Replay
 
 RETIRE_EVERY = 2000  # events between checks for orders whose findings are final
 
@@ -57,7 +57,7 @@ def findings_replay(
     An order's findings are final once no later event refers to it: they are taken then,
     and the order is forgotten, so memory follows the orders in progress, not the history.
     """
-    from projections.findings import findings_of_orders, sort_key
+    from backflush.projections.findings import findings_of_orders, sort_key
 
     plan = mat.last_event_of_orders(ledger)
     engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))

@@ -22,9 +22,16 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from ledger.events import MASTER_TYPES
-from projections.engine import Replay
-from projections.findings import GLOBAL_CODES, SEVERITY, Finding, findings, fmt_qty, sort_key
+from backflush.ledger.events import MASTER_TYPES
+from backflush.projections.engine import Replay
+from backflush.projections.findings import (
+    GLOBAL_CODES,
+    SEVERITY,
+    Finding,
+    findings,
+    fmt_qty,
+    sort_key,
+)
 
 ZERO = Decimal(0)
 DETAIL_FIELDS = ("op", "good", "error", "qty", "item", "line", "location", "from_location",
@@ -184,7 +191,7 @@ def _cap_residual(f: Finding, onhand_at) -> Finding | None:
 
 def onhand_after(ledger, item: str, location: str, at_us: int, seq: int) -> Decimal:
     """Materialised on-hand of item at location (all batches/lps) after event (at_us, seq)."""
-    from projections.materialise import alive_keys_sql
+    from backflush.projections.materialise import alive_keys_sql
 
     total = ZERO
     alive, params = alive_keys_sql("onhand", at_us)

@@ -58,9 +58,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ledger.events import INVENTORY_TYPES, ORDER_TYPES
-from projections import standard
-from projections.rules import (
+from backflush.ledger.events import INVENTORY_TYPES, ORDER_TYPES
+from backflush.projections import standard
+from backflush.projections.rules import (
     DEFAULT_DECIMALS,
     ZERO,
     Params,

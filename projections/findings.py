@@ -45,7 +45,7 @@ from decimal import Decimal
 from itertools import combinations
 from typing import Any
 
-from projections.rules import (
+from backflush.projections.rules import (
     DEVICES,
     PRINCIPLES,
     TRIGGER_KINDS,

@@ -28,12 +28,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from backflush.ledger.codec import replay_dict
+from backflush.ledger.store import Cursor, Ledger, to_us
+from backflush.projections.engine import Replay
 
-from ledger.codec import replay_dict
-from ledger.store import Cursor, Ledger, to_us
-from projections.engine import Replay
-
-ENGINE_VERSION = "5"  # bump when the engine's rules change: stored projections rebuild
+ENGINE_VERSION = "6"  # bump when the engine's rules change: stored projections rebuild
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",

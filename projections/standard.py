@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from projections.rules import ZERO, expected_quantity, tolerance
+from backflush.projections.rules import ZERO, expected_quantity, tolerance
 
 
 def units_processed(op: int | None, op_units: dict, op_reports: dict,

@@ -8,8 +8,8 @@ field of DESIGN §2 filled in, quantities as ``Decimal``, ``at`` timezone-aware,
 Typical use::
 
     from hypothesis import given
-    from projections.strategies import histories
-    from projections.engine import Replay
+    from backflush.projections.strategies import histories
+    from backflush.projections.engine import Replay
 
     @given(histories())
     def test_my_policy(events):
@@ -29,9 +29,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from backflush.projections.rules import BASES, DEVICES, PRINCIPLES, TRIGGER_KINDS
 from hypothesis import strategies as st
-
-from projections.rules import BASES, DEVICES, PRINCIPLES, TRIGGER_KINDS
 
 BASE_TIME = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 SEQ_STEP = 1000  # room to split an event into up to 999 parts with their own seq
@@ -167,7 +166,7 @@ def rules(resources=("R1", "R2", "R3")):
 
 def rule_sets(resources=("R1", "R2", "R3")):
     """A strategy for a rule list: None (= D365 defaults) or the defaults plus extra rules."""
-    from projections.rules import default_rules
+    from backflush.projections.rules import default_rules
 
     return st.one_of(
         st.none(),

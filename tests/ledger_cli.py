@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from backflush.cli.main import cli
+from backflush.ledger.store import Ledger
 from click.testing import CliRunner
-
-from cli.main import cli
-from ledger.store import Ledger
 
 
 def run(db: str, *args: str):

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from backflush.cli.main import cli
 from click.testing import CliRunner
-
-from cli.main import cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 T_EX = EXAMPLES / "001-terminals-and-scanner"
@@ -138,7 +137,7 @@ def test_audit_html_is_self_contained_and_lists_every_finding(db, tmp_path):
 
 
 def test_audit_html_escapes_text(tmp_path):
-    from cli.report import audit_html
+    from backflush.cli.report import audit_html
 
     a = {"order": "<b>O&1</b>", "item": "<i>", "qty": D(1), "status": "created", "bom": None,
          "route": None, "lines": [], "timeline": [],
@@ -150,8 +149,8 @@ def test_audit_html_escapes_text(tmp_path):
 
 
 def test_audit_is_fast(db):
-    from cli.audit import compute_audit
-    from ledger.store import Ledger
+    from backflush.cli.audit import compute_audit
+    from backflush.ledger.store import Ledger
 
     with Ledger(db) as ledger:
         compute_audit(ledger, "P001T-2")  # catch-up

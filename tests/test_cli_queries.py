@@ -9,9 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from backflush.cli.main import cli
 from click.testing import CliRunner
-
-from cli.main import cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STAGED = EXAMPLES / "002-staged-backflush" / "events.jsonl"

@@ -3,11 +3,10 @@
 from collections import defaultdict
 from decimal import Decimal
 
+from backflush.projections.engine import Replay
+from backflush.projections.strategies import histories, policies, split_histories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from projections.engine import Replay
-from projections.strategies import histories, policies, split_histories
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

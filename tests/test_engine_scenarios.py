@@ -2,9 +2,9 @@
 
 from decimal import Decimal as D
 
-from projections.engine import IN_TRANSIT, Replay
-from projections.rules import default_rules
-from projections.strategies import History
+from backflush.projections.engine import IN_TRANSIT, Replay
+from backflush.projections.rules import default_rules
+from backflush.projections.strategies import History
 
 # --- helpers ----------------------------------------------------------------------------
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from backflush.cli.main import cli
 from click.testing import CliRunner
-
-from cli.main import cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "events.jsonl").exists())

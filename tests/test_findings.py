@@ -8,9 +8,8 @@ from decimal import Decimal as D
 
 import orjson
 import pytest
+from backflush.cli.main import cli
 from click.testing import CliRunner
-
-from cli.main import cli
 
 T0 = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
 DEFAULT_RULES = [

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from backflush.projections.engine import Replay
+from backflush.projections.findings import findings, policy_overlaps
+from backflush.projections.rules import default_rules
+from backflush.projections.strategies import BASE_TIME, histories, normalise, policies
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
-from projections.engine import Replay
-from projections.findings import findings, policy_overlaps
-from projections.rules import default_rules
-from projections.strategies import BASE_TIME, histories, normalise, policies
 
 
 @given(histories(parameters=False), policies())

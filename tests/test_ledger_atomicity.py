@@ -16,11 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
+from backflush.cli.main import cli
+from backflush.ledger.integrity import verify
+from backflush.ledger.store import Ledger
 from click.testing import CliRunner
-
-from cli.main import cli
-from ledger.integrity import verify
-from ledger.store import Ledger
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from backflush.cli.main import cli
+from backflush.ledger.store import Ledger
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_cli import run, snapshot
-
-from cli.main import cli
-from ledger.store import Ledger
 
 AT = "2026-05-01T08:00:00Z"
 

@@ -12,10 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
+from backflush.cli.main import cli
+from backflush.ledger.store import Ledger
 from click.testing import CliRunner
-
-from cli.main import cli
-from ledger.store import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 2000

@@ -8,9 +8,8 @@ import uuid
 from pathlib import Path
 
 import orjson
+from backflush.ledger.store import Ledger
 from ledger_cli import run, snapshot
-
-from ledger.store import Ledger
 
 MASTER = [
     {"type": "ItemDefined", "at": "2026-04-01T06:00:00Z", "id": "m-1", "item": "FG"},

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
+from backflush.ledger.store import Ledger
 from ledger_cli import run
-
-from ledger.store import Ledger
 
 # A small plant history touching every event type, with the value shapes a plant sends:
 # JSON numbers and decimal strings, integers, 0.1-style fractions, several UTC offsets,

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from backflush.ledger.importer import run_import
+from backflush.ledger.store import Ledger, to_us
+from backflush.projections import asof, materialise
+from backflush.projections.engine import Replay
+from backflush.projections.strategies import histories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from ledger.importer import run_import
-from ledger.store import Ledger, to_us
-from projections import asof, materialise
-from projections.engine import Replay
-from projections.strategies import histories
 
 PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -233,7 +232,7 @@ def test_to_us_orders_like_at():
 @PROFILE
 @given(events=histories(max_orders=4))
 def test_streaming_findings_equal_findings_of_a_full_replay(tmp_path_factory, events):
-    from projections.findings import findings
+    from backflush.projections.findings import findings
 
     tmp = tmp_path_factory.mktemp("fnd")
     ledger = Ledger(str(tmp / "l.db"))

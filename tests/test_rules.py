@@ -2,8 +2,8 @@
 
 from decimal import Decimal as D
 
-from projections import rules as R
-from projections import standard as S
+from backflush.projections import rules as R
+from backflush.projections import standard as S
 
 
 def rule(trigger, device="*", resource=None, flush=(), basis="good+error"):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+from backflush.cli.main import cli
+from backflush.ledger.store import Ledger
+from backflush.projections import materialise
 from click.testing import CliRunner
-
-from cli.main import cli
-from ledger.store import Ledger
-from projections import materialise
 
 
 def _simulate(tmp_path, name, *args):
