@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 import orjson
-from backflush.cli.main import EXIT_FINDINGS, Fail, cli, open_ledger, output_options
-from backflush.cli.output import _plain, render
+from backflush.cli.app import EXIT_FINDINGS, Fail, cli, open_ledger
+from backflush.cli.output import _plain, output_options, render
 from backflush.cli.queries import asof_options, load_policy
 from backflush.projections.findings import CODES, SEVERITIES, SEVERITY_RANK, Finding
 
@@ -221,7 +221,7 @@ def policy_check_cmd(ctx: click.Context, file: str | None, at: str | None,
 
     Checks FILE (a --policy file), else the parameters recorded in the ledger.
     """
-    from backflush.cli.main import parse_when
+    from backflush.cli.app import parse_when
     from backflush.projections.findings import policy_overlaps
 
     if file is not None:

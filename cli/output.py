@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import wraps
 from typing import Any
 
+import click
 import orjson
+from backflush.cli.app import Fail
 from backflush.projections.findings import fmt_qty as _dec
 
 
@@ -87,3 +90,17 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
     if fmt == "csv":
         return to_csv(rows, columns).rstrip("\n")
     return to_table(rows, columns)
+
+
+def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` / ``--csv`` flags, folded into one ``fmt`` argument."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Output a JSON array.")
+    @click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
+    @wraps(f)
+    def inner(*args: Any, as_json: bool, as_csv: bool, **kw: Any) -> Any:
+        if as_json and as_csv:
+            raise Fail("--json and --csv are mutually exclusive")
+        return f(*args, fmt="json" if as_json else "csv" if as_csv else "table", **kw)
+
+    return inner

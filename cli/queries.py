@@ -9,8 +9,8 @@ from functools import wraps
 from typing import Any
 
 import click
-from backflush.cli.main import Fail, cli, open_ledger, output_options, parse_when
-from backflush.cli.output import render
+from backflush.cli.app import Fail, cli, open_ledger, parse_when
+from backflush.cli.output import output_options, render
 
 
 def load_policy(path: str | None) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 import orjson
-from backflush.cli.main import Fail, cli
+from backflush.cli.app import Fail, cli
 
 
 @cli.command("simulate")

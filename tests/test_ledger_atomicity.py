@@ -79,7 +79,7 @@ def write_plant_file(path: Path, target: int) -> int:
 
 def import_process(db: str, path: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import main; main()", "--db", db, "import",
+        [sys.executable, "-c", "from backflush.cli.main import main; main()", "--db", db, "import",
          str(path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

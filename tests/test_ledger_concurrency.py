@@ -36,7 +36,7 @@ SETUP = [
 # together rather than one finishing while the other is still starting Python.
 WORKER = (
     "import os, sys, time\n"
-    "from cli.main import main\n"
+    "from backflush.cli.main import main\n"
     "go = os.environ['BF_GO']\n"
     "while not os.path.exists(go):\n"
     "    time.sleep(0.005)\n"
