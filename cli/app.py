@@ -8,7 +8,7 @@ at or above ``--fail-on``, 2 bad input or usage. Errors are one line on stderr.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -30,21 +30,18 @@ class Fail(click.ClickException):
 
 
 def parse_when(text: str | None, option: str) -> datetime | None:
-    """``--at``/``--known-at`` value: ISO 8601; a bare date means the end of that day (UTC).
+    """``--at``/``--known-at``/``--to`` value (``--from``: a bare date is its start).
 
-    A time without offset is read as UTC (a planner's shorthand; events themselves must
-    carry an offset).
+    The accepted formats are documented once, in `backflush.cli.dates`.
     """
     if text is None:
         return None
+    from backflush.cli.dates import DateError, parse_instant
+
     try:
-        if len(text) == 10:
-            d = date.fromisoformat(text)
-            return datetime.combine(d, time(23, 59, 59, 999999), tzinfo=UTC)
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise Fail(f"{option}: not an ISO 8601 date or timestamp: {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_instant(text, start_of_day=option == "--from")
+    except DateError as exc:
+        raise Fail(f"{option}: {exc}") from None
 
 
 def open_ledger(ctx: click.Context) -> Ledger:

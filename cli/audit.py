@@ -53,13 +53,14 @@ def _show_findings(found: list[Finding], fmt: str) -> str:
 @cli.command("findings")
 @click.option("--code", default=None, help="Only this finding code.")
 @click.option("--order", default=None, help="Only this production order.")
+@click.option("--summary", is_flag=True, help="Counts by code and severity instead of rows.")
 @asof_options()
 @_fail_on_option
 @output_options
 @click.pass_context
 def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: datetime | None,
                  known_at: datetime | None, policy: dict | None, fail_on: str | None,
-                 fmt: str) -> None:
+                 fmt: str, summary: bool = False) -> None:
     """Findings (double flush, scrap shortfall, variances, negative stock...) by replay."""
     if code is not None:
         code = code.upper()
@@ -68,7 +69,12 @@ def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: da
         if code == "POLICY_OVERLAP":
             raise Fail("--code: POLICY_OVERLAP is reported by `backflush policy check`")
     found = compute_findings(open_ledger(ctx), at, known_at, policy, order, code)
-    click.echo(_show_findings(found, fmt))
+    if summary:
+        from backflush.cli.output import SUMMARY_COLUMNS, summarize
+
+        click.echo(render(summarize(found), SUMMARY_COLUMNS, fmt))
+    else:
+        click.echo(_show_findings(found, fmt))
     _exit_for(ctx, found, fail_on)
 
 
