@@ -217,15 +217,17 @@ def _table_text(v: Any) -> str:
 
 
 WRAP_COLUMNS = ("message",)
+KEEP_COLUMNS = ("code", "severity", "type")
 
 
 def _fit(widths: list[int], heads: list[int], numeric: list[bool], budget: int,
-         wrap: int | None) -> list[int]:
+         wrap: int | None, keep: list[bool]) -> list[int]:
     """Narrow the columns until a row fits ``budget`` characters.
 
     First the wrapped column (``message``, wrapped onto continuation lines) gives way down to
     30 characters, then the widest other text columns are cut down to their header or 10
-    characters, then the wrapped column down to 16. Numbers are never cut.
+    characters (codes are kept whole), then the wrapped column down to 16. Numbers are never
+    cut; on a very narrow terminal every text column finally gives way.
     """
     widths = list(widths)
     gap = 2 * (len(widths) - 1)
@@ -237,7 +239,7 @@ def _fit(widths: list[int], heads: list[int], numeric: list[bool], budget: int,
         widths[wrap] = max(widths[wrap] - over(), min(widths[wrap], 30))
     while over() > 0:
         cand = [i for i, w in enumerate(widths)
-                if not numeric[i] and i != wrap and w > max(heads[i], 10)]
+                if not numeric[i] and not keep[i] and i != wrap and w > max(heads[i], 10)]
         if not cand:
             break
         i = max(cand, key=lambda j: widths[j])
@@ -297,7 +299,8 @@ def to_table(
     heads = [len(c) for c in columns]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     wrap = next((i for i, c in enumerate(columns) if c in WRAP_COLUMNS and not numeric[i]), None)
-    widths = _fit(widths, heads, numeric, width or terminal_width(), wrap)
+    keep = [c in KEEP_COLUMNS for c in columns]
+    widths = _fit(widths, heads, numeric, width or terminal_width(), wrap, keep)
     sev_col = list(columns).index("severity") if "severity" in columns else None
 
     def fmt(vals: Sequence[str], sev: str | None = None) -> list[str]:
