@@ -183,9 +183,14 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
         except OSError as exc:
             raise Fail(f"--html: {html_file}: {exc.strerror}") from None
     if as_json:
-        click.echo(orjson.dumps(_plain(a), option=orjson.OPT_INDENT_2).decode())
+        from backflush.cli.provenance import collect
+
+        click.echo(orjson.dumps(_plain({**a, "meta": collect()}),
+                                option=orjson.OPT_INDENT_2).decode())
     elif html_file is None:
-        click.echo(audit_text(a))
+        from backflush.cli.output import with_provenance
+
+        click.echo(with_provenance(audit_text(a)))
     else:
         click.echo(f"audit of {order} written to {html_file}")
 
