@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from backflush.cli import audit as _audit  # noqa: F401  (registers commands)
 from backflush.cli import ledger_cmds as _ledger_cmds  # noqa: F401
+from backflush.cli import moves as _moves  # noqa: F401
 from backflush.cli import queries as _queries  # noqa: F401
 from backflush.cli import tools as _tools  # noqa: F401
 from backflush.cli.app import cli

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -203,11 +202,29 @@ def use_colour(stream: Any = None) -> bool:
 
 
 def terminal_width() -> int:
-    """Columns of the terminal (``COLUMNS`` wins; 100 when not a terminal)."""
-    return shutil.get_terminal_size((100, 24)).columns
+    """Columns to fit: ``COLUMNS`` if set, else the terminal's (stdout's, else stderr's, so
+    ``backflush … | head`` still fits the screen), else 160 (a file: little to cut)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None and stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 160
+
+
+def _table_when(v: datetime) -> str:
+    """A timestamp for a table: to the second, ``Z`` for UTC ("2026-11-03 12:00:00Z")."""
+    text = v.replace(microsecond=0).isoformat(sep=" ")
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _table_text(v: Any) -> str:
+    if isinstance(v, datetime):
+        return _table_when(v)
     p = _plain(v)
     if isinstance(p, dict):
         p = ", ".join(f"{k}={x}" for k, x in p.items())
@@ -247,13 +264,16 @@ def _fit(widths: list[int], heads: list[int], numeric: list[bool], budget: int,
         widths[i] = max(widths[i] - max(1, min(over(), widths[i] - second)), max(heads[i], 10))
     if wrap is not None and over() > 0:
         widths[wrap] = max(widths[wrap] - over(), min(widths[wrap], 16))
-    # A very narrow terminal: every text column gives way, widest first, down to 4.
-    while over() > 0:
-        cand = [i for i, w in enumerate(widths) if not numeric[i] and w > 4]
-        if not cand:
-            break
-        i = max(cand, key=lambda j: widths[j])
-        widths[i] -= 1
+    # A very narrow terminal: every text column gives way, widest first, down to 4; codes,
+    # types and timestamps last.
+    for last in (False, True):
+        while over() > 0:
+            cand = [i for i, w in enumerate(widths)
+                    if not numeric[i] and w > 4 and (last or not keep[i])]
+            if not cand:
+                break
+            i = max(cand, key=lambda j: widths[j])
+            widths[i] -= 1
     return widths
 
 
@@ -296,11 +316,21 @@ def to_table(
         all(isinstance(r.get(c), (Decimal, int)) or r.get(c) is None for r in rows)
         for c in columns
     ]
-    heads = [len(c) for c in columns]
+    budget = width or terminal_width()
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    if sum(widths) + 2 * (len(widths) - 1) > budget:
+        # Too wide: first leave out the columns with no value in any row.
+        used = [i for i in range(len(columns)) if any(row[i] for row in cells)]
+        if used and len(used) < len(columns):
+            columns = [columns[i] for i in used]
+            cells = [[row[i] for i in used] for row in cells]
+            numeric = [numeric[i] for i in used]
+            widths = [widths[i] for i in used]
+    heads = [len(c) for c in columns]
     wrap = next((i for i, c in enumerate(columns) if c in WRAP_COLUMNS and not numeric[i]), None)
-    keep = [c in KEEP_COLUMNS for c in columns]
-    widths = _fit(widths, heads, numeric, width or terminal_width(), wrap, keep)
+    keep = [c in KEEP_COLUMNS or any(isinstance(r.get(c), datetime) for r in rows)
+            for c in columns]
+    widths = _fit(widths, heads, numeric, budget, wrap, keep)
     sev_col = list(columns).index("severity") if "severity" in columns else None
 
     def fmt(vals: Sequence[str], sev: str | None = None) -> list[str]:

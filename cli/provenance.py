@@ -136,10 +136,12 @@ def collect(ctx: click.Context | None = None) -> dict[str, Any]:
         "ledger": redact_url(str(root.get("db", ""))),
         "backflush": __version__,
         "generated_at": generated,
-        "at": _when(params.get("at"), "--at"),
-        "known_at": _when(params.get("known_at"), "--known-at"),
-        "policy": _policy(params),
     }
+    # as-of and policy only for the commands that take them (moves has --from/--to instead)
+    if "at" in params or "known_at" in params:
+        out["at"] = _when(params.get("at"), "--at")
+        out["known_at"] = _when(params.get("known_at"), "--known-at")
+    out["policy"] = _policy(params)
     for opt in ("from_", "to"):
         if params.get(opt) is not None:
             out[opt.rstrip("_")] = _when(params[opt], "--" + opt.rstrip("_"))
@@ -176,18 +178,20 @@ def verify_text(meta: dict[str, Any]) -> str:
 
 def footer_lines(meta: dict[str, Any]) -> list[str]:
     """Provenance as short human lines (the table footer and the HTML header use them)."""
-    at = meta.get("at") or "now"
-    known = meta.get("known_at") or "now"
+    asof = []
+    if "at" in meta or "known_at" in meta:
+        asof = [f"at {meta.get('at') or 'now'}", f"known-at {meta.get('known_at') or 'now'}"]
+    if meta.get("from"):
+        asof.append(f"from {meta['from']}")
+    if meta.get("to"):
+        asof.append(f"to {meta['to']}")
     pol = meta.get("policy") or {}
     policy = ("as recorded" if pol.get("mode") != "what-if"
               else f"WHAT-IF {pol['file']} sha256 {pol['sha256']}")
     lines = [
         f"ledger {meta.get('ledger', '?')} · backflush {meta['backflush']} · "
         f"generated {meta['generated_at']}",
-        f"at {at} · known-at {known}"
-        + (f" · from {meta['from']}" if meta.get("from") else "")
-        + (f" · to {meta['to']}" if meta.get("to") else "")
-        + f" · policy {policy}",
+        " · ".join([*asof, f"policy {policy}"]),
     ]
     chain = verify_text(meta)
     if meta.get("heads_sha256"):
