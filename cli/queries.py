@@ -17,19 +17,13 @@ def load_policy(path: str | None) -> dict[str, Any] | None:
     """Read and validate a ``--policy`` file (the fields of ProductionParametersSet)."""
     if path is None:
         return None
-    from backflush.ledger.codec import replay_policy
-    from backflush.ledger.events import EventErrors, parse_policy
+    from backflush.errors import BadInput
+    from backflush.policy import Policy
 
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise Fail(f"{path}: {exc.strerror}") from None
-    try:
-        return replay_policy(parse_policy(raw))
-    except EventErrors as exc:
-        first = exc.errors[0]
-        raise Fail(f"{path}:1: {first.field}: {first.reason}") from None
+        return Policy.from_file(path).params
+    except BadInput as exc:  # one FILE:LINE: field: reason per problem
+        raise Fail("\n".join(exc.errors)) from None
 
 
 def asof_options(*, policy: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
