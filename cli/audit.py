@@ -188,9 +188,9 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
         click.echo(orjson.dumps(_plain({**a, "meta": collect()}),
                                 option=orjson.OPT_INDENT_2).decode())
     elif html_file is None:
-        from backflush.cli.output import with_provenance
+        from backflush.cli.output import escape_lines, with_provenance
 
-        click.echo(with_provenance(audit_text(a)))
+        click.echo(with_provenance(escape_lines(audit_text(a))))
     else:
         click.echo(f"audit of {order} written to {html_file}")
 

@@ -75,6 +75,11 @@ def escape_text(s: str) -> str:
     return s if _UNSAFE.search(s) is None else _UNSAFE.sub(_esc_char, s)
 
 
+def escape_lines(text: str) -> str:
+    """``escape_text`` line by line: the line breaks of ``text`` stay, nothing else does."""
+    return "\n".join(escape_text(line) for line in text.split("\n"))
+
+
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -440,8 +445,11 @@ def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.option("--json", "as_json", is_flag=True, help="Output a JSON array.")
     @click.option("--nl", "as_nl", is_flag=True, help="Output one JSON object a line.")
-    @click.option("--csv", "as_csv", is_flag=True, help="Output CSV (nested values flattened).")
-    @click.option("--tsv", "as_tsv", is_flag=True, help="Output tab-separated values.")
+    @click.option("--csv", "as_csv", is_flag=True,
+                  help="Output CSV: nested values in dotted columns; text that a spreadsheet "
+                       "would run as a formula (= + - @ TAB CR) gets a leading '.")
+    @click.option("--tsv", "as_tsv", is_flag=True,
+                  help="Output tab-separated values (like --csv; TAB, LF, CR, \\ escaped).")
     @click.option("--meta", "with_meta", is_flag=True,
                   help="JSON/--nl: add provenance (ledger, version, as-of, policy, verify).")
     @wraps(f)

@@ -106,7 +106,18 @@ def _when(v: Any, option: str) -> str | None:
     return d.isoformat() if d is not None else None
 
 
-def _policy(params: dict[str, Any]) -> dict[str, Any]:
+def _sha_of(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _policy(params: dict[str, Any], command: str | None) -> dict[str, Any]:
+    if command == "check" and params.get("file"):  # `policy check FILE`: no replay at all
+        return {"mode": "file checked", "file": str(params["file"]),
+                "sha256": _sha_of(str(params["file"]))}
     pol = params.get("policy_file")
     if pol is None:
         pol = params.get("policy")
@@ -116,11 +127,7 @@ def _policy(params: dict[str, Any]) -> dict[str, Any]:
     sha = getattr(pol, "sha256", None)
     if source is None:
         source = str(pol)
-        try:
-            with open(source, "rb") as fh:
-                sha = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
-            sha = "unreadable"
+        sha = _sha_of(source)
     return {"mode": "what-if", "file": source, "sha256": sha}
 
 
@@ -141,7 +148,7 @@ def collect(ctx: click.Context | None = None) -> dict[str, Any]:
     if "at" in params or "known_at" in params:
         out["at"] = _when(params.get("at"), "--at")
         out["known_at"] = _when(params.get("known_at"), "--known-at")
-    out["policy"] = _policy(params)
+    out["policy"] = _policy(params, ctx.info_name)
     for opt in ("from_", "to"):
         if params.get(opt) is not None:
             out[opt.rstrip("_")] = _when(params[opt], "--" + opt.rstrip("_"))
@@ -186,8 +193,10 @@ def footer_lines(meta: dict[str, Any]) -> list[str]:
     if meta.get("to"):
         asof.append(f"to {meta['to']}")
     pol = meta.get("policy") or {}
-    policy = ("as recorded" if pol.get("mode") != "what-if"
-              else f"WHAT-IF {pol['file']} sha256 {pol['sha256']}")
+    mode = pol.get("mode", "as recorded")
+    policy = mode if "file" not in pol else f"{mode} {pol['file']} sha256 {pol['sha256']}"
+    if mode == "what-if":
+        policy = f"WHAT-IF {pol['file']} sha256 {pol['sha256']}"
     lines = [
         f"ledger {meta.get('ledger', '?')} · backflush {meta['backflush']} · "
         f"generated {meta['generated_at']}",

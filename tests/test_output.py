@@ -175,3 +175,10 @@ def test_findings_summary(db: str) -> None:
     assert "DOUBLE_FLUSH" in table and "count" in table.splitlines()[0]
     # --fail-on still applies to the summary
     run(db, "findings", "--summary", "--fail-on", "error", code=1)
+
+
+def test_escape_lines_keeps_only_the_line_breaks() -> None:
+    from backflush.cli.output import escape_lines
+
+    out = escape_lines("Order A\x1b[2J\nline 10 \u202eX\tY")
+    assert out.split("\n") == ["Order A\\x1b[2J", "line 10 \\u202eX\\tY"]

@@ -165,3 +165,11 @@ def test_late_events() -> None:
     assert late_events([t("a", 8, 1), t("b", 9, 1), t("c", 10, 1)]) == set()
     # same instant, recorded apart: not late
     assert late_events([t("a", 8, 3), t("b", 8, 1)]) == set()
+
+
+def test_policy_check_names_the_file_it_checked(db: str) -> None:
+    sha = hashlib.sha256(FIX.read_bytes()).hexdigest()
+    meta = json.loads(run(db, "policy", "check", str(FIX), "--json", "--meta"))["meta"]
+    assert meta["policy"] == {"mode": "file checked", "file": str(FIX), "sha256": sha}
+    meta = json.loads(run(db, "policy", "check", "--json", "--meta"))["meta"]
+    assert meta["policy"] == {"mode": "as recorded"}
