@@ -239,7 +239,7 @@ def _table_text(v: Any) -> str:
 
 
 WRAP_COLUMNS = ("message",)
-KEEP_COLUMNS = ("code", "severity", "type")
+KEEP_COLUMNS = ("code", "severity", "type", "at", "recorded")
 
 
 def _fit(widths: list[int], heads: list[int], numeric: list[bool], budget: int,

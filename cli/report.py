@@ -12,11 +12,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from html import escape
+from html import escape as _html_escape
 from typing import Any
 
-from backflush.cli.output import _plain
+from backflush.cli.output import _plain, escape_text
 from backflush.cli.provenance import footer_lines, what_if_banner
+
+
+def escape(s: str) -> str:
+    """HTML-escape ``s`` after showing its control and bidi characters as visible escapes, so
+    a name cannot reverse the text around it (U+202E) or hide in the page."""
+    return _html_escape(escape_text(s))
+
 
 COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 BACKGROUNDS = {"error": "#fdecea", "warning": "#fff4e5", "info": "#e8f1fb"}

@@ -173,3 +173,14 @@ def test_policy_check_names_the_file_it_checked(db: str) -> None:
     assert meta["policy"] == {"mode": "file checked", "file": str(FIX), "sha256": sha}
     meta = json.loads(run(db, "policy", "check", "--json", "--meta"))["meta"]
     assert meta["policy"] == {"mode": "as recorded"}
+
+
+def test_html_shows_bidi_and_controls_as_escapes() -> None:
+    from backflush.cli.report import audit_html
+
+    a = {"order": "P\u202eX", "item": "I\x1b[2J", "qty": 1, "status": "ended", "bom": None,
+         "route": None, "findings": [], "lines": [], "timeline": [], "units": {}}
+    meta = {"backflush": "t", "generated_at": "g", "ledger": "l", "policy": {"mode": "as recorded"}}
+    html = audit_html(a, meta)
+    assert "\u202e" not in html and "\x1b" not in html
+    assert "P\\u202eX" in html and "I\\x1b[2J" in html
