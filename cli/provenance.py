@@ -121,14 +121,38 @@ def _policy(params: dict[str, Any], command: str | None) -> dict[str, Any]:
     pol = params.get("policy_file")
     if pol is None:
         pol = params.get("policy")
-    if pol is None or isinstance(pol, dict):  # a dict is already parsed: no file to name
+    if pol is None:
         return {"mode": "as recorded"}
+    if isinstance(pol, dict):  # already parsed by the command: name what we can
+        import orjson
+
+        loaded = _loaded_policy()
+        if loaded is not None:
+            return loaded
+        digest = hashlib.sha256(orjson.dumps(pol, default=str,
+                                             option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return {"mode": "what-if", "file": "(parsed parameters)", "sha256": digest}
     source = getattr(pol, "source", None)
     sha = getattr(pol, "sha256", None)
     if source is None:
         source = str(pol)
         sha = _sha_of(source)
     return {"mode": "what-if", "file": source, "sha256": sha}
+
+
+def _loaded_policy() -> dict[str, Any] | None:
+    ctx = click.get_current_context(silent=True)
+    pol = None if ctx is None else ctx.meta.get("backflush.policy")
+    if pol is None:
+        return None
+    return {"mode": "what-if", "file": pol.source, "sha256": pol.sha256}
+
+
+def note_policy(policy: Any) -> None:
+    """Remember the `Policy` the current command replays under (for its provenance)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["backflush.policy"] = policy
 
 
 def collect(ctx: click.Context | None = None) -> dict[str, Any]:

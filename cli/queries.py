@@ -20,10 +20,14 @@ def load_policy(path: str | None) -> dict[str, Any] | None:
     from backflush.errors import BadInput
     from backflush.policy import Policy
 
+    from backflush.cli.provenance import note_policy
+
     try:
-        return Policy.from_file(path).params
+        policy = Policy.from_file(path)
     except BadInput as exc:  # one FILE:LINE: field: reason per problem
         raise Fail("\n".join(exc.errors)) from None
+    note_policy(policy)
+    return policy.params
 
 
 def asof_options(*, policy: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
