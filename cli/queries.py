@@ -17,10 +17,10 @@ def load_policy(path: str | None) -> dict[str, Any] | None:
     """Read and validate a ``--policy`` file (the fields of ProductionParametersSet)."""
     if path is None:
         return None
+    from backflush.cli.provenance import note_policy
+
     from backflush.errors import BadInput
     from backflush.policy import Policy
-
-    from backflush.cli.provenance import note_policy
 
     try:
         policy = Policy.from_file(path)
