@@ -196,8 +196,16 @@ def enrich(a: dict[str, Any], ledger: Any = None, at: datetime | None = None) ->
 
         ctx = click.get_current_context(silent=True)
         ledger = None if ctx is None else (ctx.find_root().obj or {}).get("ledger")
-        if ctx is not None and at is None and isinstance(ctx.params.get("at"), datetime):
-            at = ctx.params["at"]
+        raw = None if ctx is None or at is not None else ctx.params.get("at")
+        if isinstance(raw, datetime):
+            at = raw
+        elif isinstance(raw, str):
+            from backflush.cli.app import parse_when
+
+            try:
+                at = parse_when(raw, "--at")
+            except click.ClickException:
+                at = None
     need_rec = any("recorded" not in t for t in a.get("timeline", ()))
     if ledger is None or not (need_rec or "units" not in a):
         return a
