@@ -219,6 +219,13 @@ def simulate(
             {"op": op, "resource": res, "setup_hours": "0.5", "run_hours": "0.02"}
             for res, (_r, op) in zip(res_list, RESOURCES, strict=True)
         ])
+    if "off-route" in rates:
+        # A new route version with a rework operation 40, effective long after the last
+        # order: orders keep the version in force when they were created, so a report on
+        # op 40 is known to the ledger yet off their route.
+        yield ev("RouteDefined", START.replace(year=START.year + 50), route="RT-STD",
+                 operations=[{"op": op, "resource": res, "setup_hours": "0.5",
+                              "run_hours": "0.02"} for res, op in [*RESOURCES, ("R30", 40)]])
     boms: dict[str, list[dict[str, Any]]] = {}
     for fg in fgs:
         lines = []
