@@ -33,6 +33,14 @@ Semantics where DESIGN is silent (what an experienced D365 / AX user expects):
   on hand at the location (order of arrival of the batch/lp there; a bin that ran empty and is
   refilled queues again at the back); the remainder is unresolved (batch None). A flush split
   over several batches gives one FlushRecord per batch with the same units_before/after.
+- An unresolved take (a batch/serial-tracked component flushed or consumed with no batch on
+  hand or put to take it from) is reported as UNRESOLVED_BATCH, whose quantity is the
+  shortfall; the no-batch bucket it drives below zero is *not* also NEGATIVE_ON_HAND (one
+  shortage, one finding). Picks, moves and takes that name a batch, and untracked items,
+  still record negative on-hand.
+- RESIDUAL_AT_INPUT is computed per item, location and batch at ``OrderEnded``: per batch, what
+  was put for the order there minus what the order consumed of that batch there, capped by
+  that batch's on-hand; another batch below zero at the location does not hide it.
 - Manual consumption (``MaterialConsumed``) books against the named line, else the order's first
   line of that item, else an *unplanned* line (line None, expected 0). A negative quantity is a
   return: on-hand goes back up at the location (batch as given).
@@ -166,6 +174,7 @@ class Residual:
     qty: Decimal
     put_events: tuple
     end_event: str
+    batch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,9 +321,9 @@ class OrderState:
     # material put for the order
     puts: dict = field(default_factory=dict)  # item -> list of put entries (dicts)
     put_qty: dict = field(default_factory=dict)  # line no -> qty put for that line
-    put_at: dict = field(default_factory=dict)  # (item, location) -> qty put there
+    put_at: dict = field(default_factory=dict)  # (item, location, batch) -> qty put there
     put_events: list = field(default_factory=list)  # (event id, item, location)
-    consumed_at: dict = field(default_factory=dict)  # (item, location) -> posted there
+    consumed_at: dict = field(default_factory=dict)  # (item, location, batch) -> posted
     # records for findings
     out_of_sequence: list = field(default_factory=list)  # OutOfSequence
     negative_onhand: list = field(default_factory=list)  # NegativeOnHand caused by this order
@@ -810,7 +819,7 @@ class Replay:
         self._append(entries, entry)
         if lines:
             self._add(o.put_qty, lines[0].line, qty)
-        self._add(o.put_at, (item, loc), qty)
+        self._add(o.put_at, (item, loc, b), qty)
         self._append(o.put_events, (ev["id"], item, loc))
         # the put trigger: consume the quantity put, once, on the first line whose principle
         # the matching rule lists
@@ -1015,13 +1024,16 @@ class Replay:
         o.timeline.append(("ended", ev["id"], ev["at"]))
         # residual material put for the order and still at its location (RESIDUAL_AT_INPUT)
         residual = []
-        for (item, loc), put in sorted(o.put_at.items()):
-            left = put - o.consumed_at.get((item, loc), ZERO)
-            there = sum((q for q in (self._bins.get((item, loc)) or {}).values()), ZERO)
+        # per item, location and batch: another batch below zero there must not hide it
+        for (item, loc, b), put in sorted(o.put_at.items(), key=lambda kv: (
+                kv[0][0], kv[0][1], _sk(kv[0][2]))):
+            left = put - o.consumed_at.get((item, loc, b), ZERO)
+            bins = self._bins.get((item, loc)) or {}
+            there = sum((q for (bb, _lp), q in bins.items() if bb == b), ZERO)
             q = min(left, there)
             if q > 0:
                 ids = tuple(e for e, i, lc in o.put_events if i == item and lc == loc)
-                residual.append(Residual(item, loc, q, ids, ev["id"]))
+                residual.append(Residual(item, loc, q, ids, ev["id"], b))
         self._set(o, "residual_at_end", tuple(residual))
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := o.waiting(x.op))})
 
@@ -1062,7 +1074,11 @@ class Replay:
         item = ln.item
         parts = self._allocate(o, ln, loc, qty, batch) if qty > 0 else ((batch, None, qty),)
         for b, lp, q in parts:
-            self._oh(item, loc, b, lp, -q)
+            # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
+            # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
+            self._oh(item, loc, b, lp, -q,
+                     record_negative=not (b is None and ln.tracking in TRACKED))
+            self._add(o.consumed_at, (item, loc, b), q)
             rec = FlushRecord(eid, at, seq, o.order, ln.line, item, kind, device, q, loc, b, lp,
                               ub, ua, basis, rule)
             self.flushes.append(rec)
@@ -1072,7 +1088,6 @@ class Replay:
         if kind == "manual":
             self._add_attr(ln, "manual_posted", qty)
         self._add(ln.by_trigger, kind, qty)
-        self._add(o.consumed_at, (item, loc), qty)
         self._add(self._consumed, item, qty)
         self._append(ln.flush_events, (kind, device, eid))
 
