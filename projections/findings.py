@@ -27,7 +27,9 @@ Decisions where DESIGN is silent:
   is MANUAL_NOT_POSTED instead. Quantities are positive (the size of the variance).
 - NEGATIVE_ON_HAND: one finding per order, item, location and batch (and one per key for
   takes outside any order, e.g. a put without a pick driving in-transit negative); its
-  quantity is how far on-hand went below zero at the deepest point.
+  quantity is how far on-hand went below zero at the deepest point. An unresolved take of a
+  tracked item is UNRESOLVED_BATCH only (see the engine's decisions).
+- RESIDUAL_AT_INPUT: one finding per order, item, location and batch.
 - WIP_NOT_CLEARED: per operation, good units at that operation not processed at the next one
   (or, after the last, not reported as finished), with DESIGN §5's fallback: an operation
   nobody reported on is deemed to have processed what was finished (so a robot cell outside
@@ -314,11 +316,12 @@ def _order_findings(o, out: list) -> None:
         end_id = o.ended[0]
         for r in o.residual_at_end:
             ln = _line_for(o, r.item, r.location)
+            b = f" batch {r.batch}" if r.batch else ""
             out.append(_mk(
                 "RESIDUAL_AT_INPUT", o.order, ln.line if ln else None, r.item, r.qty,
                 list(r.put_events) + [r.end_event],
-                f"{fmt_qty(r.qty)} {r.item} put for the order was still at "
-                f"{r.location} when the order ended", r.location,
+                f"{fmt_qty(r.qty)} {r.item}{b} put for the order was still at "
+                f"{r.location} when the order ended", f"{r.location}\t{r.batch or ''}",
             ))
         for op, info, left in _wip_left(o):
             nxt = next((x.op for x in o.ops if x.op > op), None)
