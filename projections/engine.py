@@ -44,9 +44,15 @@ Semantics where DESIGN is silent (what an experienced D365 / AX user expects):
 - Manual consumption (``MaterialConsumed``) books against the named line, else the order's first
   line of that item, else an *unplanned* line (line None, expected 0). A negative quantity is a
   return: on-hand goes back up at the location (batch as given).
-- WIP waiting follows DESIGN literally, operation by operation along the route: an operation
-  nobody reports on (seed 001's robot packing) shows its successor's units as negative waiting
-  and its predecessor's as not moved on; ``wip_at_end`` keeps both for WIP_NOT_CLEARED.
+- WIP waiting after an operation: good out of it not yet processed at the next operation (or
+  not reported as finished after the last), with DESIGN §5's fallback on both sides (an
+  operation nobody reports on, seed 001's robot packing, is deemed to have processed what was
+  finished), never negative (over-reporting is OUT_OF_SEQUENCE, not negative WIP).
+  ``wip_at_end`` keeps it for WIP_NOT_CLEARED: an ended order's WIP is zero or flagged.
+- Staged WIP: material on hand at a resource's input location, one row per item and batch
+  under that resource (several resources sharing an input location: the first by name;
+  the default input location: no resource only when no resource has it as input). It mirrors
+  on-hand but never goes below zero: a shortage there is NEGATIVE_ON_HAND, not WIP.
 - Hours: reported hours come from ``OperationReported`` only (actual, else the report's standard
   share); standard hours follow DESIGN §5.
 - Reversal undoes, from its own ``at``, every effect the reversed event had: it posts exact
@@ -90,7 +96,7 @@ ORDER_EVENTS = ORDER_TYPES
 REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 
 # Effect-log opcodes (undo information for reversals).
-_OH, _CTR, _ATTR, _SET, _APP, _WAIT, _FLUSH = range(7)
+_OH, _CTR, _ATTR, _SET, _APP, _FLUSH = range(6)
 
 
 # --- records ------------------------------------------------------------------------------
@@ -346,15 +352,22 @@ class OrderState:
         return self.fin_error
 
     def waiting(self, op: int) -> Decimal:
-        """Units waiting after ``op``: good at op minus processed at the next op (or finished)."""
+        """Units waiting after ``op``: good out of op not yet processed at the next op (or, after
+        the last, not reported as finished); never negative.
+
+        DESIGN §5's fallback applies on both sides: an operation nobody reported on is deemed
+        to have processed (and passed on) what was finished, so a robot cell outside MES
+        leaves no WIP and its successor's units never show as negative waiting. More
+        processed at the next operation than came out of this one (over-reporting, flagged
+        OUT_OF_SEQUENCE) leaves nothing waiting.
+        """
         idx = next((i for i, o in enumerate(self.ops) if o.op == op), None)
         if idx is None:
             return ZERO
-        out = self.op_good.get(op, ZERO)
-        if idx + 1 < len(self.ops):
-            nxt = self.ops[idx + 1].op
-            return out - self.op_good.get(nxt, ZERO) - self.op_error.get(nxt, ZERO)
-        return out - self.fin_good - self.fin_error
+        finished = self.fin_good + self.fin_error
+        out = self.op_good.get(op, ZERO) if self.op_reports.get(op, 0) > 0 else finished
+        nxt = self.units(self.ops[idx + 1].op) if idx + 1 < len(self.ops) else finished
+        return max(ZERO, out - nxt)
 
     def standard_hours(self, op: int) -> Decimal:
         """Standard hours of ``op`` for the units processed there."""
@@ -499,7 +512,7 @@ class Replay:
         rows = []
         for src in (self._staged, self._waiting):
             for (res, loc, kind, order, op, item, batch), q in src.items():
-                if q:
+                if q > 0:
                     rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
                                  "op": op, "item": item, "batch": batch, "qty": q})
         rows.sort(key=lambda r: tuple(_sk(r[k]) for k in (
@@ -656,24 +669,29 @@ class Replay:
                     staged[sk] = v
                 else:
                     staged.pop(sk, None)
-                self.balance_changes.append(("wip", sk, v, eid, at, seq))
+                # staged material is never negative: a shortage is NEGATIVE_ON_HAND, not WIP
+                self.balance_changes.append(("wip", sk, v if v > 0 else ZERO, eid, at, seq))
         if self._fx is not None:
             self._fx.append((_OH, item, loc, batch, lp, delta))
 
-    def _wait(self, o: OrderState, info: OpInfo, delta) -> None:
-        """Change the units waiting at the output of ``info`` for order ``o``."""
-        if not delta:
-            return
-        k = (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
-        v = self._waiting.get(k, ZERO) + delta
-        if v:
-            self._waiting[k] = v
-        else:
-            self._waiting.pop(k, None)
+    def _rewait(self, o: OrderState) -> None:
+        """Bring the units waiting after each operation of ``o`` up to date (``waiting``).
+
+        Recomputed from the order's counters, not moved by deltas: with DESIGN §5's fallback
+        one report changes the waiting of its predecessors too, and a reversal (which undoes
+        the counters) only needs to call this again.
+        """
         ev = self._cur
-        self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
-        if self._fx is not None:
-            self._fx.append((_WAIT, o, info, delta))
+        for info in o.ops:
+            k = (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
+            v = o.waiting(info.op)
+            if v == self._waiting.get(k, ZERO):
+                continue
+            if v:
+                self._waiting[k] = v
+            else:
+                self._waiting.pop(k, None)
+            self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; emit the WIP moves.
@@ -681,12 +699,12 @@ class Replay:
         Runs only on master-data changes (resource input location, default input location).
         """
         new: dict = {}
-        for res, rd in self._resources.items():
-            il = rd.get("input_location")
-            if il:
-                new.setdefault(il, []).append(res)
-        new.setdefault(self._params.default_input_location, []).append(None)
-        new = {k: tuple(v) for k, v in new.items()}
+        # one resource per staging location, so a staged quantity is shown (and summed) once
+        for res in sorted(self._resources):
+            il = self._resources[res].get("input_location")
+            if il and il not in new:
+                new[il] = (res,)
+        new.setdefault(self._params.default_input_location, (None,))
         if new == self._staged_map:
             return
         old_pairs = {(loc, r) for loc, rs in self._staged_map.items() for r in rs}
@@ -706,7 +724,8 @@ class Replay:
                     self._staged[sk] = self._staged.get(sk, ZERO) + q
             for sk in sorted((k for k in self._staged if k[0] == r and k[1] == loc),
                              key=lambda k: tuple(_sk(x) for x in k)):
-                self.balance_changes.append(("wip", sk, self._staged[sk], eid, at, seq))
+                self.balance_changes.append(("wip", sk, max(ZERO, self._staged[sk]), eid, at,
+                                             seq))
         self._staged_map = new
 
     # --- master data -----------------------------------------------------------------------
@@ -948,10 +967,7 @@ class Replay:
             self._oos(o, "beyond order qty", op)
         hours = ev.get("hours")
         if info is not None:
-            idx = o.ops.index(info)
-            self._wait(o, info, good)
-            if idx > 0:
-                self._wait(o, o.ops[idx - 1], -units)
+            self._rewait(o)
             if hours is None:
                 hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
         if hours is not None:
@@ -975,7 +991,7 @@ class Replay:
         self._add_attr(o, "fin_reports", 1)
         last = o.ops[-1] if o.ops else None
         if last is not None:
-            self._wait(o, last, -(good + error))
+            self._rewait(o)
         if good:
             loc = ev.get("location") or (last.output_location if last else None) \
                 or DEFAULT_OUTPUT_LOCATION
@@ -1185,11 +1201,10 @@ class Replay:
                     if lst[i] is value:
                         del lst[i]
                         break
-            elif code == _WAIT:
-                _, oo, info, delta = step
-                self._wait(oo, info, -delta)
             elif code == _FLUSH:
                 r = step[1]
                 self.flushes.append(FlushRecord(eid, at, seq, r.order, r.line, r.item,
                                                 "reversal", r.device, -r.qty, r.location,
                                                 r.batch, r.lp, None, None, None, None))
+        if o is not None:
+            self._rewait(o)  # the counters are back: so is the waiting
