@@ -274,21 +274,11 @@ def _line_for(o, item, location=None):
 
 
 def _wip_left(o) -> list[tuple]:
-    """(op, units) left after each operation, with DESIGN §5's fallback for unreported ops."""
-    ops = o.ops
-    if not ops:
-        return []
-    finished = o.fin_good + o.fin_error
-
-    def good(op):
-        if o.op_reports.get(op, 0) > 0:
-            return o.op_good.get(op, ZERO)
-        return finished
-
+    """(op, info, units) left after each operation: the engine's ``waiting`` (DESIGN §5's
+    fallback for unreported operations, never negative), so WIP and findings agree."""
     out = []
-    for i, info in enumerate(ops):
-        nxt = o.units(ops[i + 1].op) if i + 1 < len(ops) else finished
-        left = good(info.op) - nxt
+    for info in o.ops:
+        left = o.waiting(info.op)
         if left > 0:
             out.append((info.op, info, left))
     return out
