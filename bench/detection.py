@@ -117,8 +117,13 @@ def found_findings(ledger: Ledger) -> list[dict[str, Any]]:
     return [orjson.loads(orjson.dumps(f.as_dict(), default=str)) for f in found]
 
 
-def run(orders: int, seed: int, faults: Any, workdir: Path) -> tuple[Score, dict[str, Any]]:
-    """Simulate, import, find and score; returns the score and some figures."""
+def run(orders: int, seed: int, faults: Any, workdir: Path, db: str | None = None
+        ) -> tuple[Score, dict[str, Any]]:
+    """Simulate, import, find and score; returns the score and some figures.
+
+    ``db``: the ledger (SQLite path or ``postgresql://`` URL of an empty database); default a
+    new SQLite file in ``workdir``.
+    """
     hist = workdir / f"sim-{orders}-{seed}.jsonl"
     truth: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -128,7 +133,7 @@ def run(orders: int, seed: int, faults: Any, workdir: Path) -> tuple[Score, dict
             fh.write(orjson.dumps(ev) + b"\n")
             n += 1
     t1 = time.perf_counter()
-    ledger = Ledger(str(workdir / f"ledger-{orders}-{seed}.db"))
+    ledger = Ledger(db or str(workdir / f"ledger-{orders}-{seed}.db"))
     try:
         res = run_import(ledger, [str(hist)])
         if res.errors:
@@ -185,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"NAME[:RATE] (default: all of {', '.join(FAULTS)})")
     p.add_argument("--clean", action="store_true", help="no fault at all")
     p.add_argument("--dir", type=Path, default=None, help="keep the files here")
+    p.add_argument("--db", default=None, help="ledger: SQLite path or postgresql:// URL")
     a = p.parse_args(argv)
     faults = {} if a.clean else parse_faults(a.fault if a.fault else list(FAULTS))
     if a.dir is not None:
         a.dir.mkdir(parents=True, exist_ok=True)
-        s, fig = run(a.orders, a.seed, faults, a.dir)
+        s, fig = run(a.orders, a.seed, faults, a.dir, a.db)
     else:
         with tempfile.TemporaryDirectory() as d:
-            s, fig = run(a.orders, a.seed, faults, Path(d))
+            s, fig = run(a.orders, a.seed, faults, Path(d), a.db)
     print(report(s, fig))
     return 0 if s.perfect() else 1
 

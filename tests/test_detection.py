@@ -26,8 +26,8 @@ sys.modules["detection_bench"] = detection
 _spec.loader.exec_module(detection)
 
 
-def test_every_fault_mixed_is_found_exactly(tmp_path):
-    s, fig = detection.run(300, 11, list(FAULTS), tmp_path)
+def test_every_fault_mixed_is_found_exactly(tmp_path, db_url):
+    s, fig = detection.run(300, 11, list(FAULTS), tmp_path, db_url)
     report = detection.report(s, fig)
     assert s.perfect(), report
     # every code of DESIGN §5 was exercised, and every fault was injected

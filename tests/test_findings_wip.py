@@ -14,7 +14,7 @@ from backflush.projections.strategies import History, histories
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
-SETTINGS = settings(max_examples=200, deadline=None,
+SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 ZERO = Decimal(0)
 
