@@ -228,8 +228,8 @@ def unresolved_from_rows(order: str, flush_rows: list[dict[str, Any]], tracked: 
     for r in flush_rows:
         if r["item"] not in tracked or r["batch"] is not None or r["qty"] <= 0:
             continue
-        if r["trigger"] in ("manual", "reversal"):
-            continue
+        if r["trigger"] == "reversal":
+            continue  # manual consumption with no batch to take is unresolved too (engine)
         k = (r["line"], r["item"], r["location"])
         qty, ids = acc.get(k, (ZERO, ()))
         qty, ids = qty + r["qty"], (*ids, r["event_id"])

@@ -215,3 +215,23 @@ def test_unresolved_take_is_not_also_negative_on_hand(tmp_path):
     audit = json.loads(run.invoke(cli, ["--db", db, "audit", "A", "--json"]).output)
     assert sorted((f["code"], f["item"]) for f in audit["findings"]) == [
         ("NEGATIVE_ON_HAND", "CN"), ("UNRESOLVED_BATCH", "CB")]
+
+
+def test_fast_audit_path_agrees_with_findings(tmp_path):
+    """``audit ORDER`` (order-local replay + materialised history) reports what ``findings``
+    (one global replay) reports, on every fault: residual per batch, unresolved manual takes."""
+    s, fig = detection.run(150, 8, list(FAULTS), tmp_path)
+    assert s.perfect(), detection.report(s, fig)
+    db = str(tmp_path / "ledger-150-8.db")
+    run = CliRunner()
+    every = json.loads(run.invoke(cli, ["--db", db, "findings", "--json"]).output)
+    orders = sorted({f["order"] for f in every if f["order"]})
+    assert len(orders) > 20
+
+    def key(f):
+        return (f["code"], f["line"], f["item"], D(str(f["qty"])))
+
+    for o in orders:
+        audit = json.loads(run.invoke(cli, ["--db", db, "audit", o, "--json"]).output)
+        assert sorted(map(key, audit["findings"])) == sorted(
+            key(f) for f in every if f["order"] == o), o
