@@ -36,7 +36,7 @@ import heapq
 import random
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -67,6 +67,7 @@ HARMLESS_FAULTS: dict[str, float] = {
     "split": 0.1,  # report as finished and puts split into several partial events
     "reversal": 0.05,  # a report sent, reversed, and sent again
     "duplicate": 0.05,  # the same message delivered twice (same id and content)
+    "within-tolerance": 0.05,  # a line consumed over its standard by up to the tolerance
 }
 #: Plant-level faults (on when named; the rate is ignored).
 PLANT_FAULTS: dict[str, float] = {
@@ -327,9 +328,27 @@ def simulate(
             if fault == "under-consumption" and extra >= full:
                 fault = None
 
+        # A variance of exactly the tolerance (|variance| > tolerance is a finding), on an order
+        # no other fault touches; the extra is put too, so nothing is left or short.
+        tol_line, tol_extra = None, Decimal(0)
+        if "within-tolerance" in harmless:
+            cands = []
+            for ln in lines:
+                if fault is None and ln.principle != "available_at_location":
+                    x = (ln.q(made) * TOLERANCE_PCT / 100).quantize(
+                        Decimal(1).scaleb(-ln.decimals), rounding=ROUND_FLOOR)
+                    if x > 0:
+                        cands.append((ln, x))
+            if cands:
+                tol_line, tol_extra = rnd.choice(cands)
+            else:
+                harmless.discard("within-tolerance")
+
         # --- receive what the order needs --------------------------------------------------
         need = {ln.line: ln.q(made) + (extra if ln is target and fault in (
             "over-consumption", "residual") else 0) for ln in lines}
+        if tol_line is not None:
+            need[tol_line.line] += tol_extra
         for ln in lines:
             if fault == "no-stock" and ln is target:
                 continue
@@ -489,6 +508,8 @@ def simulate(
                     q += extra
             elif ln is target and fault == "over-consumption":
                 q = extra
+            if ln is tol_line:
+                q = (q or 0) + tol_extra
             if q is not None:
                 t1 += timedelta(seconds=10)
                 yield send(ev("MaterialConsumed", t1, order=order, item=ln.item, qty=_s(q),
