@@ -96,16 +96,22 @@ def compute_audit(ledger, order: str, at=None, known_at=None, policy=None) -> di
         tracked = {e["item"] for e in events
                    if e["type"] == "ItemDefined" and e.get("tracking") in ("batch", "serial")}
         seqs = {e["seq"]: e["id"] for e in events if e["type"] not in MASTER_TYPES}
+        unresolved_takes = {(r["event_id"], r["item"], r["location"]) for r in rows
+                            if r["item"] in tracked and r["batch"] is None and r["qty"] > 0}
 
         def global_findings(o):
             glob = A.unresolved_from_rows(order, rows, tracked)
-            glob += A.negative_findings(order, A.negative_takes(ledger, seqs), o.all_lines())
+            # as the engine decides: an unresolved take is not also NEGATIVE_ON_HAND
+            takes = [t for t in A.negative_takes(ledger, seqs)
+                     if not (t["batch"] is None
+                             and (t["event_id"], t["item"], t["location"]) in unresolved_takes)]
+            glob += A.negative_findings(order, takes, o.all_lines())
             return glob
 
         pos = {e["id"]: (to_us(e["at"]), e["seq"]) for e in events}
 
-        def onhand_at(item, location, event_id):
-            return A.onhand_after(ledger, item, location, *pos[event_id])
+        def onhand_at(item, location, event_id, batch=...):
+            return A.onhand_after(ledger, item, location, *pos[event_id], batch)
 
         result = A.audit_order(events, order, None, rows, global_findings, onhand_at)
         if result is None:
