@@ -1,6 +1,7 @@
 """The ``backflush`` console entry point: the command group with every command registered.
 
-Exit codes: 0 success, 1 findings at or above ``--fail-on``, 2 bad input or usage.
+Exit codes (mapped in one place, ``backflush.cli.app``): 0 success, 1 findings at or above
+``--fail-on``, 2 bad input or usage, 3 operational error.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from backflush.cli import audit as _audit  # noqa: F401  (registers commands)
 from backflush.cli import ledger_cmds as _ledger_cmds  # noqa: F401
 from backflush.cli import queries as _queries  # noqa: F401
 from backflush.cli import tools as _tools  # noqa: F401
-from backflush.cli.app import cli
+from backflush.cli.app import cli, run
 
 __all__ = ["cli", "main"]
 
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="backflush")
+    run(cli)
