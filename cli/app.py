@@ -234,6 +234,10 @@ def output_file(ctx: click.Context, path: str | None, option: str, *,
         return
     check_output_path(ctx, path, option)
     target = Path(path)
+    if target.exists() and not target.is_file():  # a device or pipe: no rename possible
+        with open(target, "wb" if binary else "w") as fh:
+            yield fh
+        return
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)

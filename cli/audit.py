@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 import orjson
-from backflush.cli.app import EXIT_FINDINGS, Fail, api_ledger, cli, output_file
+from backflush.cli.app import (
+    EXIT_FINDINGS,
+    Fail,
+    api_ledger,
+    check_output_path,
+    cli,
+    output_file,
+)
 from backflush.cli.output import _plain, output_options, render
 from backflush.cli.queries import asof_options, load_policy
 from backflush.projections.findings import SEVERITIES, SEVERITY_RANK
@@ -119,6 +126,8 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
               policy: Any, as_json: bool, html_file: str | None) -> None:
     """An order's history replayed step by step: what each event flushed, running totals,
     and the findings at the event where they arise."""
+    if html_file is not None:  # refuse a bad path before any work
+        check_output_path(ctx, html_file, "--html")
     a = api_ledger(ctx).audit(order, at=at, known_at=known_at, policy=policy)
     if html_file is not None:
         from backflush.cli.report import audit_html

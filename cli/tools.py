@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 import orjson
-from backflush.cli.app import Fail, cli
+from backflush.cli.app import Fail, cli, output_file
 
 
 @cli.command("simulate")
@@ -19,19 +17,23 @@ from backflush.cli.app import Fail, cli
     multiple=True,
     help="Switch on a fault: double-flush, scrap, late, no-stock (repeatable).",
 )
-@click.option("-o", "--output", type=click.File("wb"), default="-", help="File (default stdout).")
-def simulate_cmd(orders: int, seed: int, products: int, faults: tuple[str, ...], output: Any):
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File (default stdout); written via a temporary file, never the ledger.")
+@click.pass_context
+def simulate_cmd(ctx: click.Context, orders: int, seed: int, products: int,
+                 faults: tuple[str, ...], output: str):
     """Write a simulated plant history as JSON Lines (deterministic for a seed)."""
     from backflush.ledger.simulate import FAULTS, simulate
 
     for f in faults:
         if f not in FAULTS:
             raise Fail(f"--fault: unknown fault {f!r} (known: {', '.join(FAULTS)})")
-    buf: list[bytes] = []
-    for ev in simulate(orders, seed, faults, products):
-        buf.append(orjson.dumps(ev))
-        if len(buf) >= 5000:
-            output.write(b"\n".join(buf) + b"\n")
-            buf.clear()
-    if buf:
-        output.write(b"\n".join(buf) + b"\n")
+    with output_file(ctx, output, "--output") as out:
+        buf: list[bytes] = []
+        for ev in simulate(orders, seed, faults, products):
+            buf.append(orjson.dumps(ev))
+            if len(buf) >= 5000:
+                out.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            out.write(b"\n".join(buf) + b"\n")
