@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ class Policy:
     @classmethod
     def parse(cls, raw: bytes | str | dict[str, Any], source: str = "<policy>") -> Policy:
         """Validate a policy given as JSON text or a dict; raise `BadInput` naming the field."""
+        import hashlib
+
         from backflush.ledger.codec import replay_policy
         from backflush.ledger.events import EventErrors, parse_policy
 

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -239,6 +238,8 @@ def output_file(ctx: click.Context, path: str | None, option: str, *,
             yield fh
         return
     directory = target.parent if str(target.parent) else Path(".")
+    import tempfile
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
