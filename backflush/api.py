@@ -52,6 +52,7 @@ __all__ = [
 # a clock or a typo (2062 for 2026) would otherwise sit in the ledger, invisible to every
 # default (``--at`` now) query until that day comes.
 FUTURE_MARGIN = timedelta(hours=24)
+FUTURE_SHOWN = 10  # future-dated events named one by one in an import's warnings
 
 # The finding codes (DESIGN §5), kept here so validating ``--code`` needs no engine import.
 FINDING_CODES = (
@@ -309,20 +310,27 @@ class Ledger:
             os.unlink(tmp)
 
     def _future_warnings(self, paths: list[str], recorded: datetime, dry_run: bool) -> list[str]:
-        """``FILE:LINE: at: ...`` for events dated more than FUTURE_MARGIN after recording."""
+        """``FILE:LINE: at: ...`` for events dated more than FUTURE_MARGIN after recording.
+
+        At most ``FUTURE_SHOWN`` lines, then one line counting the rest: a simulated or
+        planned history may hold thousands, and the warning must stay readable.
+        """
         limit = recorded + FUTURE_MARGIN
+        total = None
         if not dry_run and self._store is not None:
-            # Cheap check first: did this import store any such event? (Usually not.)
+            # Cheap check first (the recorded-time index): did this import store any?
             with self._store.transaction(commit=False) as cur:
                 row = cur.execute(
-                    "SELECT 1 AS x FROM bf_events WHERE rec_us = ? AND at_us > ? LIMIT 1",
+                    "SELECT COUNT(*) AS n FROM bf_events WHERE rec_us = ? AND at_us > ?",
                     (_us(recorded), _us(limit)),
                 ).fetchone()
-            if row is None:
+            total = row["n"]
+            if not total:
                 return []
         import orjson
 
         out: list[str] = []
+        seen = 0
         for path in paths:
             try:
                 fh = open(path, "rb")  # noqa: SIM115
@@ -336,11 +344,22 @@ class Ledger:
                         at = datetime.fromisoformat(orjson.loads(raw)["at"])
                     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
                         continue
-                    if at.tzinfo is not None and at > limit:
-                        ahead = at - recorded
-                        out.append(f"{path}:{n}: at: {at.isoformat()} is {_days(ahead)} ahead "
-                                   f"of its recording time; it shows only in queries --at or "
-                                   f"after it")
+                    if at.tzinfo is None or at <= limit:
+                        continue
+                    seen += 1
+                    if len(out) < FUTURE_SHOWN:
+                        out.append(f"{path}:{n}: at: {at.isoformat()} is "
+                                   f"{_days(at - recorded)} ahead of its recording; it shows "
+                                   "only in queries --at or after it")
+                    elif total is not None:
+                        break
+                else:
+                    continue
+                break
+        rest = (total if total is not None else seen) - len(out)
+        if rest > 0:
+            out.append(f"{rest} more event{'s' if rest != 1 else ''} dated more than "
+                       f"{_days(FUTURE_MARGIN)} ahead of their recording")
         return out
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:

@@ -234,3 +234,17 @@ def test_future_event_is_flagged_at_import_and_hidden_until_its_time(db_url, tmp
 def test_help_documents_exit_codes():
     r = CliRunner().invoke(cli, ["--help"])
     assert "Exit codes" in r.output and "3  operational error" in r.output
+
+
+def test_many_future_events_give_a_bounded_warning(tmp_path):
+    lines = [{"type": "ItemDefined", "at": "2026-01-01T00:00:00Z", "id": "g0", "item": "A"}]
+    lines += [{"type": "InventoryReceived", "at": f"2031-01-{d:02d}T00:00:00Z", "id": f"g{d}",
+               "item": "A", "qty": 1, "location": "L"} for d in range(1, 26)]
+    src = tmp_path / "f.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    for args in (["import", "--dry-run", str(src)], ["import", str(src)]):
+        r = run(str(tmp_path / "l.db"), *args)
+        assert r.exit_code == 0, r.output
+        warnings = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
+        assert len(warnings) == 11 and f"{src}:2: at:" in warnings[0]
+        assert "15 more events dated more than 24 h ahead" in warnings[-1]
