@@ -25,11 +25,10 @@ them, so that a short query stays a short process.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -92,6 +91,29 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def when(value: datetime | date | str | None, name: str = "at",
+         default: datetime | None = None) -> datetime | None:
+    """A point in time for ``at``/``known_at``: an aware datetime, a date (the end of that day,
+    UTC) or ISO 8601 text (a bare date likewise; a time without offset is UTC); None gives
+    ``default``. A naive datetime is refused: the ledger never guesses a time zone for it."""
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise BadInput(f"{name}: a datetime without time zone: {value.isoformat()}")
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time(23, 59, 59, 999999), tzinfo=UTC)
+    text = str(value).strip()
+    try:
+        if len(text) == 10:
+            return when(date.fromisoformat(text), name)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{name}: not an ISO 8601 date or timestamp: {text!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
 def _us(dt: datetime | None) -> int | None:
     if dt is None:
         return None
@@ -102,6 +124,8 @@ def _us(dt: datetime | None) -> int | None:
 
 def suggestions(value: str, known: Iterable[str]) -> list[str]:
     """Did-you-mean candidates: a case-insensitive exact match first, else close spellings."""
+    import difflib
+
     by_lower: dict[str, str] = {}
     for k in known:
         if k is not None:
@@ -450,8 +474,8 @@ class Ledger:
         *,
         order: str | None = None,
         type: str | None = None,  # noqa: A002  (the DESIGN's filter name)
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The events the ledger holds, in ``at`` order (ties: recording order), streamed.
 
@@ -462,7 +486,7 @@ class Ledger:
         store = self.store()
         if order is not None:
             self._check_order(order)
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         return _event_rows(store, order, type, _us(at), _us(known_at))
 
     def export(self, *, order: str | None = None) -> Iterator[bytes]:
@@ -480,8 +504,8 @@ class Ledger:
         *,
         item: str | None = None,
         location: str | None = None,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """On-hand rows (item, location, batch, lp, qty) as of ``at``, in transit included."""
@@ -489,7 +513,7 @@ class Ledger:
         store = self.store()
         from backflush.projections import asof
 
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.onhand(store, at, known_at, params, item=item, location=location)
         if not rows:
             if item is not None:
@@ -502,8 +526,8 @@ class Ledger:
         self,
         *,
         resource: str | None = None,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """WIP rows per resource location: staged material, units waiting between operations."""
@@ -511,7 +535,7 @@ class Ledger:
         store = self.store()
         from backflush.projections import asof
 
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.wip(store, at, known_at, params, resource=resource)
         if not rows and resource is not None:
             self._check_name("resource", resource, self.resources)
@@ -521,8 +545,8 @@ class Ledger:
         self,
         order: str,
         *,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """Consumption per BOM line of ``order``: expected, posted, by trigger, variance."""
@@ -531,7 +555,7 @@ class Ledger:
         self._check_order(order)
         from backflush.projections import asof
 
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         return asof.consumption(store, order, at, known_at, params)
 
     def hours(
@@ -539,8 +563,8 @@ class Ledger:
         *,
         order: str | None = None,
         resource: str | None = None,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """Standard vs reported hours per order, operation and resource."""
@@ -550,7 +574,7 @@ class Ledger:
             self._check_order(order)
         from backflush.projections import asof
 
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.hours(store, order, resource, at, known_at, params)
         if not rows and resource is not None:
             self._check_name("resource", resource, self.resources)
@@ -561,8 +585,8 @@ class Ledger:
         *,
         order: str | None = None,
         code: str | None = None,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """Findings by replay (code, severity, order, line, item, qty, events, message).
@@ -581,22 +605,23 @@ class Ledger:
         store = self.store()
         if order is not None:
             self._check_order(order)
-        at = now() if at is None else at
+        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         return [f.as_dict() for f in _findings(store, at, known_at, params, order, code)]
 
     def audit(
         self,
         order: str,
         *,
-        at: datetime | None = None,
-        known_at: datetime | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
         policy: Any = None,
     ) -> dict[str, Any]:
         """One order's history replayed step by step: flushes, running totals, findings."""
         params = policy_params(policy)
         store = self.store()
         self._check_order(order)
-        return audit_of(store, order, now() if at is None else at, known_at, params)
+        return audit_of(store, order, when(at, "at", now()), when(known_at, "known_at"),
+                        params)
 
     def recorded_policy(
         self, *, at: datetime | None = None, known_at: datetime | None = None
@@ -607,7 +632,7 @@ class Ledger:
         last = None
         for ev in mat.events_for_replay(
             self.store(), types=["ProductionParametersSet"],
-            at_lte=_us(now() if at is None else at), rec_lte=_us(known_at),
+            at_lte=_us(when(at, "at", now())), rec_lte=_us(when(known_at, "known_at")),
         ):
             last = ev
         return last
@@ -681,7 +706,7 @@ def _findings(store: Any, at: datetime | None, known_at: datetime | None,
 
 
 def audit_of(store: Any, order: str, at: datetime | None = None,
-             known_at: datetime | None = None,
+             known_at: datetime | date | str | None = None,
              params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The audit of one order on a store; the fast order-local path unless a policy or
     ``known_at`` asks for a replay of what was known."""

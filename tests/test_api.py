@@ -85,6 +85,12 @@ def test_as_of_and_known_at(ledger):
     rows = ledger.onhand(item="WHS6", location="BACKFLUSH", at=at)
     assert [(r["batch"], r["qty"]) for r in rows] == [("B1", Decimal(2))]
     assert ledger.onhand(known_at=datetime(2000, 1, 1, tzinfo=UTC)) == []
+    # Text and dates follow the CLI's rule (a bare date is the end of that day, UTC).
+    assert ledger.onhand(item="WHS6", location="BACKFLUSH", at="2026-11-02T13:29:00Z") == rows
+    assert ledger.onhand(item="WHS6", at="2026-11-02") == \
+        ledger.onhand(item="WHS6", at=datetime(2026, 11, 2, 23, 59, 59, 999999, tzinfo=UTC))
+    with pytest.raises(backflush.BadInput):
+        ledger.onhand(at=datetime(2026, 11, 2, 13, 29))  # naive: no time zone guessed
 
 
 def test_policy_as_object_path_or_dict_gives_the_same_answer(ledger):
