@@ -248,3 +248,41 @@ def test_many_future_events_give_a_bounded_warning(tmp_path):
         warnings = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
         assert len(warnings) == 11 and f"{src}:2: at:" in warnings[0]
         assert "15 more events dated more than 24 h ahead" in warnings[-1]
+
+
+def test_error_classification_is_in_one_place():
+    import errno
+    import sqlite3
+
+    from backflush.cli.app import classify
+    from eventsourcing.persistence import OperationalError as ESOperationalError
+
+    import backflush
+
+    assert classify(sqlite3.OperationalError("database is locked"))[1] == 3
+    assert classify(sqlite3.OperationalError("database or disk is full"))[1] == 3
+    assert classify(sqlite3.OperationalError("attempt to write a readonly database"))[1] == 3
+    assert classify(ESOperationalError("database is locked"))[1] == 3
+    assert classify(sqlite3.DatabaseError("file is not a database"))[1] == 2
+    assert classify(OSError(errno.ENOSPC, "No space left on device", "/x"))[1] == 3
+    assert classify(BrokenPipeError(errno.EPIPE, "Broken pipe"))[1] == 3
+    lines, code = classify(backflush.BadInput(["f:1: qty: bad", "f:2: at: bad"], summary="2"))
+    assert code == 2 and lines == ["f:1: qty: bad", "f:2: at: bad", "Error: 2"]
+    assert classify(backflush.OperationalError("gone"))[1] == 3
+    assert classify(ValueError("a bug")) is None  # a real bug keeps its traceback
+
+
+def test_operational_error_in_a_command_is_one_line_exit_3(tmp_path, monkeypatch):
+    import sqlite3
+
+    import backflush.api
+
+    db = str(tmp_path / "l.db")
+    assert run(db, "import", str(STAGED)).exit_code == 0
+
+    def full(*a, **k):  # what SQLite raises when the disk fills during catch-up
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(backflush.api.Ledger, "onhand", full)
+    r = run(db, "onhand")
+    assert r.exit_code == 3 and r.stderr == "Error: database: database or disk is full\n"
