@@ -62,6 +62,8 @@ def main() -> None:
     command = _command_of(argv)
     if command is not None and command in COMMAND_HOME:
         load_commands((COMMAND_HOME[command],))
-    elif command is not None or not any(a in ("--version",) for a in argv):
+    if command is None and "--version" in argv and "--help" not in argv:
+        pass  # the version needs no command
+    elif command not in _group.commands:  # moved or new: load everything rather than fail
         load_commands()
     run(_group)

@@ -208,3 +208,11 @@ def test_events_streams_past_the_chunk_size(tmp_path, monkeypatch):
     assert sum(1 for line in table if line.lstrip().startswith("seq")) == 1  # one header
     assert len(table) == len(json.loads(run(path, "events", "--json"))) + 2
     assert len(list(csv.DictReader(io.StringIO(run(path, "events", "--csv"))))) == len(table) - 2
+
+
+def test_a_command_moved_to_another_module_still_runs(db):
+    """main() loads only the mapped module, but everything when the map is out of date."""
+    code = ("import sys; import backflush.cli.main as m; m.COMMAND_HOME['verify'] = 'tools'; "
+            f"sys.argv = ['backflush', '--db', {db!r}, 'verify']; m.main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("ok:"), p.stderr
