@@ -239,12 +239,12 @@ def demo_cmd(ctx: click.Context, force: bool) -> None:
     files = sorted(EXAMPLES.glob("*/events.jsonl"))
     if not files:
         raise Fail(f"no examples found under {EXAMPLES}")
+    if p is not None:  # mark it first: an interrupted demo is still the demo's to replace
+        with ledger.store(create=True).transaction(commit=True) as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {DEMO_MARK} (k INTEGER)")
     for f in files:
         res = ledger.import_files([str(f)])
         click.echo(f"imported {f.parent.name}: {res.appended} events")
-    if p is not None:
-        with ledger.store().transaction(commit=True) as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {DEMO_MARK} (k INTEGER)")
     found = ledger.findings()
     click.echo(f"\n== backflush findings ({len(found)})\n")
     click.echo(_show_findings(found, "table"))

@@ -286,3 +286,11 @@ def test_operational_error_in_a_command_is_one_line_exit_3(tmp_path, monkeypatch
     monkeypatch.setattr(backflush.api.Ledger, "onhand", full)
     r = run(db, "onhand")
     assert r.exit_code == 3 and r.stderr == "Error: database: database or disk is full\n"
+
+
+def test_demo_against_an_existing_ledger_changes_nothing(db_url):
+    assert run(db_url, "import", str(STAGED)).exit_code == 0
+    before = run(db_url, "export").stdout_bytes
+    r = run(db_url, "demo")
+    assert r.exit_code == 2 and "--force" in r.stderr
+    assert run(db_url, "export").stdout_bytes == before
