@@ -189,6 +189,10 @@ def api_ledger(ctx: click.Context) -> Any:
 
         obj["api"] = Ledger(obj["db"])
         ctx.call_on_close(obj["api"].close)
+        if obj["api"].exists():
+            # The store under obj["ledger"] too: what report provenance (ledger, chain heads,
+            # verify status) reads while the command renders.
+            obj["ledger"] = obj["api"].store()
     return obj["api"]
 
 
