@@ -108,12 +108,15 @@ def score(truth: list[dict[str, Any]], found: list[dict[str, Any]]) -> Score:
 
 def found_findings(ledger: Ledger) -> list[dict[str, Any]]:
     """``findings --json`` plus ``policy check --json`` of a ledger, as plain dicts."""
-    from backflush.cli.audit import recorded_params
     from backflush.projections import asof
+    from backflush.projections import materialise as mat
     from backflush.projections.findings import policy_overlaps
 
     found = asof.findings_replay(ledger)
-    found += policy_overlaps(recorded_params(ledger))
+    recorded = None  # the parameters in force at the end of the history
+    for ev in mat.events_for_replay(ledger, types=["ProductionParametersSet"]):
+        recorded = ev
+    found += policy_overlaps(recorded)
     return [orjson.loads(orjson.dumps(f.as_dict(), default=str)) for f in found]
 
 

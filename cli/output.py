@@ -26,7 +26,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import wraps
@@ -438,6 +438,66 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
         return to_csv(rows, columns, "\t").rstrip("\n")
     table = to_table(rows, columns, colour=use_colour())
     return with_provenance(table, meta) if meta is not None else table
+
+
+def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str,
+                  chunk: int = 2000) -> Iterator[str]:
+    """`render` for a long result, as text pieces: the first appears after ``chunk`` rows
+    and memory stays bounded. Tables repeat no header and end with one provenance footer;
+    ``--json`` streams one array (``{"meta", "rows"}`` under ``--meta``); ``--nl`` and
+    ``--json`` carry the meta first, as `render` does."""
+    from itertools import islice
+
+    opts = _options()
+    want_meta = bool(opts) and not opts.get("rendered") and (opts.get("meta") or fmt == "table")
+    if opts:
+        opts["rendered"] = True  # the pieces below render bare; provenance is added here once
+    meta = None
+    if want_meta:
+        from backflush.cli.provenance import collect
+
+        meta = collect()
+    it = iter(rows)
+    if fmt in ("json", "nl"):
+        first = True
+        if fmt == "nl" and meta is not None and opts.get("meta"):
+            yield orjson.dumps({"meta": meta}).decode() + "\n"
+        if fmt == "json":
+            yield ('{\n  "meta": ' + orjson.dumps(meta).decode() + ',\n  "rows": ['
+                   if meta is not None and opts.get("meta") else "[")
+        for r in it:
+            if fmt == "nl":
+                yield orjson.dumps(_plain(r)).decode() + "\n"
+                continue
+            body = orjson.dumps(_plain(r), option=orjson.OPT_INDENT_2).decode()
+            yield ("\n" if first else ",\n") + "\n".join("  " + x for x in body.split("\n"))
+            first = False
+        if fmt == "json":
+            close = "]\n}" if meta is not None and opts.get("meta") else "]"
+            yield ("\n" if not first else "") + close + "\n"
+        return
+    header_lines = 2 if fmt == "table" else 1
+    first = True
+    while True:
+        part = list(islice(it, chunk))
+        if not part and not first:
+            break
+        text = render(part, columns, fmt)
+        if not first:  # the header once, at the top
+            text = text.split("\n", header_lines)[-1]
+        if fmt != "table" or meta is None:
+            yield text + "\n"
+        elif first:
+            banner_and_table = with_provenance(text, meta).split("\n--\n")[0]
+            yield banner_and_table + "\n"
+        else:
+            yield text + "\n"
+        first = False
+        if not part:
+            break
+    if fmt == "table" and meta is not None:
+        tail = with_provenance("", meta).split("\n--\n", 1)[1]
+        yield "--\n" + tail + "\n"
 
 
 def output_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -170,7 +170,8 @@ def collect(ctx: click.Context | None = None) -> dict[str, Any]:
     }
     # as-of and policy only for the commands that take them (moves has --from/--to instead)
     if "at" in params or "known_at" in params:
-        out["at"] = _when(params.get("at"), "--at")
+        # no --at means now (the API's default); no --known-at means everything recorded
+        out["at"] = _when(params.get("at"), "--at") or f"now ({generated})"
         out["known_at"] = _when(params.get("known_at"), "--known-at")
     out["policy"] = _policy(params, ctx.info_name)
     for opt in ("from_", "to"):

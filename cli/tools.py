@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 import orjson
-from backflush.cli.app import Fail, cli
+from backflush.cli.app import Fail, cli, output_file
 
 
 def _fault_help() -> str:
@@ -32,14 +32,16 @@ def _fault_help() -> str:
 @click.option(
     "--truth",
     "truth_file",
-    type=click.File("wb"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     default=None,
     help="Write, one JSON object a line, every injected fault with the findings DESIGN §5 "
     "says it must cause (code, order, line, item, qty).",
 )
-@click.option("-o", "--output", type=click.File("wb"), default="-", help="File (default stdout).")
-def simulate_cmd(orders: int, seed: int, products: int, faults: tuple[str, ...],
-                 truth_file: Any, output: Any) -> None:
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File (default stdout); written via a temporary file, never the ledger.")
+@click.pass_context
+def simulate_cmd(ctx: click.Context, orders: int, seed: int, products: int,
+                 faults: tuple[str, ...], truth_file: str | None, output: str) -> None:
     """Write a simulated plant history as JSON Lines (deterministic for a seed).
 
     Without --fault the plant has no findings at all; each --fault hits a random share of
@@ -52,13 +54,15 @@ def simulate_cmd(orders: int, seed: int, products: int, faults: tuple[str, ...],
     except ValueError as exc:
         raise Fail(f"--fault: {exc}") from None
     truth: list[dict[str, Any]] = []
-    buf: list[bytes] = []
-    for ev in simulate(orders, seed, rates, products, truth=truth):
-        buf.append(orjson.dumps(ev))
-        if len(buf) >= 5000:
-            output.write(b"\n".join(buf) + b"\n")
-            buf.clear()
-    if buf:
-        output.write(b"\n".join(buf) + b"\n")
+    with output_file(ctx, output, "--output") as out:
+        buf: list[bytes] = []
+        for ev in simulate(orders, seed, rates, products, truth=truth):
+            buf.append(orjson.dumps(ev))
+            if len(buf) >= 5000:
+                out.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            out.write(b"\n".join(buf) + b"\n")
     if truth_file is not None:
-        truth_file.write(b"".join(orjson.dumps(t) + b"\n" for t in truth))
+        with output_file(ctx, truth_file, "--truth") as out:
+            out.write(b"".join(orjson.dumps(t) + b"\n" for t in truth))

@@ -334,7 +334,8 @@ def test_code_and_order_filters(tmp_path):
     h = h_double(False)
     assert codes(found(tmp_path, h, "--code", "double_flush")) == ["DOUBLE_FLUSH"]
     (tmp_path / "b").mkdir()
-    assert found(tmp_path / "b", h, "--order", "NOPE") == []
+    r = run(tmp_path / "b", h, "--json", "--order", "NOPE")  # issue 9: never a clean bill
+    assert r.exit_code == 2 and "unknown order 'NOPE'" in r.output
 
 
 def test_unknown_code_is_bad_input(tmp_path):
