@@ -47,12 +47,12 @@ def parse_when(text: str | None, option: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def open_ledger(ctx: click.Context) -> Ledger:
-    """The ledger named by ``--db`` (opened once per command)."""
+def open_ledger(ctx: click.Context, *, readonly: bool = False) -> Ledger:
+    """The ledger named by ``--db`` (opened once per command; ``readonly``: SQLite read-only)."""
     obj = ctx.find_root().obj
     if obj.get("ledger") is None:
         try:
-            obj["ledger"] = Ledger(obj["db"])
+            obj["ledger"] = Ledger(obj["db"], readonly=readonly)
         except Exception as exc:  # the store's errors vary by backend; say which db failed
             raise Fail(f"cannot open ledger {obj['db']!r}: {exc}") from None
         ctx.call_on_close(obj["ledger"].close)

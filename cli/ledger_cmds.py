@@ -1,4 +1,4 @@
-"""Ledger commands: import, export, events, verify."""
+"""Ledger commands: import, export, events (verify and anchor: ``cli.integrity_cmds``)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,24 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate and count, append nothing.")
+@click.option(
+    "--anchor", "anchor_file", default=None, type=click.Path(dir_okay=False),
+    help="After the import, append an anchor line (see `backflush anchor`) to this file.",
+)
+@click.option(
+    "--anchor-key", default=None, type=click.Path(dir_okay=False),
+    help="Sign that anchor with this Ed25519 private key (PEM).",
+)
 @click.pass_context
-def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
+def import_cmd(
+    ctx: click.Context, files: tuple[str, ...], dry_run: bool, anchor_file: str | None,
+    anchor_key: str | None,
+) -> None:
     """Import JSON Lines event files: all or nothing, idempotent by event id."""
+    from backflush.cli.integrity_cmds import check_key
     from backflush.ledger.importer import run_import
 
+    check_key(anchor_key)
     ledger = open_ledger(ctx)
     bar = None
     progress = None
@@ -58,6 +71,10 @@ def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> Non
         ctx.exit(EXIT_USAGE)
     verb = "would be appended" if dry_run else "appended"
     click.echo(f"{result.appended} {verb}, {result.duplicates} duplicates")
+    if anchor_file is not None and not dry_run:
+        from backflush.cli.integrity_cmds import append_anchor
+
+        append_anchor(ledger, anchor_file, anchor_key)
 
 
 def _export_line(payload: dict[str, Any]) -> bytes:
@@ -132,20 +149,3 @@ def events_cmd(
         )
     cols = EVENT_COLUMNS + (["event"] if fmt != "table" else [])
     click.echo(render(rows, cols, fmt))
-
-
-@cli.command("verify")
-@click.pass_context
-def verify_cmd(ctx: click.Context) -> None:
-    """Check every stream's hash chain: nothing altered, removed or reordered."""
-    from backflush.ledger.integrity import verify
-
-    checked, problems = verify(open_ledger(ctx))
-    if problems:
-        for p in problems:
-            click.echo(f"TAMPERED {p}", err=True)
-        n = len(problems)
-        plural = "s" if n != 1 else ""
-        click.echo(f"Error: {n} integrity problem{plural} in {checked} events", err=True)
-        ctx.exit(EXIT_USAGE)
-    click.echo(f"ok: {checked} events, every stream's chain intact")

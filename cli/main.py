@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 findings at or above ``--fail-on``, 2 bad input or usag
 from __future__ import annotations
 
 from backflush.cli import audit as _audit  # noqa: F401  (registers commands)
+from backflush.cli import integrity_cmds as _integrity_cmds  # noqa: F401
 from backflush.cli import ledger_cmds as _ledger_cmds  # noqa: F401
 from backflush.cli import queries as _queries  # noqa: F401
 from backflush.cli import tools as _tools  # noqa: F401
