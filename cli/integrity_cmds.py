@@ -91,11 +91,14 @@ def anchor_cmd(ctx: click.Context, key: str | None, new_key: str | None) -> None
               help="Also check every anchor line of FILE against the events.")
 @click.option("--pubkey", default=None, type=click.Path(dir_okay=False),
               help="Require every anchor to be signed by this Ed25519 public key (PEM).")
+@click.option("--strict", is_flag=True,
+              help="With --anchor: every event must be covered by an anchor (fails on events"
+              " recorded after the last one, e.g. a forged append).")
 @click.option("--deep", is_flag=True,
               help="Also replay every event and compare with the stored projections.")
 @click.pass_context
 def verify_cmd(
-    ctx: click.Context, anchor_file: str | None, pubkey: str | None, deep: bool
+    ctx: click.Context, anchor_file: str | None, pubkey: str | None, strict: bool, deep: bool
 ) -> None:
     """Check every event, index column and link: nothing altered, removed, reordered or
     forged (with anchors: nor re-chained)."""
@@ -104,6 +107,8 @@ def verify_cmd(
 
     if pubkey is not None and anchor_file is None:
         raise Fail("--pubkey: only with --anchor FILE")
+    if strict and anchor_file is None:
+        raise Fail("--strict: only with --anchor FILE")
     anchors: list[tuple[str, dict[str, Any]]] = []
     key = None
     try:
@@ -114,7 +119,7 @@ def verify_cmd(
     except AnchorError as exc:
         raise Fail(str(exc)) from None
     ledger = open_ledger(ctx, readonly=True)
-    rep = check(ledger, anchors, key)
+    rep = check(ledger, anchors, key, strict=strict)
     writer = Ledger(ledger.url) if _writable(ledger) else None
     try:
         if deep:

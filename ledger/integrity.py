@@ -118,6 +118,13 @@ class _Checker:
         self.resync = LINK_GENESIS  # follows bf_chain after a break: report each break once
         self.count = 0
         self.anchors = sorted(anchors, key=lambda a: a[1]["last_seq"], reverse=True)
+        self.top_anchor = max((a["last_seq"] for _, a in anchors), default=None)
+        self.seqs_tail: list[int] = []  # seqs after the last anchor (memory: that tail)
+
+    def after_anchor(self, top: int) -> tuple[int, int] | None:
+        """(first seq, count) of the events after anchored seq ``top``, if any."""
+        tail = [q for q in self.seqs_tail if q > top]
+        return (tail[0], len(tail)) if tail else None
 
     def problem(self, stream: str, version: int | None, eid: str | None, reason: str,
                 seq: int | None = None, column: str | None = None) -> None:
@@ -128,6 +135,8 @@ class _Checker:
     def visit(self, seq: int, s: dict | None, i: dict | None, c: dict | None) -> None:
         if s is not None or i is not None:
             self.count += 1
+            if self.top_anchor is not None and seq > self.top_anchor:
+                self.seqs_tail.append(seq)
         payload, d = None, None
         if s is not None:
             self.report.events += 1
@@ -315,10 +324,13 @@ def check(
     ledger: Ledger,
     anchors: Sequence[tuple[str, dict[str, Any]]] = (),
     pubkey: Any = None,
+    strict: bool = False,
 ) -> Report:
     """Verify the whole ledger (and ``anchors``: (where, anchor) pairs); see the module doc.
 
-    With ``pubkey`` every anchor must carry a valid signature by it.
+    With ``pubkey`` every anchor must carry a valid signature by it. With ``strict`` every
+    event must be covered by an anchor (a ledger anchored at each import): events after
+    the last anchor are a problem, not a note — a fully forged append is caught only so.
     """
     ck = _Checker(ledger, anchors)
     for where, a in anchors:
@@ -357,6 +369,18 @@ def check(
         if c is not None and c["seq"] == seq:
             c = _peek(chain)
     ck.anchors_before(None)
+    if anchors:
+        top = max(a["last_seq"] for _, a in anchors)
+        after = ck.after_anchor(top)
+        if after:
+            first, n = after
+            text = (f"{n} event{'s' if n != 1 else ''} from this seq on are after the last"
+                    f" anchor (seq {top})")
+            if strict:
+                ck.problem("ledger", None, None, text + ": not covered by any anchor", first,
+                           "anchored")
+            else:
+                ck.report.notes.append(f"seq {first}: {text}, not covered by it")
     rep = ck.report
     rep.link = ck.link
     rep.heads_root = merkle_root(ck.heads)
