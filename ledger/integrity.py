@@ -38,6 +38,7 @@ from backflush.ledger.anchor import (
     merkle_root,
 )
 from backflush.ledger.codec import GENESIS, body_of, chain_hash, content_digest
+from backflush.ledger.importer import stream_of
 from backflush.ledger.store import TOPIC_PREFIX, Ledger, to_us
 
 VERIFY_DDL = (
@@ -267,8 +268,6 @@ class _Checker:
             self.problem(st, v, eid, why, seq, "ord")
         else:
             differ("ord", i["ord"], ord_)
-            from backflush.ledger.importer import stream_of
-
             want = stream_of(payload, ord_)
             if want != st:
                 self.problem(st, v, eid, f"the event belongs to stream {want!r}", seq,
