@@ -351,3 +351,30 @@ def test_write_lock_wait_is_bounded_and_said(db_url, tmp_path, capsys, monkeypat
     with Ledger(db, lock_timeout=5) as ledger, ledger.writing():
         pass  # free again: no wait, no notice
     assert "waiting" not in capsys.readouterr().err
+
+
+def test_empty_ledger_verifies_and_anchors(db_url, tmp_path):
+    from backflush.ledger.store import Ledger
+
+    Ledger(db_url).close()
+    r = run(db_url, "anchor")
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)
+    assert (a["events"], a["last_seq"]) == (0, 0)
+    path = tmp_path / "empty.jsonl"
+    path.write_text(r.stdout)
+    r = run(db_url, "verify", "--anchor", str(path))
+    assert r.exit_code == 0, r.output
+    assert "ok: 0 events" in r.stdout
+
+
+def test_deep_on_a_read_only_ledger_behind_its_events_says_it_compared_nothing(
+    sqlite_db, tmp_path
+):
+    from backflush.ledger.integrity import deep_check
+    from backflush.ledger.store import Ledger
+
+    db = imported(sqlite_db, tmp_path)  # projections never built
+    with Ledger(db, readonly=True) as ledger:
+        problems, notes = deep_check(ledger, None)
+    assert problems == [] and "compared nothing" in notes[0]

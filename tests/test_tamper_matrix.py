@@ -125,6 +125,22 @@ class Raw:
             link = link_of(link, seq, stream, v, h, rec_us)
             self.x("INSERT INTO bf_chain (seq, link) VALUES (?, ?)", (seq, link))
 
+    def rechain_stream(self, stream: str) -> None:
+        """Recompute one stream's hashes (and its index rows), leaving ``bf_chain`` alone:
+        what an attacker who knows only the per-stream chain would do."""
+        prev = GENESIS
+        for seq, version, state in self.q(
+            f"SELECT {self.key}, originator_version, state FROM stored_events"
+            " WHERE originator_id = ? ORDER BY originator_version", (stream,)
+        ):
+            d = orjson.loads(bytes(state))
+            body = body_of(d["e"])
+            d["prev"] = prev
+            d["hash"] = prev = chain_hash(prev, stream, version, d["rec"], body, d["e"]["id"])
+            self.set_state(seq, d)
+            self.x("UPDATE bf_events SET hash = ?, digest = ? WHERE seq = ?",
+                   (prev, content_digest(body), seq))
+
     def close(self) -> None:
         self.con.commit()
         self.con.close()
@@ -293,6 +309,9 @@ ATTACKS: list[Attack] = [
            ("seq {seq:p1-raf1} [link]",)),
     Attack("append a link for no event", lambda r: r.x(
         "INSERT INTO bf_chain (seq, link) VALUES (999, ?)", ("b" * 64,)), ("seq 999 [link]",)),
+    Attack("alter a middle event and recompute its stream's chain", lambda r: [
+        _alter_payload(r, "p1-raf1", "good", "30"), r.rechain_stream("order:P1")],
+        ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [link]",)),
     # --- re-chained forgeries: only anchors tell ------------------------------------------
     Attack("alter a middle event and re-chain everything",
            _rechained(lambda r: _alter_payload(r, "p1-raf1", "good", "30")),
