@@ -39,12 +39,9 @@ from backflush.ledger.anchor import (
 )
 from backflush.ledger.codec import GENESIS, body_of, chain_hash, content_digest
 from backflush.ledger.importer import stream_of
-from backflush.ledger.store import TOPIC_PREFIX, Ledger, to_us
+from backflush.ledger.store import INDEX_DDL, TOPIC_PREFIX, Ledger, to_us
 
-VERIFY_DDL = (
-    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
-    " heads TEXT)"
-)
+VERIFY_DDL = next(d for d in INDEX_DDL if "bf_verify" in d)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ INDEX_DDL = [
     "CREATE INDEX IF NOT EXISTS bf_events_type ON bf_events (type, at_us, seq)",
     "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
     CHAIN_DDL,  # the ledger-wide chain (ledger.anchor)
+    # Each verify's result (ledger.integrity.record): the provenance queries can show.
+    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
+    " heads TEXT)",
 ]
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
 LOCK_NOTICE_AFTER = 1.0  # seconds of waiting before saying so on stderr
