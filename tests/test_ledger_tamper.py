@@ -378,3 +378,17 @@ def test_deep_on_a_read_only_ledger_behind_its_events_says_it_compared_nothing(
     with Ledger(db, readonly=True) as ledger:
         problems, notes = deep_check(ledger, None)
     assert problems == [] and "compared nothing" in notes[0]
+
+
+def test_older_ledger_opened_read_only_checks_what_it_has(sqlite_db, tmp_path):
+    from backflush.ledger.integrity import check
+    from backflush.ledger.store import Ledger
+
+    db = imported(sqlite_db, tmp_path)
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE bf_chain")
+        con.execute("UPDATE bf_events SET at_us = 0 WHERE id = 't-05'")
+    with Ledger(db, readonly=True) as ledger:
+        rep = check(ledger)
+    assert "no ledger-wide chain" in rep.notes[0]
+    assert [(p.event_id, p.column) for p in rep.problems] == [("t-05", "at_us")]
