@@ -255,6 +255,12 @@ ATTACKS: list[Attack] = [
     Attack("alter topic", lambda r: r.x(
         f"UPDATE stored_events SET topic = 'ledger.events:Reversal' WHERE {r.key} = ?",
         (r.seq("p1-rel"),)), ("seq {seq:p1-rel} [topic]",)),
+    Attack("move a stored event to another position", lambda r: r.x(
+        f"UPDATE stored_events SET originator_version = 99 WHERE {r.key} = ?",
+        (r.seq("p1-raf1"),)), ("seq {seq:p1-raf1} [version]", "seq {seq:p1-raf1} [state]")),
+    Attack("move a stored event to another stream", lambda r: r.x(
+        f"UPDATE stored_events SET originator_id = 'order:P2' WHERE {r.key} = ?",
+        (r.seq("p1-raf1"),)), ("seq {seq:p1-raf1} [stream]", "seq {seq:p1-raf1} [state]")),
     Attack("state not an event", lambda r: r.x(
         f"UPDATE stored_events SET state = ? WHERE {r.key} = ?", (b"garbage", r.seq("m-bom"))),
         ("master@3 seq {seq:m-bom} [state]",)),
@@ -335,6 +341,11 @@ ATTACKS: list[Attack] = [
            ("projection onhand [qty]: item=RAW location=BULK",), deep=True),
     Attack("alter WIP history", _projection("bf_wip_hist"), ("projection wip [qty]",),
            deep=True),
+    Attack("alter an on-hand key", lambda r: r.x(
+        "UPDATE bf_onhand_keys SET location = 'ELSEWHERE' WHERE item = 'RAW'"
+        " AND location = 'BULK'"), ("projection onhand [qty]: item=RAW location=BULK",
+                                    "projection onhand [qty]: item=RAW location=ELSEWHERE"),
+        deep=True),
     Attack("remove on-hand history", _projection_removed,
            ("projection onhand [qty]: item=RAW location=BULK",), deep=True),
 ]
