@@ -151,7 +151,7 @@ class _Checker:
             self._index(seq, s, i, payload, d)
         # The ledger-wide link, from what the hashes bind (the stored event) when it is there.
         if d is not None:
-            key = (seq, s["stream"], s["version"], d["hash"], _at_us(d["rec"]))
+            key = (seq, s["stream"], s["version"], d["hash"], d["_rec_us"])
         elif i is not None:
             key = (seq, i["stream"], i["version"], i["hash"], i["rec_us"])
         elif s is not None:
@@ -196,7 +196,9 @@ class _Checker:
             d = orjson.loads(s["state"])
             payload, rec, prev, h = d["e"], d["rec"], d["prev"], d["hash"]
             eid = payload.get("id")
-            _at_us(rec)
+            # Kept beside the decoded state: the index and link checks need them again.
+            d["_rec_us"] = _at_us(rec)
+            d["_body"] = body = body_of(payload)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             self.problem(st, v, None, "stored state is not a ledger event", seq, "state")
             self.heads[st] = (v, "")
@@ -212,7 +214,7 @@ class _Checker:
         elif last_h != "" and prev != last_h:
             self.problem(st, v, eid, "does not follow its predecessor (reordered or rewritten)",
                          seq, "prev")
-        if chain_hash(prev, st, v, rec, body_of(payload), eid or "") != h:
+        if chain_hash(prev, st, v, rec, body, eid or "") != h:
             self.problem(st, v, eid, "content does not match its hash (altered)", seq, "state")
         if s["topic"] != TOPIC_PREFIX + str(payload.get("type")):
             self.problem(st, v, eid, f"topic {s['topic']!r} is not the payload's type", seq,
@@ -260,8 +262,8 @@ class _Checker:
             differ("at_us", i["at_us"], _at_us(payload["at"]))
         except (KeyError, TypeError, ValueError):
             self.problem(st, v, eid, "payload has no readable at", seq, "at_us")
-        differ("rec_us", i["rec_us"], _at_us(d["rec"]))
-        differ("digest", i["digest"], content_digest(body_of(payload)))
+        differ("rec_us", i["rec_us"], d["_rec_us"])
+        differ("digest", i["digest"], content_digest(d["_body"]))
         differ("hash", i["hash"], d["hash"])
         ord_, why = self._expected_ord(payload)
         if why:
