@@ -235,11 +235,12 @@ class Ledger:
             store, self._store = self._store, None
             store.close()
 
-    def store(self, *, create: bool = False) -> Any:
+    def store(self, *, create: bool = False, readonly: bool = False) -> Any:
         """The underlying event store (``backflush.ledger.store.Ledger``), opened once.
 
         ``create`` allows making a new SQLite file; without it a missing path raises
-        ``LedgerNotFound`` and nothing is written to disk.
+        ``LedgerNotFound`` and nothing is written to disk. ``readonly`` opens a SQLite file
+        read-only (the first opening decides).
         """
         if self._store is None:
             if not create and not self.exists():
@@ -248,7 +249,7 @@ class Ledger:
                 )
             from backflush.ledger.store import Ledger as Store
 
-            self._store = Store(self.url)
+            self._store = Store(self.url, readonly=readonly)
         return self._store
 
     def _discard_created(self) -> None:

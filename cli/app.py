@@ -187,17 +187,14 @@ def api_ledger(ctx: click.Context) -> Any:
 
         obj["api"] = Ledger(obj["db"])
         ctx.call_on_close(obj["api"].close)
-        if obj["api"].exists():
-            # The store under obj["ledger"] too: what report provenance (ledger, chain heads,
-            # verify status) reads while the command renders.
-            obj["ledger"] = obj["api"].store()
     return obj["api"]
 
 
-def open_ledger(ctx: click.Context) -> Any:
+def open_ledger(ctx: click.Context, *, readonly: bool = False) -> Any:
     """The event store under ``--db`` (``backflush.ledger.store.Ledger``) for commands that
-    still need it; raises ``LedgerNotFound`` for a SQLite path that does not exist."""
-    return api_ledger(ctx).store()
+    still need it; raises ``LedgerNotFound`` for a SQLite path that does not exist.
+    ``readonly``: a SQLite ledger opened read-only (works on read-only media)."""
+    return api_ledger(ctx).store(readonly=readonly)
 
 
 def _ledger_files(db: str) -> list[Path]:

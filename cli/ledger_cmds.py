@@ -1,4 +1,4 @@
-"""Ledger commands: import, export, events, verify (thin layers over ``backflush.Ledger``)."""
+"""Ledger commands: import, export, events (verify and anchor: ``cli.integrity_cmds``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any, BinaryIO
 
 import click
-from backflush.cli.app import EXIT_USAGE, api_ledger, cli, output_file, parse_when
+from backflush.cli.app import api_ledger, cli, output_file, parse_when
 from backflush.cli.output import output_options, render_stream
 
 STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
@@ -28,13 +28,27 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate and count, append nothing.")
+@click.option(
+    "--anchor", "anchor_file", default=None, type=click.Path(dir_okay=False),
+    help="After the import, append an anchor line (see `backflush anchor`) to this file.",
+)
+@click.option(
+    "--anchor-key", default=None, type=click.Path(dir_okay=False),
+    help="Sign that anchor with this Ed25519 private key (PEM).",
+)
 @click.pass_context
-def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
+def import_cmd(
+    ctx: click.Context, files: tuple[str, ...], dry_run: bool, anchor_file: str | None,
+    anchor_key: str | None,
+) -> None:
     """Import JSON Lines event files: all or nothing, idempotent by event id.
 
     Creates the ledger if needed (and removes it again if the import fails). Events dated
     more than 24 h after the import are accepted with a warning naming FILE:LINE.
     """
+    from backflush.cli.integrity_cmds import check_key
+
+    check_key(anchor_key)
     ledger = api_ledger(ctx)
     bar = None
     progress = None
@@ -58,6 +72,10 @@ def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> Non
         click.echo(f"warning: {w}", err=True)
     verb = "would be appended" if dry_run else "appended"
     click.echo(f"{report.appended} {verb}, {report.duplicates} duplicates")
+    if anchor_file is not None and not dry_run:
+        from backflush.cli.integrity_cmds import append_anchor
+
+        append_anchor(ledger.store(), anchor_file, anchor_key)
 
 
 def write_chunks(out: BinaryIO, rows: Iterable[dict[str, Any]], columns: list[str],
@@ -112,18 +130,3 @@ def events_cmd(
     cols = EVENT_COLUMNS + (["event"] if fmt != "table" else [])
     with output_file(ctx, None, "stdout") as out:
         write_chunks(out, rows, cols, fmt)
-
-
-@cli.command("verify")
-@click.pass_context
-def verify_cmd(ctx: click.Context) -> None:
-    """Check every stream's hash chain: nothing altered, removed or reordered."""
-    result = api_ledger(ctx).verify()
-    if not result.ok:
-        for p in result.problems:
-            click.echo(f"TAMPERED {p}", err=True)
-        n = len(result.problems)
-        plural = "s" if n != 1 else ""
-        click.echo(f"Error: {n} integrity problem{plural} in {result.checked} events", err=True)
-        ctx.exit(EXIT_USAGE)
-    click.echo(f"ok: {result.checked} events, every stream's chain intact")

@@ -20,10 +20,11 @@ __all__ = ["cli", "main"]  # noqa: F822  (cli: module __getattr__ below)
 
 # Command modules, and which of them defines each command. A command missing from the map
 # (or `--help`) loads them all, so a new module only has to be listed in COMMAND_MODULES.
-COMMAND_MODULES = ("ledger_cmds", "queries", "audit", "tools", "moves")
+COMMAND_MODULES = ("ledger_cmds", "integrity_cmds", "queries", "audit", "tools", "moves")
 COMMAND_HOME = {
     "import": "ledger_cmds", "export": "ledger_cmds", "events": "ledger_cmds",
-    "verify": "ledger_cmds", "onhand": "queries", "wip": "queries", "consumption": "queries",
+    "verify": "integrity_cmds", "anchor": "integrity_cmds", "onhand": "queries",
+    "wip": "queries", "consumption": "queries",
     "hours": "queries", "rebuild": "queries", "findings": "audit", "audit": "audit",
     "policy": "audit", "demo": "audit", "simulate": "tools", "moves": "moves",
 }

@@ -177,7 +177,9 @@ def collect(ctx: click.Context | None = None) -> dict[str, Any]:
     for opt in ("from_", "to"):
         if params.get(opt) is not None:
             out[opt.rstrip("_")] = _when(params[opt], "--" + opt.rstrip("_"))
-    ledger = root.get("ledger")
+    # the store the command opened (provenance never opens one itself: a read-only open
+    # decided by the command must stay read-only)
+    ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
     if ledger is None:
         out["verify"] = {"status": "ledger not opened"}
         return out

@@ -195,7 +195,8 @@ def enrich(a: dict[str, Any], ledger: Any = None, at: datetime | None = None) ->
         import click
 
         ctx = click.get_current_context(silent=True)
-        ledger = None if ctx is None else (ctx.find_root().obj or {}).get("ledger")
+        root = {} if ctx is None else (ctx.find_root().obj or {})
+        ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
         raw = None if ctx is None or at is not None else ctx.params.get("at")
         if isinstance(raw, datetime):
             at = raw

@@ -12,6 +12,8 @@ queue instead of racing for stream positions.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from backflush.ledger.anchor import CHAIN_DDL, chain_unlinked, link_events
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteFactory
 from eventsourcing.utils import Environment
@@ -45,7 +48,13 @@ INDEX_DDL = [
     "CREATE INDEX IF NOT EXISTS bf_events_rec ON bf_events (rec_us, at_us)",
     "CREATE INDEX IF NOT EXISTS bf_events_type ON bf_events (type, at_us, seq)",
     "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
+    CHAIN_DDL,  # the ledger-wide chain (ledger.anchor)
+    # Each verify's result (ledger.integrity.record): the provenance queries can show.
+    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
+    " heads TEXT)",
 ]
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
+LOCK_NOTICE_AFTER = 1.0  # seconds of waiting before saying so on stderr
 
 
 def default_db() -> str:
@@ -113,29 +122,53 @@ class Cursor:
 class Ledger:
     """The only door to the stored events (and to the projections' tables beside them)."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        readonly: bool = False,
+        lock_timeout: float | None = None,
+    ):
+        """Open the ledger at ``url`` (a SQLite path or a ``postgresql://`` URL).
+
+        ``readonly``: open SQLite read-only (``mode=ro``; ``immutable=1`` when the folder is
+        not writable and no write-ahead log is pending, as on read-only media) and create
+        nothing. ``lock_timeout``: seconds a write waits for the write lock (default env
+        ``BACKFLUSH_LOCK_TIMEOUT``, else 60).
+        """
         self.url = url or default_db()
+        self.readonly = readonly
+        self.lock_timeout = _lock_timeout(lock_timeout)
+        wait = str(max(1, int(self.lock_timeout + 0.999)))
         if self.url.startswith(("postgresql://", "postgres://")):
             from eventsourcing.postgres import PostgresFactory  # only when asked for
 
             self.dialect = "postgres"
-            self.factory = PostgresFactory(Environment(env=_pg_env(self.url)))
+            env = _pg_env(self.url)
+            env["POSTGRES_LOCK_TIMEOUT"] = wait
+            self.factory = PostgresFactory(Environment(env=env))
         else:
             self.dialect = "sqlite"
             path = self.url.removeprefix("sqlite:///")
             self.factory = SQLiteFactory(
                 Environment(
                     env={
-                        "SQLITE_DBNAME": path,
+                        "SQLITE_DBNAME": _ro_uri(path) if readonly else path,
                         "ORIGINATOR_ID_TYPE": "text",
-                        "SQLITE_LOCK_TIMEOUT": "60",
+                        "SQLITE_LOCK_TIMEOUT": wait,
                         "CREATE_TABLE": "false",
                     }
                 )
             )
         self.datastore = self.factory.datastore
         self.recorder = self.factory.application_recorder()
-        if not self._schema_ready():
+        if readonly:
+            if not self._schema_ready(chain=False):
+                from backflush.errors import LedgerNotFound
+
+                self.close()
+                raise LedgerNotFound(f"no backflush ledger at {self.url!r}")
+        elif not self._schema_ready():
             with self._schema_lock():
                 self.recorder.create_table()
                 with self.transaction(commit=True) as cur:
@@ -144,12 +177,16 @@ class Ledger:
                     cur.execute("SELECT k FROM bf_lock WHERE k = 1")
                     if cur.fetchone() is None:
                         cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
+                    # A ledger made before the ledger-wide chain: link what it holds.
+                    chain_unlinked(cur)
 
-    def _schema_ready(self) -> bool:
+    def _schema_ready(self, *, chain: bool = True) -> bool:
         # The lock row is written last when the schema is made: if it is there, opening
         # must not run DDL again, which on PostgreSQL would queue behind a running import.
         try:
             with self.transaction(commit=False) as cur:
+                if chain:  # a ledger older than the chain table is brought up to date
+                    cur.execute("SELECT seq FROM bf_chain LIMIT 1").fetchall()
                 return cur.execute("SELECT k FROM bf_lock WHERE k = 1").fetchone() is not None
         except Exception:  # missing table: each driver names it differently
             return False
@@ -195,11 +232,32 @@ class Ledger:
 
         Taking the lock before any read means stream heads read inside it cannot change
         under us: a second importer waits here instead of failing on a position clash.
+        The wait is bounded by ``lock_timeout`` (then ``OperationalError``, exit 3) and
+        said on stderr once it lasts more than a second.
         """
         with self.transaction(commit=commit) as cur:
-            if self.dialect == "postgres":
-                cur.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
-            cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
+            notice = threading.Timer(LOCK_NOTICE_AFTER, _say_waiting)
+            notice.daemon = True
+            notice.start()
+            try:
+                if self.dialect == "postgres":
+                    cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+                    cur.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                else:
+                    cur.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+                cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
+            except Exception as exc:
+                if _is_lock_timeout(exc):
+                    from backflush.errors import OperationalError
+
+                    raise OperationalError(
+                        f"the ledger's write lock was not free within {self.lock_timeout:g} s"
+                        " (another import or catch-up holds it; BACKFLUSH_LOCK_TIMEOUT sets"
+                        " the wait)"
+                    ) from None
+                raise
+            finally:
+                notice.cancel()
             yield cur
 
     # --- writing -------------------------------------------------------------------------
@@ -253,6 +311,8 @@ class Ledger:
                 for q, r in zip(seqs, rows, strict=True)
             ],
         )
+        chained = zip(seqs, rows, strict=True)
+        link_events(cur, [(q, r.stream, r.version, r.hash, r.rec_us) for q, r in chained])
 
     # --- reading -------------------------------------------------------------------------
 
@@ -329,6 +389,48 @@ class Ledger:
         """Number of events recorded."""
         with self.transaction(commit=False) as cur:
             return cur.execute("SELECT COUNT(*) AS n FROM bf_events").fetchone()["n"]
+
+
+def _lock_timeout(value: float | None) -> float:
+    if value is not None:
+        return float(value)
+    env = os.environ.get("BACKFLUSH_LOCK_TIMEOUT", "").strip()
+    try:
+        return float(env) if env else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        from backflush.errors import BadInput
+
+        raise BadInput(f"BACKFLUSH_LOCK_TIMEOUT: not a number of seconds: {env!r}") from None
+
+
+def _say_waiting() -> None:
+    print("waiting for the ledger's write lock…", file=sys.stderr, flush=True)
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "lock timeout" in text or "locknotavailable" in (
+        type(exc).__name__.lower()
+    )
+
+
+def _ro_uri(path: str) -> str:
+    """SQLite URI opening ``path`` read-only, and immutable when on read-only media.
+
+    A WAL database needs its ``-shm`` file; where the folder cannot be written it cannot be
+    made, and ``immutable=1`` is the way to read it. That is only safe when no write-ahead
+    log is waiting to be checkpointed (a cleanly closed ledger has none).
+    """
+    from urllib.parse import quote
+
+    apath = os.path.abspath(path)
+    folder = os.path.dirname(apath) or "."
+    uri = "file:" + quote(apath) + "?mode=ro"
+    wal = apath + "-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+    if not os.access(folder, os.W_OK) and not pending and not os.path.exists(apath + "-shm"):
+        uri += "&immutable=1"
+    return uri
 
 
 def _pg_env(url: str) -> dict[str, str]:
