@@ -803,8 +803,13 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def entry_point(bf_script: Path) -> str:
-    """``module:function`` the ``backflush`` console script calls."""
+def entry_point(script: Path) -> str:
+    """``module:function`` the ``backflush`` console script calls (read from the script)."""
+    import re
+
+    m = re.search(r"^from ([\w.]+) import (\w+)$", script.read_text(errors="replace"), re.M)
+    if m:
+        return f"{m[1]}:{m[2]}"
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="console_scripts", name="backflush"):
