@@ -411,14 +411,19 @@ class SQLiteBackend(Backend):
         return dt
 
     def payload_table(self, con: sqlite3.Connection) -> tuple[str, str]:
-        """(table, column) holding the stored payloads: a ``state``/``payload`` column."""
+        """(table, column) holding the stored payloads.
+
+        The table with a ``state`` or ``payload`` column and the most rows (``stored_events``
+        on a tie): the store may move its payloads to a table of its own, and leave an empty
+        ``stored_events`` behind.
+        """
         found = []
         for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             cols = {r[1] for r in con.execute(f'PRAGMA table_info("{t}")')}
             for c in ("state", "payload"):
                 if c in cols:
                     n = con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
-                    found.append((t != "stored_events", -n, t, c))
+                    found.append((-n, t != "stored_events", t, c))
                     break
         if not found:
             raise BenchError("no table with a state/payload column in the ledger")
@@ -508,7 +513,7 @@ class PostgresBackend(Backend):
             found = []
             for schema, table, col in rows:
                 n = conn.execute(f'SELECT COUNT(*) FROM "{schema}"."{table}"').fetchone()[0]
-                found.append((table != "stored_events", -n, schema, table, col))
+                found.append((-n, table != "stored_events", schema, table, col))
         if not found:
             raise BenchError("no table with a state/payload column in the ledger")
         _, _, schema, table, col = min(found)
