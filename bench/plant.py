@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -317,7 +318,8 @@ class BenchError(Exception):
 def check(p: Proc, what: str) -> Proc:
     """Raise ``BenchError`` unless the process exited 0."""
     if p.rc != 0:
-        raise BenchError(f"{what}: exit {p.rc}: {' '.join(p.argv[-6:])}\n{p.err.strip()}")
+        argv = ["<import wrapper>" if a == IMPORT_WRAPPER else a for a in p.argv]
+        raise BenchError(f"{what}: exit {p.rc}: {' '.join(argv)}\n{p.err.strip()}")
     return p
 
 
@@ -506,9 +508,11 @@ class PostgresBackend(Backend):
     def raw_read(self, url: str) -> tuple[float, int, str]:
         with self.psycopg.connect(url) as conn:
             rows = conn.execute(
-                "SELECT table_schema, table_name, column_name FROM information_schema.columns"
-                " WHERE column_name IN ('state', 'payload')"
-                " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+                "SELECT c.table_schema, c.table_name, c.column_name"
+                " FROM information_schema.columns c JOIN information_schema.tables t"
+                " USING (table_schema, table_name)"
+                " WHERE c.column_name IN ('state', 'payload') AND t.table_type = 'BASE TABLE'"
+                " AND c.table_schema NOT IN ('pg_catalog', 'information_schema')"
             ).fetchall()
             found = []
             for schema, table, col in rows:
@@ -823,12 +827,20 @@ def entry_point(script: Path) -> str:
     return "backflush.cli.main:main"
 
 
-def git_head() -> str | None:
-    """The repository's commit (for the report), if this is a git checkout."""
+def git_head(py: str) -> str | None:
+    """The commit of the checkout the measured ``backflush`` package is installed from."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        where = subprocess.run(
+            [py, "-P", "-c", "import backflush, os; print(os.path.dirname(backflush.__file__))"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.strip()
+        out = subprocess.run(["git", "-C", where or str(REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", where or str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+        head = out.stdout.strip()
+        return (head + ("+dirty" if dirty else "")) or None
     except OSError:
         return None
 
@@ -891,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python bench/plant.py " + " ".join(sys.argv[1:] if argv is None
                                                            else argv),
             "backflush_version": version,
-            "git": git_head(),
+            "git": git_head(py),
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
@@ -917,9 +929,10 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, hist, b, bf, py, entry_point(script), work, log)
         try:
             s = bench.run()
-        except BenchError as exc:
-            log(f"[{b.name}] FAILED: {exc}")
-            report["errors"].append({"backend": b.name, "error": str(exc)})
+        except Exception as exc:  # report what was measured, then go on to the next backend
+            msg = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()
+            log(f"[{b.name}] FAILED: {msg}")
+            report["errors"].append({"backend": b.name, "error": msg})
             s = bench.s
             status = 1
         finally:
