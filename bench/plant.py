@@ -776,6 +776,13 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
             rows.append(Row(name, f"{cmd.removesuffix(' --json')} [{label}]",
                             f"{v * 1000:.1f} ms" if v else "n/a", "<= 5x python -c pass", r,
                             None if r is None else r <= 5, f"backflush --db {L} {cmd}"))
+    f, p = m.get("big.findings_order"), m.get("big.pass")
+    if f and p:
+        # Issue 7 item 4 asks <= 100 ms for the per-order path; a whole process also starts
+        # the interpreter, so this takes python -c pass off (still counting the CLI's start).
+        rows.append(Row(name, f"findings --order O, net of python -c pass [{h.big.events:,} ev]",
+                        f"{(f - p) * 1000:.1f} ms", "<= 100 ms", None, f - p <= 0.1,
+                        f"backflush --db {L} findings --order O --json"))
     for q in ("events", "export", "findings", "hours"):
         key = f"stream.{q}"
         if key not in s.t:

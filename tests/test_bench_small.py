@@ -66,6 +66,7 @@ FIGURES = [
     "onhand --at T [", "wip --at T [", "consumption --order O [", "findings --order O [",
     "events: first output byte", "export: first output byte", "findings: first output byte",
     "hours: first output byte", "peak RSS: import", "peak RSS: rebuild", "peak RSS: events",
+    "findings --order O, net of python -c pass",
     "peak RSS: hours",
 ]
 
@@ -139,7 +140,7 @@ def test_rows_follow_from_samples() -> None:
         "raw_insert": 1.0, "raw_read": 0.5, "ingest": 4.0, "import": 5.0,
         "first_query": 1.0, "rebuild": 2.0, "late_total": 0.25,
         "small.pass": 0.02, "small.version": 0.07, "small.onhand": 0.09,
-        "big.pass": 0.02, "big.version": 0.05, "big.onhand": 0.11,
+        "big.pass": 0.02, "big.version": 0.05, "big.onhand": 0.11, "big.findings_order": 0.13,
     }.items():
         s.add(key, v)
     tier = plant.Tier("big", Path("big.jsonl"), 1000, [], [], "")
@@ -163,6 +164,8 @@ def test_rows_follow_from_samples() -> None:
     assert rows["--version [1,000 ev]"].ok  # 2.5x
     assert rows["onhand --at T [100 ev]"].ok and rows["onhand --at T [1,000 ev]"].ok is False
     assert rows["wip --at T [1,000 ev]"].value == "n/a" and rows["wip --at T [1,000 ev]"].ok is None
+    net = rows["findings --order O, net of python -c pass [1,000 ev]"]
+    assert net.value == "110.0 ms" and net.ok is False  # > 100 ms
     md = plant.markdown(list(rows.values()))
     assert "| postgres | end to end: import + first query | 6.000 s |" in md
     assert "**FAIL**" in md
