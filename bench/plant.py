@@ -571,6 +571,7 @@ class Bench:
         self.work = work
         self.log = log
         self.s = Samples()
+        self.errors: list[str] = []
 
     def cli(self, url: str, *argv: str) -> Proc:
         return spawn(self.bf + ["--db", url, *argv], cwd=self.work)
@@ -666,20 +667,38 @@ class Bench:
                 self.s.add("late_ingest", ingest)
             self.b.drop("late")
 
-    def run(self) -> Samples:
-        """All phases in order; the big and small ledgers are dropped unless ``--keep``."""
-        url = self.import_phase()
+    def phase(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one phase; on failure note it and go on, so a long run keeps what it has."""
+        try:
+            return fn()
+        except Exception as exc:
+            msg = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()
+            self.log(f"[{self.b.name}] {what} FAILED: {msg}")
+            self.errors.append(f"{what}: {msg}")
+            return None
+
+    def small_ledger(self) -> str:
+        """The small ledger, imported and caught up (not timed)."""
         small = self.b.fresh("small")
         self.cli_import(small, self.h.small.path)
         check(self.cli(small, "onhand", "--json"), "small first query")
-        self.rebuild_phase(url)
-        for tier, u in ((self.h.small, small), (self.h.big, url)):
-            self.query_phase(tier, u)
-        self.stream_phase(url)
-        self.late_phase(url)
+        return small
+
+    def run(self) -> Samples:
+        """All phases in order; the big and small ledgers are dropped unless ``--keep``."""
+        url = self.phase("import", self.import_phase)
+        small = self.phase("small ledger", self.small_ledger)
+        if url:
+            self.phase("rebuild", lambda: self.rebuild_phase(url))
+        if small:
+            self.phase("queries (small)", lambda: self.query_phase(self.h.small, small))
+        if url:
+            self.phase("queries (big)", lambda: self.query_phase(self.h.big, url))
+            self.phase("streaming", lambda: self.stream_phase(url))
+            self.phase("late import", lambda: self.late_phase(url))
         if not self.args.keep:
-            self.b.drop("big")
-            self.b.drop("small")
+            for role in ("big", "small", "late"):
+                self.b.drop(role)
         return self.s
 
 
@@ -834,6 +853,17 @@ def entry_point(script: Path) -> str:
     return "backflush.cli.main:main"
 
 
+def script_python(script: Path) -> str:
+    """The Python the ``backflush`` script runs on (its ``#!`` line), else this one."""
+    first = script.read_bytes().split(b"\n", 1)[0]
+    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        words = [shutil.which(words[1]) or words[1]]
+    if words and "python" in Path(words[0]).name:
+        return words[0]
+    return sys.executable
+
+
 def git_head(py: str) -> str | None:
     """The commit of the checkout the measured ``backflush`` package is installed from."""
     try:
@@ -883,8 +913,7 @@ def main(argv: list[str] | None = None) -> int:
     if not script.exists():
         ap.error(f"backflush script not found: {script}")
     # The interpreter the script runs on, for `python -c pass` and the import wrapper.
-    first = script.read_bytes().split(b"\n", 1)[0]
-    py = first[2:].decode().strip() if first.startswith(b"#!") else sys.executable
+    py = script_python(script)
     bf = [str(script)]
     started = time.time()
 
@@ -936,14 +965,14 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, hist, b, bf, py, entry_point(script), work, log)
         try:
             s = bench.run()
-        except Exception as exc:  # report what was measured, then go on to the next backend
-            msg = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()
-            log(f"[{b.name}] FAILED: {msg}")
-            report["errors"].append({"backend": b.name, "error": msg})
+        except Exception:  # report what was measured, then go on to the next backend
+            bench.errors.append(traceback.format_exc())
             s = bench.s
-            status = 1
         finally:
             b.close(args.keep)
+        for msg in bench.errors:
+            report["errors"].append({"backend": b.name, "error": msg})
+            status = 1
         report["backends"][b.name] = {
             "median_s": {k: median(v) for k, v in s.t.items()},
             "samples_s": s.t,

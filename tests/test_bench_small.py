@@ -132,6 +132,36 @@ def test_bench_postgres_small(tmp_path: Path, pg_url: str) -> None:
     assert left == []
 
 
+def test_a_failing_command_is_reported_and_the_rest_measured(tmp_path: Path) -> None:
+    """A command that fails costs its own figures, not the whole (long) run."""
+    real = Path(sys.executable).parent / "backflush"
+    fake = tmp_path / "backflush"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = rebuild ] && { echo "rebuild broke" >&2; exit 3; }; done\n'
+        f'exec "{real}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(PLANT), *SMALL, "--events", "1500", "--out", str(out),
+         "--backflush", str(fake)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 1
+    report = orjson.loads((out / "report.json").read_bytes())
+    (err,) = report["errors"]
+    assert err["error"].startswith("rebuild: rebuild: exit 3") and "rebuild broke" in err["error"]
+    rows = {r["figure"]: r for r in report["rows"]}
+    assert rows["full rebuild, whole process"]["measured"] == "n/a"
+    assert rows["full rebuild, whole process"]["result"] == "n/a"
+    medians = report["backends"]["sqlite"]["median_s"]
+    assert "rebuild" not in medians
+    for key in ("import", "big.onhand", "stream.hours", "late_total"):  # phases after it ran
+        assert medians[key] > 0
+    assert not list((out / "work" / "sqlite").glob("*.db"))
+
+
 def test_rows_follow_from_samples() -> None:
     """Ratios are baseline time / ledger time; verdicts compare them with issue 7's targets."""
     plant = _plant()
