@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOUR_US = 3_600_000_000
 LATE_WINDOW_US = 24 * HOUR_US
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIMEOUT = [3600.0]  # seconds per command (--timeout); a list so main() can set it
 
 # Runs the console entry point with ``run_import`` timed, so one ``import`` process gives both
 # the whole-process time and the ingest phase alone. Patched before the CLI is imported, so a
@@ -111,6 +113,10 @@ def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> P
             env=env,
         )
         assert p.stdout is not None
+        # A hung command (a lock that never comes) must not hang an hour-long run.
+        watchdog = threading.Timer(TIMEOUT[0], p.kill)
+        watchdog.daemon = True
+        watchdog.start()
         fd = p.stdout.fileno()
         ttfb: float | None = None
         n = 0
@@ -123,6 +129,7 @@ def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> P
                 head += chunk[: (1 << 16) - len(head)]
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
+        watchdog.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
         p.stdout.close()
         errf.seek(0)
@@ -318,6 +325,8 @@ class BenchError(Exception):
 def check(p: Proc, what: str) -> Proc:
     """Raise ``BenchError`` unless the process exited 0."""
     if p.rc != 0:
+        if p.rc == -9:
+            what += f" (killed after --timeout {TIMEOUT[0]:g} s?)"
         argv = ["<import wrapper>" if a == IMPORT_WRAPPER else a for a in p.argv]
         raise BenchError(f"{what}: exit {p.rc}: {' '.join(argv)}\n{p.err.strip()}")
     return p
@@ -903,7 +912,10 @@ def main(argv: list[str] | None = None) -> int:
                     " this python)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the ledgers")
+    ap.add_argument("--timeout", type=float, default=3600.0,
+                    help="seconds before a command is killed (counted as failed)")
     args = ap.parse_args(argv)
+    TIMEOUT[0] = args.timeout
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
