@@ -862,6 +862,14 @@ def entry_point(script: Path) -> str:
     return "backflush.cli.main:main"
 
 
+def redact(arg: str) -> str:
+    """A command-line argument with the password of a URL in it replaced by ``***``."""
+    u = urlsplit(arg)
+    if u.scheme.startswith("postgres") and u.password:
+        return urlunsplit(u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@")))
+    return arg
+
+
 def script_python(script: Path) -> str:
     """The Python the ``backflush`` script runs on (its ``#!`` line), else this one."""
     first = script.read_bytes().split(b"\n", 1)[0]
@@ -948,8 +956,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": "python bench/plant.py " + " ".join(sys.argv[1:] if argv is None
-                                                           else argv),
+            "command": "python bench/plant.py " + " ".join(
+                redact(a) for a in (sys.argv[1:] if argv is None else argv)),
             "backflush_version": version,
             "git": git_head(py),
             "python": platform.python_version(),

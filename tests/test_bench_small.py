@@ -206,3 +206,10 @@ def test_spread_is_even_and_keeps_the_ends() -> None:
     assert plant.spread(list(range(101)), 5) == [0, 25, 50, 75, 100]
     assert plant.spread([1, 2, 3], 1) == [2]
     assert plant.spread([], 3) == []
+
+
+def test_the_report_never_shows_a_password() -> None:
+    plant = _plant()
+    assert plant.redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert plant.redact("postgresql://postgres@h:5432/db") == "postgresql://postgres@h:5432/db"
+    assert plant.redact("--events") == "--events"
