@@ -126,7 +126,8 @@ def test_an_overlong_line_is_refused_without_reading_it_whole(sqlite_db, tmp_pat
     path = tmp_path / "long.jsonl"
     with path.open("w") as fh:
         fh.write(json.dumps(SETUP[1]) + "\n")
-        fh.write('{"type":"ItemDefined","at":"%s","item":"%s"}\n' % (AT, "x" * (MAX_LINE + 10)))
+        long_item = {"type": "ItemDefined", "at": AT, "item": "x" * (MAX_LINE + 10)}
+        fh.write(json.dumps(long_item) + "\n")
         fh.write(json.dumps(SETUP[0]) + "\n")
     r = run(sqlite_db, "import", str(path))
     assert r.exit_code == 2
