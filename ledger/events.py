@@ -20,6 +20,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
+from backflush.ledger import names
+from backflush.ledger.names import INVENTORY_TYPES as INVENTORY_TYPES  # re-exported
+from backflush.ledger.names import MASTER_TYPES as MASTER_TYPES
+from backflush.ledger.names import ORDER_TYPES as ORDER_TYPES
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -358,23 +362,24 @@ EVENT_TYPES: dict[str, type[_Event]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in EVENT_MODELS
 }
-MASTER_TYPES = frozenset(
-    {"ItemDefined", "ResourceDefined", "BomDefined", "RouteDefined", "ProductionParametersSet"}
-)
-INVENTORY_TYPES = frozenset(
-    {"InventoryReceived", "InventoryTransferred", "InventoryCounted", "Picked", "Put"}
-)
-ORDER_TYPES = frozenset(
-    {
-        "OrderCreated",
-        "OrderReleased",
-        "OrderStarted",
-        "OperationReported",
-        "ReportedAsFinished",
-        "MaterialConsumed",
-        "OrderEnded",
-    }
-)
+# The plain-data names (``ledger.names``, importable without pydantic) must say what the
+# models say: checked once here, so the two cannot drift apart.
+if tuple(EVENT_TYPES) != names.EVENT_TYPES:
+    raise AssertionError("ledger.names.EVENT_TYPES disagrees with the event models")
+if names.MASTER_TYPES | names.INVENTORY_TYPES | names.ORDER_TYPES | {"Reversal"} != set(
+    EVENT_TYPES
+) or len(names.MASTER_TYPES) + len(names.INVENTORY_TYPES) + len(names.ORDER_TYPES) + 1 != len(
+    EVENT_TYPES
+):
+    raise AssertionError("ledger.names type groups do not partition the event types")
+if (
+    PRINCIPLES != names.PRINCIPLES
+    or DEVICES != names.DEVICES
+    or FlushingRule.model_fields["trigger"].annotation.__args__ != names.TRIGGERS  # type: ignore[union-attr]
+    or FlushingRule.model_fields["basis"].annotation.__args__ != names.BASES  # type: ignore[union-attr]
+    or ItemDefined.model_fields["tracking"].annotation.__args__ != names.TRACKING  # type: ignore[union-attr]
+):
+    raise AssertionError("ledger.names literals disagree with the event models")
 
 AnyEvent = Annotated[
     Union[tuple(EVENT_MODELS)],  # noqa: UP007 - a runtime-built union needs Union[...]

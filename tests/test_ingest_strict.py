@@ -141,3 +141,23 @@ def test_garbage_is_refused_with_a_reason_or_imports_and_replays(lines, tmp_path
         assert q.exception is None or isinstance(q.exception, SystemExit), (args, q.exc_info)
         assert q.exit_code in (0, 1), (args, q.output)
         json.loads(q.stdout)
+
+
+def test_type_names_load_without_pydantic_and_agree_with_the_models():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, backflush.ledger.names as n; "
+        "assert 'pydantic' not in sys.modules, 'names imported pydantic'; "
+        "print(len(n.EVENT_TYPES))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    from backflush.ledger import events, names
+
+    assert tuple(events.EVENT_TYPES) == names.EVENT_TYPES
+    assert events.MASTER_TYPES == names.MASTER_TYPES
+    assert events.ORDER_TYPES == names.ORDER_TYPES
+    assert events.INVENTORY_TYPES == names.INVENTORY_TYPES
+    assert events.DEVICES == names.DEVICES and events.PRINCIPLES == names.PRINCIPLES
