@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
+from backflush.ledger import names
+from backflush.ledger.names import INVENTORY_TYPES as INVENTORY_TYPES  # re-exported
+from backflush.ledger.names import MASTER_TYPES as MASTER_TYPES
+from backflush.ledger.names import ORDER_TYPES as ORDER_TYPES
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -30,14 +37,106 @@ from pydantic import (
     ValidationError,
 )
 
-# Names and ids end up in text columns, and PostgreSQL text cannot hold NUL: refuse it on
-# both backends alike.
-_NO_NUL = r"^[^\x00]*$"
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_NO_NUL)]
+# Names, ids and texts end up in text columns and on terminals. PostgreSQL text cannot
+# hold NUL; control characters (C0, DEL, C1), line/paragraph separators, lone surrogates
+# and bidirectional marks, embeddings, overrides and isolates can forge table rows or
+# repaint a terminal, and make two different names look alike. Refused on both backends.
+BAD_CHARS = (
+    "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff"
+)
+_CLEAN = f"^[^{BAD_CHARS}]*$"
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_CLEAN)]
+Text = Annotated[StrictStr, Field(max_length=2000, pattern=_CLEAN)]
 # Line and operation numbers: any integer the stored encoding (orjson, 64-bit) can hold.
 Int = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Qty = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-SignedQty = Annotated[Decimal, Field(allow_inf_nan=False)]
+
+# --- strict decimals ---------------------------------------------------------------------
+# The plain grammar -?digits[.digits][e±digits], ASCII digits only: no "1_000", no " 5 ",
+# no "٥", no "+5", no ".5", no NaN or Infinity.
+DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Bounds that keep every accepted quantity exact in the engine's arithmetic (28 digits):
+# |q| < 10^15 with at most 12 decimal places is at most 27 significant digits.
+MAX_MAGNITUDE = 15  # |q| < 10^15
+MAX_SCALE = 12
+_RANGE = f"out of range: |q| must be below 10^{MAX_MAGNITUDE} with at most {MAX_SCALE} decimals"
+
+
+def _exact_decimal(v: Any) -> Any:
+    """A JSON number (int, or Decimal from an exact parse) or a decimal string, as Decimal."""
+    if type(v) is int:
+        if abs(v) >= 10**MAX_MAGNITUDE:
+            raise ValueError(_RANGE)
+        return Decimal(v)
+    if type(v) is Decimal:
+        return v
+    if type(v) is str:
+        if len(v) > 64 or not DECIMAL_TEXT.fullmatch(v):
+            raise ValueError("must be a decimal number such as 12 or 0.25 (digits, one point)")
+        return Decimal(v)
+    if type(v) is float:
+        # Only a caller handing over Python floats gets here (JSON is parsed exactly).
+        raise ValueError("must be an exact decimal, not a binary float")
+    raise ValueError("must be a decimal number (a JSON number or a decimal string)")
+
+
+def _bounded(d: Decimal) -> Decimal:
+    if not d.is_finite():
+        raise ValueError("must be a finite number")
+    exp = d.as_tuple().exponent
+    if exp < -MAX_SCALE or d.adjusted() >= MAX_MAGNITUDE:  # type: ignore[operator]
+        raise ValueError(_RANGE)
+    return d
+
+
+Qty = Annotated[
+    Decimal, BeforeValidator(_exact_decimal), Field(ge=0), AfterValidator(_bounded)
+]
+SignedQty = Annotated[Decimal, BeforeValidator(_exact_decimal), AfterValidator(_bounded)]
+PositiveQty = Annotated[
+    Decimal, BeforeValidator(_exact_decimal), Field(gt=0), AfterValidator(_bounded)
+]
+
+# --- strict timestamps -------------------------------------------------------------------
+# RFC 3339 date-time with an offset; at most microseconds (a 7th digit would be dropped).
+AT_TEXT = re.compile(
+    r"([0-9]{4})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_NAIVE_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
+)
+_NAIVE = "timestamp has no UTC offset (naive timestamps are not accepted)"
+MIN_YEAR, MAX_YEAR = 1900, 2999
+
+
+def _rfc3339(v: Any) -> datetime:
+    if type(v) is not str:
+        raise ValueError("must be an RFC 3339 timestamp string, e.g. 2026-11-21T08:00:00Z")
+    m = AT_TEXT.fullmatch(v)
+    if m is None:
+        if _NAIVE_TEXT.fullmatch(v):
+            raise ValueError(_NAIVE)
+        raise ValueError(
+            "must be an RFC 3339 timestamp with offset, e.g. 2026-11-21T08:00:00Z"
+            " (at most 6 fraction digits)"
+        )
+    if not MIN_YEAR <= int(m[1]) <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    try:
+        return datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError("not a valid date or time") from None
+
+
+At = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def at_text(dt: datetime) -> str:
+    """The stored text of an ``at``: ISO 8601, the sender's offset kept, UTC as ``Z``."""
+    s = dt.isoformat()
+    return s[:-6] + "Z" if s.endswith("+00:00") else s
+
 Device = Literal["client", "job_terminal", "mobile", "route_card"]
 Principle = Literal[
     "start", "finish", "manual", "available_at_location", "operation_finish", "production_finish"
@@ -51,8 +150,8 @@ class _Strict(BaseModel):
 
 
 class _Event(_Strict):
-    at: AwareDatetime
-    id: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=_NO_NUL)] | None = None
+    at: At
+    id: Name | None = None
 
 
 # --- master data -------------------------------------------------------------------------
@@ -78,7 +177,7 @@ class BomLine(_Strict):
     line: Int
     item: Name
     qty: Qty
-    per: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] = Decimal(1)
+    per: PositiveQty = Decimal(1)
     scrap_pct: Qty = Decimal(0)
     scrap_const: Qty = Decimal(0)
     flushing: Principle | None = None
@@ -236,7 +335,7 @@ class OrderEnded(_Event):
 class Reversal(_Event):
     type: Literal["Reversal"]
     reverses: Name
-    reason: StrictStr | None = None
+    reason: Text | None = None
 
 
 EVENT_MODELS: tuple[type[_Event], ...] = (
@@ -263,23 +362,24 @@ EVENT_TYPES: dict[str, type[_Event]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in EVENT_MODELS
 }
-MASTER_TYPES = frozenset(
-    {"ItemDefined", "ResourceDefined", "BomDefined", "RouteDefined", "ProductionParametersSet"}
-)
-INVENTORY_TYPES = frozenset(
-    {"InventoryReceived", "InventoryTransferred", "InventoryCounted", "Picked", "Put"}
-)
-ORDER_TYPES = frozenset(
-    {
-        "OrderCreated",
-        "OrderReleased",
-        "OrderStarted",
-        "OperationReported",
-        "ReportedAsFinished",
-        "MaterialConsumed",
-        "OrderEnded",
-    }
-)
+# The plain-data names (``ledger.names``, importable without pydantic) must say what the
+# models say: checked once here, so the two cannot drift apart.
+if tuple(EVENT_TYPES) != names.EVENT_TYPES:
+    raise AssertionError("ledger.names.EVENT_TYPES disagrees with the event models")
+if names.MASTER_TYPES | names.INVENTORY_TYPES | names.ORDER_TYPES | {"Reversal"} != set(
+    EVENT_TYPES
+) or len(names.MASTER_TYPES) + len(names.INVENTORY_TYPES) + len(names.ORDER_TYPES) + 1 != len(
+    EVENT_TYPES
+):
+    raise AssertionError("ledger.names type groups do not partition the event types")
+if (
+    PRINCIPLES != names.PRINCIPLES
+    or DEVICES != names.DEVICES
+    or FlushingRule.model_fields["trigger"].annotation.__args__ != names.TRIGGERS  # type: ignore[union-attr]
+    or FlushingRule.model_fields["basis"].annotation.__args__ != names.BASES  # type: ignore[union-attr]
+    or ItemDefined.model_fields["tracking"].annotation.__args__ != names.TRACKING  # type: ignore[union-attr]
+):
+    raise AssertionError("ledger.names literals disagree with the event models")
 
 AnyEvent = Annotated[
     Union[tuple(EVENT_MODELS)],  # noqa: UP007 - a runtime-built union needs Union[...]
@@ -327,8 +427,10 @@ def _reason(err: dict[str, Any]) -> str:
         return "timestamp has no UTC offset (naive timestamps are not accepted)"
     if kind in ("greater_than_equal", "greater_than") and err.get("ctx", {}).get("ge") == 0:
         return "must not be negative"
-    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NO_NUL:
-        return "must not contain NUL characters"
+    if kind in ("string_pattern_mismatch", "string_unicode"):  # _CLEAN is the only pattern
+        return "must not contain control, line-separator or bidirectional characters"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
     if kind == "union_tag_not_found":
         return "required field is missing"
     if kind == "json_invalid":
@@ -350,25 +452,57 @@ def _errors(exc: ValidationError) -> list[EventError]:
     return out
 
 
-# A run of 16 or more digits and points may hold more digits than a double carries
-# exactly. Also matches inside strings, which only costs a second parse; a character
-# class without backtracking keeps the common case cheap (it runs on every line).
-_LONG_NUMBER = re.compile(rb"[\d.]{16,}")
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _key_path(key: str) -> str:
+    return key if _PLAIN_KEY.fullmatch(key) else json.dumps(key)
+
+
+def decode_exact(raw: bytes | str) -> Any:
+    """Parse one JSON text exactly: numbers as int/Decimal, duplicate keys and NaN refused.
+
+    This is the reference reading of a line (slow: the stdlib parser with hooks);
+    ``ledger.fastpath`` reads the common lines faster and must agree with it.
+    """
+    try:
+        return json.loads(
+            raw, parse_float=Decimal, parse_constant=_no_constant, object_pairs_hook=_pairs
+        )
+    except _DuplicateKey as dup:
+        raise EventErrors([EventError(_key_path(dup.key), "duplicate key")]) from None
+    except RecursionError:
+        raise EventErrors([EventError("(event)", "malformed JSON (nested too deeply)")]) from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, a 5000-digit number
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EventErrors([EventError("(event)", f"malformed JSON ({msg})")]) from None
 
 
 def parse_event(raw: bytes | str) -> _Event:
-    """Validate one JSON text as an event, or raise EventErrors listing every problem."""
-    try:
-        event = _ADAPTER.validate_json(raw)
-    except ValidationError as exc:
-        raise EventErrors(_errors(exc)) from None
-    if _LONG_NUMBER.search(raw.encode() if isinstance(raw, str) else raw):
-        # The fast path read JSON numbers through doubles: redo it with exact decimals.
-        try:
-            event = _ADAPTER.validate_python(json.loads(raw, parse_float=Decimal))
-        except ValidationError as exc:
-            raise EventErrors(_errors(exc)) from None
-    return event
+    """Validate one JSON text as an event, or raise EventErrors listing every problem.
+
+    Strict (DESIGN §1): exact decimals in the plain grammar and within bounds, ``at`` as
+    an RFC 3339 string with offset, no duplicate keys, no control or bidi characters.
+    """
+    return validate_payload(decode_exact(raw))
 
 
 class EventErrors(ValueError):
@@ -386,8 +520,8 @@ def normalise(event: _Event) -> dict[str, Any]:
     input; ``id`` is left to the caller (the store assigns one when the sender gave none).
     """
     d = event.model_dump(mode="json", exclude_none=True, exclude={"id"})
-    # pydantic renders aware datetimes as "...Z" or "+hh:mm": keep the sender's offset, it
-    # is a fact of the floor (which shift, which plant).
+    # Keep the sender's offset, it is a fact of the floor (which shift, which plant).
+    d["at"] = at_text(event.at)
     return d
 
 
@@ -414,7 +548,7 @@ def parse_policy(raw: bytes | str) -> dict[str, Any]:
         rules: list[FlushingRule] | None = None
 
     try:
-        policy = Policy.model_validate_json(raw)
+        policy = Policy.model_validate(decode_exact(raw))
     except ValidationError as exc:
         raise EventErrors(_errors(exc)) from None
     return policy.model_dump(mode="json")

@@ -141,10 +141,44 @@ def stream_of(p: dict[str, Any], order: str | None = None) -> str:
     return "inventory"
 
 
-def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes) of the non-blank lines of a file, streamed."""
+def _cannot_reverse(target: tuple[str, str, int], at_us: int) -> str | None:
+    """Why a Reversal of ``target`` (order, type, at_us) could undo nothing, if it could not.
+
+    DESIGN §2: a Reversal undoes an earlier inventory or order event. Master data is
+    versioned by a later definition instead; a Reversal of a Reversal would be an undo of
+    an undo the engine does not model; and one dated before its target would, replayed in
+    ``at`` order, come before the event it undoes.
+    """
+    _order, type_, target_at = target
+    if type_ in MASTER_TYPES:
+        return f"cannot reverse master data ({type_}): record a new definition instead"
+    if type_ == "Reversal":
+        return "cannot reverse a Reversal: record the event again instead"
+    if at_us < target_at:
+        return "dated before the event it reverses"
+    return None
+
+
+MAX_LINE = 1 << 20  # bytes: one event is small; a longer line is a broken file, not an event
+
+
+def read_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw bytes) of the non-blank lines of a file, streamed.
+
+    A line longer than ``MAX_LINE`` comes as ``None`` (it is skipped, not held in memory).
+    """
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, start=1):
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(MAX_LINE)
+                yield n, None
+                continue
             raw = raw.strip()
             if raw:
                 yield n, raw
@@ -210,6 +244,11 @@ def _validate(
         result.lines += 1
         if progress is not None and result.lines % 10_000 == 0:
             progress(result.lines)
+        if raw is None:
+            result.errors.append(
+                ImportError_(path, lineno, "(event)", f"line longer than {MAX_LINE} bytes")
+            )
+            continue
         try:
             event = parse_event(raw)
         except EventErrors as exc:
@@ -220,10 +259,14 @@ def _validate(
         bad = names.check(payload)
         if payload["type"] == "Reversal":
             target = appender.find(payload["reverses"])
+            payload_order = None
             if target is None:
                 bad.append(("reverses", f"unknown event id {payload['reverses']!r}"))
             else:
-                payload_order = target
+                why = _cannot_reverse(target, to_us(event.at))
+                if why:
+                    bad.append(("reverses", why))
+                payload_order = target[0]
         else:
             payload_order = payload.get("order")
         if bad:
@@ -252,24 +295,28 @@ class _Appender:
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
         self.pending: list[tuple[dict[str, Any], bytes, str, int, str | None, str, int]] = []
-        self.pending_ids: dict[str, tuple[str, str, str]] = {}
+        self.pending_ids: dict[str, tuple[str, str, str, str, int]] = {}
         # Once a line is bad nothing is written, but later lines may still refer to ids
         # of good earlier lines, or reuse them with other content: remember them as
         # id -> (digest, order) (memory only matters on the error path), and check them
         # against the ledger in batches so every id conflict is still reported.
-        self.ids_after_error: dict[str, tuple[str, str]] = {}
+        self.ids_after_error: dict[str, tuple[str, str, str, int]] = {}
         self.unchecked: list[tuple[str, str, str, int]] = []
 
-    def find(self, event_id: str) -> str | None:
-        """The order ('' when none) of an already known event id, or None when unknown."""
+    def find(self, event_id: str) -> tuple[str, str, int] | None:
+        """(order or '', type, at_us) of an already known event id, or None when unknown."""
         if event_id in self.pending_ids:
-            return self.pending_ids[event_id][2] or ""
+            _digest, _path, order, type_, at_us = self.pending_ids[event_id]
+            return order, type_, at_us
         if event_id in self.ids_after_error:
-            return self.ids_after_error[event_id][1]
-        row = self.cur.execute("SELECT ord FROM bf_events WHERE id = ?", (event_id,)).fetchone()
+            _digest, order, type_, at_us = self.ids_after_error[event_id]
+            return order, type_, at_us
+        row = self.cur.execute(
+            "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
+        ).fetchone()
         if row is None:
             return None
-        return row["ord"] or ""
+        return row["ord"] or "", row["type"], row["at_us"]
 
     def add(
         self,
@@ -283,13 +330,13 @@ class _Appender:
     ) -> None:
         if self.result.errors:
             # Nothing will be written: keep validating, stop doing write work.
-            self._check_only(p["id"], digest, order, path, line)
+            self._check_only(p["id"], digest, order, p["type"], at_us, path, line)
             return
         seen = self.pending_ids.get(p["id"])
         if seen is not None:
             self._duplicate_or_conflict(p["id"], digest, seen[0], path, line)
             return
-        self.pending_ids[p["id"]] = (digest, path, order or "")
+        self.pending_ids[p["id"]] = (digest, path, order or "", p["type"], at_us)
         self.pending.append((p, body, digest, at_us, order or None, path, line))
         if len(self.pending) >= BATCH:
             self.flush()
@@ -302,12 +349,15 @@ class _Appender:
                 ImportError_(path, line, "id", f"id {eid!r} already recorded with other content")
             )
 
-    def _check_only(self, eid: str, digest: str, order: str | None, path: str, line: int):
+    def _check_only(
+        self, eid: str, digest: str, order: str | None, type_: str, at_us: int, path: str,
+        line: int,
+    ):
         seen = self.pending_ids.get(eid) or self.ids_after_error.get(eid)
         if seen is not None:
             self._duplicate_or_conflict(eid, digest, seen[0], path, line)
             return
-        self.ids_after_error[eid] = (digest, order or "")
+        self.ids_after_error[eid] = (digest, order or "", type_, at_us)
         self.unchecked.append((eid, digest, path, line))
         if len(self.unchecked) >= BATCH:
             self._check_known()
@@ -324,8 +374,10 @@ class _Appender:
         """Append the buffered batch (after dropping duplicates of earlier imports)."""
         if self.result.errors:
             # Still report conflicts with the ledger of lines that will not be written.
-            for p, _body, digest, _at, _order, path, line in self.pending:
+            for p, _body, digest, at_us, order, path, line in self.pending:
                 self.unchecked.append((p["id"], digest, path, line))
+                # Later lines may still name these ids (a Reversal): keep them findable.
+                self.ids_after_error[p["id"]] = (digest, order or "", p["type"], at_us)
             if self.unchecked:
                 self._check_known()
             self.pending.clear()

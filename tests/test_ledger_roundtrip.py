@@ -54,7 +54,7 @@ SAMPLE = [
     {"type": "OrderStarted", "at": "2026-03-01T13:04:00.250000Z", "id": "rt-13",
      "order": "P1", "device": "client"},
     {"type": "OperationReported", "at": "2026-03-01T14:00:00Z", "id": "rt-14", "order": "P1",
-     "op": 10, "good": 3, "error": 0.1, "hours": "0.30000000000000000001"},
+     "op": 10, "good": 3, "error": 0.1, "hours": "123456789.123456789012"},
     {"type": "MaterialConsumed", "at": "2026-03-01T14:30:00Z", "id": "rt-15", "order": "P1",
      "item": "RAW", "qty": -0.1, "location": "M1-IN", "batch": "B1", "line": 10},
     {"type": "ReportedAsFinished", "at": "2026-03-01T15:00:00Z", "id": "rt-16",
@@ -163,7 +163,7 @@ def test_export_gives_back_the_same_ids_and_values(db_url, tmp_path):
     assert Decimal(by_id["rt-07"]["qty"]) == Decimal("12.345")
     assert datetime.fromisoformat(by_id["rt-07"]["at"]) == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert Decimal(by_id["rt-15"]["qty"]) == Decimal("-0.1")
-    assert Decimal(by_id["rt-14"]["hours"]) == Decimal("0.30000000000000000001")
+    assert Decimal(by_id["rt-14"]["hours"]) == Decimal("123456789.123456789012")
     assert by_id["rt-17"]["reverses"] == "rt-16"
 
 
@@ -177,10 +177,10 @@ def test_point_one_stays_exactly_point_one(db_url, tmp_path):
     ]
     path = tmp_path / "tenths.jsonl"
     write_lines(path, lines)
-    # Beyond a double's precision too: a float would round this to 0.1.
+    # Beyond a double's precision too (16 digits): a float would not keep this exactly.
     with path.open("a") as fh:
         fh.write('{"type": "InventoryReceived", "at": "2026-03-01T06:03:00Z", "id": "d-4",'
-                 ' "item": "X", "qty": 0.10000000000000000001, "location": "L"}\n')
+                 ' "item": "X", "qty": 1000.100000000001, "location": "L"}\n')
     assert run(db_url, "import", str(path)).exit_code == 0
 
     raw = export_bytes(db_url, tmp_path)
@@ -188,7 +188,7 @@ def test_point_one_stays_exactly_point_one(db_url, tmp_path):
     # Decimal strings in the export, exactly what was sent.
     assert qty["d-2"] == "0.1"
     assert qty["d-3"] == "0.2"
-    assert qty["d-4"] == "0.10000000000000000001"
+    assert qty["d-4"] == "1000.100000000001"
     assert Decimal(qty["d-2"]) + Decimal(qty["d-3"]) == Decimal("0.3")
     assert b"0.1000000000000000055" not in raw and b"0.30000000000000004" not in raw
     # The stored state carries the same exact text (no float anywhere in the ledger).
