@@ -1,27 +1,32 @@
 """Hypothesis strategies for valid event histories, and a small history builder.
 
-Shipped for users' property tests on flushing rules (DESIGN: "the package ships Hypothesis
-strategies"). Events are produced in the engine's input shape: normalised dicts with every
-field of DESIGN §2 filled in, quantities as ``Decimal``, ``at`` timezone-aware, unique ``id`` and
-``seq``, and the list sorted by (at, seq) — ready for ``Replay.apply_all``.
+For property tests on flushing rules (the third group DESIGN writes for). Events are produced
+in the engine's input shape: normalised dicts with every field of DESIGN §2 filled in,
+quantities as ``Decimal``, ``at`` timezone-aware, unique ``id`` and ``seq`` (the recording
+order), and the list sorted by (at, seq) -- ready for ``Replay.apply_all``. ``plain(events)``
+turns them into interchange dicts (what a JSONL file holds, what ``backflush.replay`` and
+``Ledger.import_events`` take), ``to_jsonl(events)`` into the text of a file.
 
 Typical use::
 
     from hypothesis import given
-    from backflush.projections.strategies import histories
-    from backflush.projections.engine import Replay
+    import backflush
+    from backflush.testing import histories, plain
 
-    @given(histories())
+    @given(histories(items=4, devices=("job_terminal", "mobile"), faults=("late",)))
     def test_my_policy(events):
-        Replay(policy=MY_POLICY).apply_all(events)
+        result = backflush.replay(plain(events), policy=MY_POLICY)
+        assert result.findings(code="DOUBLE_FLUSH") == []
+
+Knobs of ``histories``: ``items`` / ``resources`` / ``operations`` / ``routes`` (a count or
+the names), ``devices`` (the devices that report), ``faults`` (which of `FAULTS` may occur),
+and the size (``max_orders``, ``max_reports``).
 
 ``History`` builds the same dicts by hand (tests, examples)::
 
     h = History()
     h.add("ItemDefined", 0, item="WHS6", tracking="batch")
     events = h.events()
-
-``hypothesis`` is imported lazily-by-module: this module needs it installed (test extra).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from backflush.projections.rules import BASES, DEVICES, PRINCIPLES, TRIGGER_KINDS
 from hypothesis import strategies as st
+
+from backflush.projections.rules import BASES, DEVICES, PRINCIPLES, TRIGGER_KINDS
 
 BASE_TIME = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 SEQ_STEP = 1000  # room to split an event into up to 999 parts with their own seq
@@ -151,69 +157,126 @@ SCRAP_PCTS = ("0", "0", "5", "12.5")
 SCRAP_CONSTS = ("0", "0", "1", "0.5")
 
 
-def rules(resources=("R1", "R2", "R3")):
-    """A strategy for one flushing rule (DESIGN §4)."""
+def rules(resources=("R1", "R2", "R3"), devices=DEVICES):
+    """A strategy for one flushing rule (DESIGN §4) naming ``resources`` and ``devices``."""
     principles = st.lists(st.sampled_from(PRINCIPLES), unique=True, max_size=3)
     return st.builds(
         lambda t, d, r, f, b: {"trigger": t, "device": d, "resource": r, "flush": f, "basis": b},
         st.sampled_from(TRIGGER_KINDS),
-        st.sampled_from(("*",) + DEVICES),
+        st.sampled_from(("*", *devices)),
         st.one_of(st.none(), st.sampled_from(resources)),
         st.one_of(principles, st.just("always")),
         st.sampled_from(BASES),
     )
 
 
-def rule_sets(resources=("R1", "R2", "R3")):
+def rule_sets(resources=("R1", "R2", "R3"), devices=DEVICES):
     """A strategy for a rule list: None (= D365 defaults) or the defaults plus extra rules."""
     from backflush.projections.rules import default_rules
 
     return st.one_of(
         st.none(),
-        st.lists(rules(resources), max_size=4).map(lambda extra: default_rules() + extra),
-        st.lists(rules(resources), max_size=6),
+        st.lists(rules(resources, devices), max_size=4).map(
+            lambda extra: default_rules() + extra),
+        st.lists(rules(resources, devices), max_size=6),
     )
 
 
-def policies(resources=("R1", "R2", "R3")):
+def policies(resources=("R1", "R2", "R3"), devices=DEVICES):
     """A strategy for a what-if policy (ProductionParametersSet-shaped dict)."""
     return st.builds(
         lambda loc, tol, r: {"default_input_location": loc, "tolerance_pct": tol, "rules": r},
         st.sampled_from(("BACKFLUSH", "IN1")),
         st.sampled_from((Decimal(0), Decimal(5))),
-        rule_sets(resources),
+        rule_sets(resources, devices),
     )
+
+
+FAULTS = ("reversal", "late", "put-without-pick", "over-report", "no-stock", "manual")
+"""What may go wrong on a generated floor (the ``faults`` knob of ``histories``):
+
+- ``reversal``: reversals of earlier inventory and order events;
+- ``late``: events recorded after later ones (a scanner syncing late): recording order (seq)
+  differs from floor order (at); without it the two agree;
+- ``put-without-pick``: now and then a put with no pick before it;
+- ``over-report``: reports beyond the order quantity; without it every operation and the
+  report as finished stay within it;
+- ``no-stock``: components need not be received (stock may go negative); without it every
+  component is received in plenty at every location first;
+- ``manual``: manual consumption (and returns) besides the flushing rules.
+"""
+
+
+def _names(spec, prefix: str) -> tuple:
+    """A count (``3`` -> ``C1, C2, C3``) or the names themselves."""
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"need at least one {prefix!r} name, got {spec}")
+        return tuple(f"{prefix}{i}" for i in range(1, spec + 1))
+    names = tuple(spec)
+    if not names:
+        raise ValueError(f"need at least one {prefix!r} name")
+    return names
+
+
+def _input_location(i: int, resource: str) -> str:
+    # Every second resource consumes from the default BACKFLUSH location, the others from
+    # their own input location: both ways of DESIGN §2 occur.
+    return "BACKFLUSH" if i % 2 == 1 else "IN" + _suffix(resource)
+
+
+def _suffix(resource: str) -> str:
+    return resource[1:] if resource[1:].isdigit() else "-" + resource
 
 
 @st.composite
 def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool = True,
-              parameters: bool = True):
+              parameters: bool = True, *, items=3, resources=3, operations=3, routes=1,
+              devices=DEVICES, faults=FAULTS):
     """A strategy for a valid, normalised event history sorted by (at, seq).
 
-    Master data at minute 0; receipts, picks and puts, and per order a lifecycle (create,
-    maybe release, maybe start, operation reports, reports as finished, manual consumption,
-    maybe end) at increasing minutes, interleaved across orders; recording order (seq) differs
-    from floor order (at) because each order's events are generated together. Reversals of
-    earlier inventory and order events are added when ``reversals``.
+    Master data at minute 0 (``items`` components C1.. and a finished good FG,
+    ``resources`` R1.., ``routes`` routes of up to ``operations`` operations 10, 20..., one
+    BOM); receipts, picks and puts; per order a lifecycle (create, maybe release, maybe start,
+    operation reports, reports as finished, manual consumption, maybe end) at increasing
+    minutes, interleaved across orders, reported on ``devices``; the ``faults`` of `FAULTS`
+    that may occur. ``parameters`` may record a ProductionParametersSet; ``reversals=False``
+    is the same as leaving "reversal" out of ``faults``.
     """
+    faults = frozenset(faults)
+    unknown = faults - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown faults {sorted(unknown)} (known: {', '.join(FAULTS)})")
+    devices = tuple(devices)
     h = History()
-    comps = ("C1", "C2", "C3")
+    comps = _names(items, "C")
+    res_names = _names(resources, "R")
+    op_pool = _names(operations, "") if not isinstance(operations, int) else tuple(
+        10 * (i + 1) for i in range(operations))
     tracked = {}
     for c in comps:
         tracked[c] = draw(st.sampled_from(("none", "batch")))
         h.add("ItemDefined", 0, item=c, decimals=draw(st.sampled_from((0, 2, 6))),
               tracking=tracked[c], flushing=draw(st.sampled_from(PRINCIPLES)))
     h.add("ItemDefined", 0, item="FG", decimals=0)
-    h.add("ResourceDefined", 0, resource="R1", input_location="IN1", output_location="OUT1")
-    h.add("ResourceDefined", 0, resource="R2", input_location="BACKFLUSH",
-          output_location="OUT2")
-    h.add("ResourceDefined", 0, resource="R3", input_location="IN3", output_location="OUT3")
-    op_nos = draw(st.lists(st.sampled_from((10, 20, 30)), min_size=1, max_size=3, unique=True))
-    op_nos.sort()
-    ops = [{"op": n, "resource": draw(st.sampled_from(("R1", "R2", "R3"))),
-            "setup_hours": draw(st.sampled_from(("0", "0.5"))),
-            "run_hours": draw(st.sampled_from(("0", "0.1", "0.25")))} for n in op_nos]
-    h.add("RouteDefined", 0, route="RT", operations=ops)
+    inputs = {}
+    for i, r in enumerate(res_names):
+        inputs[r] = _input_location(i, r)
+        h.add("ResourceDefined", 0, resource=r, input_location=inputs[r],
+              output_location="OUT" + _suffix(r))
+    route_names = (("RT",) + tuple(f"RT{i}" for i in range(2, routes + 1))
+                   if isinstance(routes, int) else _names(routes, "RT"))
+    route_ops = {}
+    for rt in route_names:
+        op_nos = draw(st.lists(st.sampled_from(op_pool), min_size=1, max_size=len(op_pool),
+                               unique=True))
+        op_nos.sort()
+        ops = [{"op": n, "resource": draw(st.sampled_from(res_names)),
+                "setup_hours": draw(st.sampled_from(("0", "0.5"))),
+                "run_hours": draw(st.sampled_from(("0", "0.1", "0.25")))} for n in op_nos]
+        route_ops[rt] = op_nos
+        h.add("RouteDefined", 0, route=rt, operations=ops)
+    all_ops = sorted({op for ops in route_ops.values() for op in ops})
     n_lines = draw(st.integers(1, 3))
     lines = []
     for i in range(n_lines):
@@ -225,17 +288,21 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
             "scrap_pct": draw(st.sampled_from(SCRAP_PCTS)),
             "scrap_const": draw(st.sampled_from(SCRAP_CONSTS)),
             "flushing": draw(st.one_of(st.none(), st.sampled_from(PRINCIPLES))),
-            "operation": draw(st.one_of(st.none(), st.sampled_from(op_nos))),
+            "operation": draw(st.one_of(st.none(), st.sampled_from(all_ops))),
             "location": draw(st.sampled_from((None, None, "BACKFLUSH"))),
         })
     h.add("BomDefined", 0, bom="B", item="FG", lines=lines)
     if parameters and draw(st.booleans()):
         h.add("ProductionParametersSet", 0, tolerance_pct=draw(st.sampled_from(("0", "5"))),
-              rules=draw(rule_sets()))
+              rules=draw(rule_sets(res_names)))
 
     # inventory
-    locations = ("BULK", "BACKFLUSH", "IN1", "IN3")
+    locations = ("BULK", "BACKFLUSH", *sorted({v for v in inputs.values()} - {"BACKFLUSH"}))
     for c in comps:
+        if "no-stock" not in faults:
+            for loc in locations:
+                h.add("InventoryReceived", 0, item=c, qty="1000", location=loc,
+                      batch=f"{c}-B0" if tracked[c] == "batch" else None)
         for j in range(draw(st.integers(0, 2))):
             h.add("InventoryReceived", draw(st.integers(1, 30)), item=c,
                   qty=draw(st.sampled_from(("5", "10", "2.5", "40"))),
@@ -246,12 +313,25 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
         order = f"P{k + 1}"
         qty = draw(st.integers(1, 12))
         t = draw(st.integers(1, 40))
-        h.add("OrderCreated", t, order=order, item="FG", qty=qty, bom="B", route="RT")
+        route = draw(st.sampled_from(sorted(route_ops)))
+        op_nos = route_ops[route]
+        h.add("OrderCreated", t, order=order, item="FG", qty=qty, bom="B", route=route)
+        left = {op: qty for op in op_nos}
+        left[None] = qty  # report as finished
 
         def step(lo=0, hi=6):
             nonlocal t
             t += draw(st.integers(lo, hi))
             return t
+
+        def units(where, qty=qty, left=left):
+            """(good, error) for one report at ``where`` (an op, None = as finished)."""
+            if "over-report" in faults:
+                return draw(st.integers(0, qty)), draw(st.integers(0, 2))
+            good = draw(st.integers(0, left[where]))
+            error = draw(st.integers(0, min(2, left[where] - good)))
+            left[where] -= good + error
+            return good, error
 
         if draw(st.booleans()):
             h.add("OrderReleased", step(), order=order)
@@ -259,9 +339,9 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
             batch = f"{ln['item']}-B0" if tracked[ln["item"]] == "batch" else None
             q = draw(st.sampled_from(("1", "3", "10")))
             src = draw(st.sampled_from(("BULK", "BACKFLUSH")))
-            dest = draw(st.sampled_from(("BACKFLUSH", "IN1")))
+            dest = draw(st.sampled_from(locations[1:]))
             line_no = draw(st.one_of(st.none(), st.just(ln["line"])))
-            if draw(st.integers(0, 4)):  # now and then a put without a pick
+            if "put-without-pick" not in faults or draw(st.integers(0, 4)):
                 h.add("Picked", step(), item=ln["item"], qty=q, location=src, order=order,
                       line=line_no, batch=batch)
             h.add("Put", step(), item=ln["item"], qty=q, location=dest, order=order,
@@ -269,17 +349,20 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
         if draw(st.booleans()):
             h.add("OrderStarted", step(), order=order,
                   qty=draw(st.one_of(st.none(), st.integers(1, qty))),
-                  device=draw(st.sampled_from(DEVICES)))
+                  device=draw(st.sampled_from(devices)))
+        kinds = ("op", "op", "fin", "man") if "manual" in faults else ("op", "op", "fin")
         for _ in range(draw(st.integers(0, max_reports))):
-            kind = draw(st.sampled_from(("op", "op", "fin", "man")))
+            kind = draw(st.sampled_from(kinds))
             if kind == "op":
-                h.add("OperationReported", step(), order=order, op=draw(st.sampled_from(op_nos)),
-                      good=draw(st.integers(0, qty)), error=draw(st.integers(0, 2)),
-                      device=draw(st.sampled_from(DEVICES)),
+                op = draw(st.sampled_from(op_nos))
+                good, error = units(op)
+                h.add("OperationReported", step(), order=order, op=op, good=good, error=error,
+                      device=draw(st.sampled_from(devices)),
                       hours=draw(st.one_of(st.none(), st.sampled_from(("0.5", "2")))))
             elif kind == "fin":
-                h.add("ReportedAsFinished", step(), order=order, good=draw(st.integers(0, qty)),
-                      error=draw(st.integers(0, 2)), device=draw(st.sampled_from(DEVICES)))
+                good, error = units(None)
+                h.add("ReportedAsFinished", step(), order=order, good=good, error=error,
+                      device=draw(st.sampled_from(devices)))
             else:
                 ln = draw(st.sampled_from(lines))
                 h.add("MaterialConsumed", step(), order=order, item=ln["item"],
@@ -297,7 +380,7 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
                   from_location="BULK", to_location="BACKFLUSH",
                   batch=f"{c}-B0" if tracked[c] == "batch" else None)
 
-    if reversals:
+    if reversals and "reversal" in faults:
         candidates = [e for e in h.events()
                       if e["type"] not in ("OrderCreated", "ItemDefined", "ResourceDefined",
                                            "BomDefined", "RouteDefined",
@@ -308,7 +391,12 @@ def histories(draw, max_orders: int = 3, max_reports: int = 4, reversals: bool =
             for target in targets:
                 minutes = (target["at"] - h.start).total_seconds() / 60
                 h.add("Reversal", minutes + draw(st.integers(0, 20)), reverses=target["id"])
-    return h.events()
+    events = h.events()
+    if "late" not in faults:
+        # Recorded as it happened: the recording order follows the floor.
+        for i, ev in enumerate(events, start=1):
+            ev["seq"] = i * SEQ_STEP
+    return events
 
 
 @st.composite
@@ -338,3 +426,25 @@ def split_histories(draw, max_parts: int = 4):
 
     goods, errors = cut(target["good"]), cut(target["error"])
     return events, split_event(events, target["id"], list(zip(goods, errors, strict=True)))
+
+
+def _plain_value(v):
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: _plain_value(x) for k, x in v.items() if x is not None and k != "seq"}
+    if isinstance(v, list):
+        return [_plain_value(x) for x in v]
+    return v
+
+
+def plain(events: list[dict]) -> list[dict]:
+    """Engine-shaped events as interchange dicts (a JSONL file's lines), in recording order.
+
+    ``seq`` and None fields are dropped, quantities become decimal strings and ``at`` ISO
+    8601 text. ``backflush.replay(plain(events))`` gives what ``Replay().apply_all(events)``
+    gives; ``to_jsonl`` writes the same as a file ``backflush import`` reads.
+    """
+    return [_plain_value(e) for e in sorted(events, key=lambda e: e.get("seq", 0))]
