@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,3 +133,159 @@ def test_replay_of_plain_events_equals_the_engine(events, policy):
     assert mem.wip() == engine.wip()
     assert mem.consumption() == engine.consumption()
     assert mem.hours() == engine.hours()
+
+
+# --- backflush.testing: the state machine ---------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
+
+from backflush.testing.machine import CheckFailed, PlantMachine  # noqa: E402
+from backflush.testing.plant import Plant, plants  # noqa: E402
+
+FIXED = [c for c in CASES if (EXAMPLES / c / "fix-policy.json").exists()]
+
+
+def _budget(machine, **changes):
+    """The machine's own default budget, without the example database (a clean search), and
+    derandomised so that the test cannot flake."""
+    return settings(machine.TestCase.settings, database=None, derandomize=True, **changes)
+
+
+def _overlapping_policy() -> dict:
+    """Seed 001's own setup: the job terminal flushes finish lines at the operation, while the
+    mobile scanner's report as finished flushes them too."""
+    recorded = [e for e in _events("001-terminals-and-scanner")
+                if e["type"] == "ProductionParametersSet"][-1]
+    return {k: recorded[k] for k in ("default_input_location", "tolerance_pct", "rules")}
+
+
+def test_machine_finds_a_double_flush_within_its_default_budget(tmp_path):
+    class Overlapping(PlantMachine):
+        policy = _overlapping_policy()
+        plant = Plant.from_jsonl(EXAMPLES / "001-terminals-and-scanner" / "events.jsonl")
+        save_to = tmp_path / "found"
+
+    assert Overlapping.TestCase.settings.max_examples == 100
+    with pytest.raises(CheckFailed, match="DOUBLE_FLUSH"):
+        run_state_machine_as_test(Overlapping, settings=_budget(Overlapping))
+    # the saved history replays to the same finding, through the command line
+    saved = tmp_path / "found" / "falsifying.jsonl"
+    policy = tmp_path / "found" / "policy.json"
+    db = str(tmp_path / "x.db")
+    cli = [sys.executable, "-m", "backflush", "--db", db]
+    subprocess.run([*cli, "import", str(saved)], check=True, capture_output=True)
+    out = subprocess.run([*cli, "findings", "--code", "DOUBLE_FLUSH", "--policy", str(policy),
+                          "--json"], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out), "the saved history shows the double flush"
+    audit = subprocess.run([*cli, "audit", "P1", "--policy", str(policy)],
+                           capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stderr
+    # and under the example's fix there is none
+    fix = str(EXAMPLES / "001-terminals-and-scanner" / "fix-policy.json")
+    out = subprocess.run([*cli, "findings", "--code", "DOUBLE_FLUSH", "--policy", fix,
+                          "--json"], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out) == []
+
+
+@pytest.mark.parametrize("case", FIXED)
+def test_machine_passes_on_the_fix_policy_of_each_example(case):
+    class Fixed(PlantMachine):
+        policy = Policy.from_file(EXAMPLES / case / "fix-policy.json")
+        plant = Plant.from_jsonl(EXAMPLES / case / "events.jsonl")
+
+    run_state_machine_as_test(Fixed, settings=_budget(Fixed))
+
+
+def test_machine_ledger_checks_hold_on_drawn_plants():
+    """Every example checked on a real SQLite ledger: catch-up == rebuild == memory, as-of."""
+
+    class Anything(PlantMachine):
+        forbidden = ()
+        ledger_every = 1
+        plant_options = {"items": 3, "resources": 2, "routes": 2}
+
+    run_state_machine_as_test(Anything, settings=_budget(Anything, max_examples=15))
+
+
+def test_plant_from_a_history_keeps_reporting_habits():
+    plant = Plant.from_jsonl(EXAMPLES / "001-sfg-between-orders" / "events.jsonl")
+    assert plant.devices_for("finish", "S-ROUTE-C") == ("mobile",)
+    assert plant.devices_for("finish", "S-ROUTE-A") == ("job_terminal",)
+    assert set(plant.devices_for("finish", "NEW-ROUTE")) == {"job_terminal", "mobile"}
+    assert ("S-BOM-FG", "S-ROUTE-C") in plant.products
+    assert "S-IN-10" in plant.locations
+
+
+@settings(max_examples=20, deadline=None)
+@given(plants(items=("A", "B"), resources=1, routes=1, devices={"finish": ["mobile"]}))
+def test_drawn_plants_are_valid_master_data(plant):
+    result = replay(list(plant.master))
+    assert result.orders() == []
+    assert plant.devices_for("finish", None) == ("mobile",)
+    assert set(plant.components) <= {"A", "B"}
+
+
+# --- strategies, from_type, plugin, install without hypothesis ----------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(histories(items=("BOLT", "NUT"), resources=("SAW",), operations=(10,),
+                 devices=("mobile",), faults=()))
+def test_history_knobs(events):
+    assert {e["item"] for e in events if e["type"] == "InventoryReceived"} <= {"BOLT", "NUT"}
+    assert {e["device"] for e in events if "device" in e} <= {"mobile"}
+    assert not [e for e in events if e["type"] in ("Reversal", "MaterialConsumed")]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs), "without 'late' the recording order follows the floor"
+    for o in {e["order"] for e in events if e["type"] == "OrderCreated"}:
+        qty = next(e["qty"] for e in events if e["type"] == "OrderCreated" and e["order"] == o)
+        fin = sum(e["good"] + e["error"] for e in events
+                  if e["type"] == "ReportedAsFinished" and e["order"] == o)
+        assert fin <= qty, "without 'over-report' reports stay within the order quantity"
+
+
+def _event_models():
+    from backflush.ledger.events import EVENT_MODELS
+
+    return EVENT_MODELS
+
+
+@pytest.mark.parametrize("model", _event_models(), ids=lambda m: m.__name__)
+def test_from_type_draws_every_event_model(model):
+    from backflush.ledger.events import parse_event
+
+    @settings(max_examples=5, deadline=None, database=None)
+    @given(st.from_type(model))
+    def check(ev):
+        assert isinstance(ev, model)
+        # valid on its own: its JSON line passes the interchange validation unchanged
+        assert parse_event(ev.model_dump_json(exclude_none=True)) == ev
+
+    check()
+
+
+def test_plugin_replay_fixture(backflush_replay):
+    result = backflush_replay(_events("002-staged-backflush"))
+    assert result.onhand() == replay(_events("002-staged-backflush")).onhand()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("backflush.api") is None,
+                    reason="backflush.Ledger comes from the api branch (not merged here yet)")
+def test_plugin_ledger_fixture(backflush_ledger):
+    backflush_ledger.import_files([EXAMPLES / "001-robot-packing" / "events.jsonl"])
+    assert backflush_ledger.findings() == replay(_events("001-robot-packing")).findings()
+
+
+def test_testing_without_hypothesis_says_what_to_install():
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "try:\n    import backflush.testing\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'backflush[testing]'" in out.stdout, out.stderr
+    # the base install (replay, the pytest plugin) does not need it
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "import backflush.memory, backflush.pytest_plugin\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
