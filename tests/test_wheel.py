@@ -102,8 +102,11 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _clean_env() -> dict[str, str]:
+    # Nothing of this checkout or its test run leaks in; without BACKFLUSH_TEST_PG the ledger
+    # fixture runs on SQLite there (the venv has [testing], not [postgres]).
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "BACKFLUSH_DB", "VIRTUAL_ENV", "PYTEST_ADDOPTS")}
+           if k not in ("PYTHONPATH", "BACKFLUSH_DB", "BACKFLUSH_TEST_PG", "VIRTUAL_ENV",
+                        "PYTEST_ADDOPTS")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if ".venv" not in p)
     return env
