@@ -289,3 +289,56 @@ def test_testing_without_hypothesis_says_what_to_install():
     code = ("import sys; sys.modules['hypothesis'] = None\n"
             "import backflush.memory, backflush.pytest_plugin\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_ledger_check_sees_a_wrong_answer(monkeypatch):
+    """check_ledger is not vacuous: a ledger answer that differs is reported."""
+    from backflush.projections import asof as asof_module
+
+    from backflush.testing.machine import check_ledger
+
+    events = _events("001-terminals-and-scanner")
+    assert check_ledger(events) is None
+    real = asof_module.onhand
+
+    def short(store, at=None, *args, **kw):
+        return real(store, at, *args, **kw)[1:]  # one row lost
+
+    monkeypatch.setattr(asof_module, "onhand", short)
+    problem = check_ledger(events)
+    assert problem is not None and "onhand" in problem
+
+
+def test_the_machine_checks_conservation(monkeypatch):
+    """A replay that lost a unit of stock fails the machine's conservation invariant."""
+    real = Replay.item_totals
+
+    def leaky(self):
+        out = real(self)
+        for t in out.values():
+            t["onhand"] -= 1
+        return out
+
+    monkeypatch.setattr(Replay, "item_totals", leaky)
+
+    class Leaky(PlantMachine):
+        forbidden = ()
+        check_ledger = False
+
+    with pytest.raises(CheckFailed, match="not conserved"):
+        run_state_machine_as_test(Leaky, settings=_budget(Leaky, max_examples=10))
+
+
+def test_machine_faults_knob_switches_rules_off():
+    class Quiet(PlantMachine):
+        faults = ()
+        check_ledger = False
+        forbidden = ()
+
+        def teardown(self):
+            kinds = {e["type"] for e in self.events}
+            assert not kinds & {"Reversal", "MaterialConsumed"}, kinds
+            times = [e["at"] for e in self.events]
+            assert times == sorted(times), "no late arrivals without the 'late' fault"
+
+    run_state_machine_as_test(Quiet, settings=_budget(Quiet, max_examples=20))
