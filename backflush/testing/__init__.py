@@ -26,10 +26,13 @@ if importlib.util.find_spec("hypothesis") is None:  # pragma: no cover - depends
     )
 
 __all__ = [
+    "DEFAULT_SETTINGS",
     "FAULTS",
+    "CheckFailed",
     "History",
     "Plant",
     "PlantMachine",
+    "check_ledger",
     "event_models",
     "histories",
     "plain",
@@ -54,6 +57,9 @@ _LAZY = {
     "Plant": "backflush.testing.plant",
     "plants": "backflush.testing.plant",
     "PlantMachine": "backflush.testing.machine",
+    "CheckFailed": "backflush.testing.machine",
+    "DEFAULT_SETTINGS": "backflush.testing.machine",
+    "check_ledger": "backflush.testing.machine",
     "to_jsonl": "backflush.memory",
 }
 
