@@ -17,11 +17,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
 from hypothesis import strategies as st
 
 NAMES = ("C1", "C2", "FG", "R10", "B1", "RT1", "P1", "IN-10", "BULK", "L-01")
+# As a JSON line carries it: RFC 3339 text with an offset.
 _AT = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31),
-                   timezones=st.sampled_from((UTC, timezone(timedelta(hours=1)))))
+                   timezones=st.sampled_from((UTC, timezone(timedelta(hours=1))))).map(
+    lambda t: t.replace(microsecond=0).isoformat())
 
 
 def _decimal(c: dict[str, Any]) -> st.SearchStrategy[Decimal]:
@@ -75,17 +78,26 @@ def _for(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[Any]:
     if annotation is datetime:
         return _AT
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-        return model_strategy(annotation)
+        return _fields(annotation)
     raise TypeError(f"no strategy for {annotation!r}")
 
 
-def model_strategy(model: type) -> st.SearchStrategy[Any]:
-    """A strategy drawing valid instances of one pydantic model of ``ledger.events``."""
+def _fields(model: type) -> st.SearchStrategy[dict[str, Any]]:
+    """The fields of one model as the dict a JSON line would hold."""
     fields = {}
     for name, f in model.model_fields.items():
         # ``at`` is pydantic's AwareDatetime: a marker class, not a datetime subclass
         fields[name] = _AT if name == "at" else _for(f.annotation, list(f.metadata))
-    return st.fixed_dictionaries(fields).map(lambda kw: model.model_validate(kw))
+    return st.fixed_dictionaries(fields)
+
+
+def model_strategy(model: type) -> st.SearchStrategy[Any]:
+    """A strategy drawing valid instances of one pydantic model of ``ledger.events``.
+
+    Each instance is validated from its JSON text, exactly as an imported line is.
+    """
+    return _fields(model).map(
+        lambda kw: model.model_validate_json(orjson.dumps(kw, default=str)))
 
 
 def event_models() -> st.SearchStrategy[Any]:
