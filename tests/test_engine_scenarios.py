@@ -4,7 +4,8 @@ from decimal import Decimal as D
 
 from backflush.projections.engine import IN_TRANSIT, Replay
 from backflush.projections.rules import default_rules
-from backflush.projections.strategies import History
+
+from backflush.testing.strategies import History
 
 # --- helpers ----------------------------------------------------------------------------
 
