@@ -56,7 +56,16 @@ are only kept for events that may be reversed (all, unless ``reversible`` narrow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import (
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from functools import wraps
 
 from backflush.ledger.events import INVENTORY_TYPES, ORDER_TYPES
 from backflush.projections import standard
@@ -73,6 +82,8 @@ from backflush.projections.rules import (
     transferred_target,
 )
 
+from backflush.errors import BadInput
+
 IN_TRANSIT = "IN_TRANSIT"
 DEFAULT_OUTPUT_LOCATION = "OUTPUT"
 TRACKED = frozenset(("batch", "serial"))
@@ -83,6 +94,50 @@ REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 
 # Effect-log opcodes (undo information for reversals).
 _OH, _CTR, _ATTR, _SET, _APP, _WAIT, _FLUSH = range(7)
+
+# Engine arithmetic runs in its own context, whatever the caller's: enough digits that sums of
+# accepted quantities (bounded at import) never round, and a quantity that still overflows or
+# is not a number stops the replay with a clean error naming the event (UnreplayableEvent).
+ARITHMETIC = Context(prec=80, Emax=999_999, Emin=-999_999,
+                     traps=[InvalidOperation, DivisionByZero, Overflow])
+
+# The engine's state, as saved in a snapshot (``state`` / ``restore``); everything else is
+# derived (handlers) or given again by the caller (policy, reversible ids).
+STATE = (
+    "_items", "_resources", "_boms", "_routes", "_params", "_orders", "_bins", "_staged",
+    "_waiting", "_staged_map", "_received", "_produced", "_consumed", "_adjusted", "_effects",
+    "_reversed", "_last", "anomalies", "negative_onhand", "puts_without_pick",
+)
+
+
+class QuantityOutOfRange(BadInput):
+    """Quantities the engine cannot compute with (overflow, not a number)."""
+
+
+class UnreplayableEvent(QuantityOutOfRange):
+    """A recorded event whose quantities the engine cannot compute with (out of range)."""
+
+    def __init__(self, ev: dict, exc: Exception):
+        self.event_id = ev.get("id")
+        super().__init__(
+            f"event {ev.get('id')} ({ev.get('type')} at {ev.get('at')}): quantity out of range"
+            f" ({type(exc).__name__}); the engine cannot replay it"
+        )
+
+
+def exact(f):
+    """Run ``f`` in the engine's arithmetic context (queries computing from the state)."""
+
+    @wraps(f)
+    def inner(*args, **kw):
+        with localcontext(ARITHMETIC):
+            try:
+                return f(*args, **kw)
+            except DecimalException as exc:
+                raise QuantityOutOfRange(
+                    f"{f.__name__}: quantity out of range ({type(exc).__name__})") from None
+
+    return inner
 
 
 # --- records ------------------------------------------------------------------------------
@@ -214,11 +269,13 @@ class LineState:
         return self.principle == "manual"
 
     @property
+    @exact
     def units_processed(self) -> Decimal:
         """Units processed at the line's operation (DESIGN §5)."""
         return self.order.units(self.op)
 
     @property
+    @exact
     def expected(self) -> Decimal:
         """Standard consumption for the units processed at the line's operation (DESIGN §5)."""
         if self.line is None:
@@ -229,6 +286,7 @@ class LineState:
         )
 
     @property
+    @exact
     def variance(self) -> Decimal:
         """Posted minus expected."""
         return self.posted - self.expected
@@ -249,6 +307,7 @@ class LineState:
         return self.order.error_units(self.op)
 
     @property
+    @exact
     def error_units_unflushed(self) -> Decimal:
         """Error units a good-only trigger left unflushed (SCRAP_SHORTFALL), 0 if none.
 
@@ -263,6 +322,7 @@ class LineState:
         gap = self.good_basis_gap()
         return min(gap, errors) if gap > 0 else ZERO
 
+    @exact
     def good_basis_gap(self) -> Decimal:
         """Units processed that the good-only trigger kinds of this line have not flushed."""
         processed = self.units_processed
@@ -323,6 +383,7 @@ class OrderState:
     wip_at_end: dict = field(default_factory=dict)  # op -> units waiting after op at OrderEnded
     reversals: list = field(default_factory=list)  # (reversal event id, reversed event id)
 
+    @exact
     def units(self, op: int | None) -> Decimal:
         """Units processed at ``op`` (DESIGN §5)."""
         return standard.units_processed(
@@ -336,6 +397,7 @@ class OrderState:
             return self.op_error.get(op, ZERO)
         return self.fin_error
 
+    @exact
     def waiting(self, op: int) -> Decimal:
         """Units waiting after ``op``: good at op minus processed at the next op (or finished)."""
         idx = next((i for i, o in enumerate(self.ops) if o.op == op), None)
@@ -347,6 +409,7 @@ class OrderState:
             return out - self.op_good.get(nxt, ZERO) - self.op_error.get(nxt, ZERO)
         return out - self.fin_good - self.fin_error
 
+    @exact
     def standard_hours(self, op: int) -> Decimal:
         """Standard hours of ``op`` for the units processed there."""
         info = self.ops_by_no.get(op)
@@ -371,6 +434,20 @@ class _OpUnits:
 
     def get(self, op, default=ZERO):
         return self.good.get(op, default) + self.error.get(op, ZERO)
+
+
+def _remove_last(lst: list, value) -> None:
+    """Remove ``value`` from ``lst``, searching from the end: the very object if it is there,
+    else an equal one (a restored snapshot keeps records shared, not tuples, and the tuples
+    an event appends are unique by their event id)."""
+    for i in range(len(lst) - 1, -1, -1):
+        if lst[i] is value:
+            del lst[i]
+            return
+    for i in range(len(lst) - 1, -1, -1):
+        if lst[i] == value:
+            del lst[i]
+            return
 
 
 def _sk(v):
@@ -446,7 +523,18 @@ class Replay:
     # --- driving -----------------------------------------------------------------------
 
     def apply(self, ev: dict) -> None:
-        """Apply one event. Events must come in (at, seq) order; raises ValueError otherwise."""
+        """Apply one event. Events must come in (at, seq) order; raises ValueError otherwise.
+
+        Raises ``UnreplayableEvent`` (a ``BadInput``) when its arithmetic overflows.
+        """
+        with localcontext(ARITHMETIC):
+            try:
+                self._apply(ev)
+            except DecimalException as exc:
+                raise UnreplayableEvent(ev, exc) from None
+
+    def _apply(self, ev: dict) -> None:
+        """``apply`` without its context and error translation (callers provide both)."""
         pos = (ev["at"], ev["seq"])
         if self._last is not None and pos < self._last:
             raise ValueError(f"event {ev.get('id')} out of (at, seq) order")
@@ -467,10 +555,39 @@ class Replay:
 
     def apply_all(self, events) -> Replay:
         """Apply every event of an iterable (already in (at, seq) order); returns self."""
-        apply = self.apply
-        for ev in events:
-            apply(ev)
+        apply = self._apply
+        ev: dict = {}
+        with localcontext(ARITHMETIC):
+            try:
+                for ev in events:
+                    apply(ev)
+            except DecimalException as exc:
+                raise UnreplayableEvent(ev, exc) from None
         return self
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The engine's state as plain values and records (see ``projections.snapshot``).
+
+        Taken between events; the change log (``balance_changes``, ``flushes``) is not part
+        of it and must have been drained.
+        """
+        return {k: getattr(self, k) for k in STATE}
+
+    @classmethod
+    def restore(cls, state: dict, reversible=None) -> Replay:
+        """An engine continuing from ``state`` (from ``state()``), undo kept for ``reversible``."""
+        missing = [k for k in STATE if k not in state]
+        if missing:
+            raise ValueError(f"engine state lacks {', '.join(missing)}")
+        engine = cls(reversible=reversible)
+        for k in STATE:
+            setattr(engine, k, state[k])
+        if engine._last is not None:
+            engine._last = tuple(engine._last)
+        engine.balance_changes.clear()
+        return engine
 
     # --- queries -----------------------------------------------------------------------
 
@@ -497,6 +614,7 @@ class Replay:
             "resource", "location", "kind", "order", "op", "item", "batch")))
         return rows
 
+    @exact
     def consumption(self, order: str | None = None) -> list[dict]:
         """Per order line: expected, posted, variance and posted by trigger kind (DESIGN §6)."""
         rows = []
@@ -512,6 +630,7 @@ class Replay:
                 })
         return rows
 
+    @exact
     def hours(self, order: str | None = None, resource: str | None = None) -> list[dict]:
         """Per order operation: standard vs reported hours (operations off the route included)."""
         rows = []
@@ -553,6 +672,7 @@ class Replay:
             for ln in o.all_lines():
                 ln.order = None
 
+    @exact
     def item_totals(self) -> dict:
         """Per item: received, produced, consumed, adjusted and on-hand (all locations, transit).
 
@@ -1166,10 +1286,7 @@ class Replay:
                 setattr(obj, attr, old)
             elif code == _APP:
                 _, lst, value = step
-                for i in range(len(lst) - 1, -1, -1):
-                    if lst[i] is value:
-                        del lst[i]
-                        break
+                _remove_last(lst, value)
             elif code == _WAIT:
                 _, oo, info, delta = step
                 self._wait(oo, info, -delta)

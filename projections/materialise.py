@@ -9,34 +9,45 @@ writes, in the same transaction as the new tracked position:
   then one index probe per key (the last row with ``at`` <= T), whatever the history
   length: never a replay per query;
 - ``bf_flushes``: every consumption posting (what the audit shows per event);
-- ``bf_proj``: the tracked position, the ``at`` high-water mark and a snapshot of the
-  engine, so the next catch-up continues where this one stopped.
+- ``bf_proj``: the tracked position (``last_seq``) and the engine version;
+- ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
+  ``(at_us, seq)``) as versioned data (``projections.snapshot``: JSON, never a pickle), one
+  every ``CHECKPOINT_EVERY`` events of replay order plus the head after the last event.
 
-An event recorded late with an ``at`` before the high-water mark changes the past; then
-the projections are rebuilt from the log (the DESIGN's "same answers whatever the arrival
-order" is kept by construction rather than by patching history rows).
+Catch-up is incremental and late-tolerant: events recorded since the tracked position are
+applied from the latest checkpoint strictly before the earliest position they change (their
+earliest ``at``; for an order the head no longer holds, its last earlier event; for a new
+Reversal, the event it undoes). What the events after that checkpoint wrote is deleted and
+written again, so a late event costs what follows it, not the length of the history; in
+order events simply continue from the head. A snapshot that cannot be read as this version's
+data means a rebuild from the log, never a load.
 """
 
 from __future__ import annotations
 
 import gc
-import pickle
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import Decimal, DecimalException, localcontext
 from typing import Any
 
 import orjson
 from backflush.ledger.codec import replay_dict
 from backflush.ledger.store import Cursor, Ledger, to_us
-from backflush.projections.engine import Replay
+from backflush.projections import snapshot
+from backflush.projections.engine import ARITHMETIC, Replay, UnreplayableEvent
 
-ENGINE_VERSION = "6"  # bump when the engine's rules change: stored projections rebuild
+# Bump when the engine's rules or its state's shape change: stored projections rebuild.
+# 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
+ENGINE_VERSION = "7"
+CHECKPOINT_EVERY = 50_000  # events of replay order between two kept checkpoints
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
     "CREATE TABLE IF NOT EXISTS bf_proj_blob (k TEXT PRIMARY KEY, v BYTEA)",
+    """CREATE TABLE IF NOT EXISTS bf_proj_ckpt (
+        at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n BIGINT NOT NULL, head INTEGER NOT NULL,
+        v BYTEA NOT NULL, PRIMARY KEY (at_us, seq))""",
     """CREATE TABLE IF NOT EXISTS bf_onhand_keys (
         key_id INTEGER PRIMARY KEY, item TEXT NOT NULL, location TEXT NOT NULL,
         batch TEXT, lp TEXT)""",
@@ -87,7 +98,7 @@ def ensure_tables(ledger: Ledger) -> None:
     """Create the projection tables if missing (no DDL at all when they exist)."""
     try:
         with ledger.transaction(commit=False) as cur:
-            cur.execute("SELECT 1 AS x FROM bf_alive LIMIT 1").fetchall()
+            cur.execute("SELECT 1 AS x FROM bf_proj_ckpt LIMIT 1").fetchall()
         return
     except Exception:  # missing table: each driver names it differently
         pass
@@ -258,17 +269,15 @@ def _retirement_plan(cur: Cursor) -> list[tuple[int, str]]:
     return plan
 
 
-def _save_engine(cur: Cursor, engine: Replay) -> None:
-    blob = zlib.compress(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), 1)
-    cur.execute("DELETE FROM bf_proj_blob WHERE k = 'engine'")
-    cur.execute("INSERT INTO bf_proj_blob (k, v) VALUES ('engine', ?)", (blob,))
-
-
-def _load_engine(cur: Cursor) -> Replay | None:
-    row = cur.execute("SELECT v FROM bf_proj_blob WHERE k = 'engine'").fetchone()
-    if row is None:
-        return None
-    return pickle.loads(zlib.decompress(bytes(row["v"])))
+def _reversal_targets_after(cur: Cursor, last: int) -> list[str]:
+    """Ids reversed by the Reversals recorded after seq ``last``."""
+    rows = cur.execute(
+        "SELECT s.state FROM bf_events i JOIN stored_events s ON "
+        + ("s.rowid" if cur.dialect == "sqlite" else "s.notification_id")
+        + " = i.seq WHERE i.type = 'Reversal' AND i.seq > ?",
+        (last,),
+    ).fetchall()
+    return [orjson.loads(r["state"])["e"]["reverses"] for r in rows]
 
 
 @contextmanager
@@ -284,111 +293,204 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+# --- checkpoints ----------------------------------------------------------------------------
+#
+# A checkpoint is the engine's state after the event at position (at_us, seq), as data
+# (``projections.snapshot``), with the set of on-hand/WIP keys open then (``bf_open``). One is
+# kept every CHECKPOINT_EVERY events of replay order, plus the head (after the last event
+# applied), replaced at every catch-up. Orders whose last event is before a checkpoint's
+# ``at`` are retired in it (their state is final and already materialised): a checkpoint at
+# position P holds order O iff O was created by P and O's last event is at or after P's at.
+
+
+def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[int, int],
+                     count: int, head: bool) -> None:
+    state = {"engine": engine.state(),
+             "open": [[k, kid, b] for (k, kid), b in sorted(writer.open_from.items())]}
+    blob = snapshot.dumps(state, ENGINE_VERSION)
+    if head and cur.execute(
+        "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
+    ).fetchone() is not None:
+        return  # a kept checkpoint was taken after this very event: it is the head
+    # Any earlier head is superseded (it is before this one and closer than the spacing).
+    cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
+    cur.execute(
+        "INSERT INTO bf_proj_ckpt (at_us, seq, n, head, v) VALUES (?, ?, ?, ?, ?)",
+        (pos[0], pos[1], count, 1 if head else 0, blob),
+    )
+
+
+def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
+    """The latest checkpoint strictly before position ``bound`` (a row, or None)."""
+    return cur.execute(
+        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE at_us < ? OR (at_us = ? AND"
+        " seq < ?) ORDER BY at_us DESC, seq DESC LIMIT 1",
+        (bound[0], bound[0], bound[1]),
+    ).fetchone()
+
+
+class _Run:
+    """One replay pass: events after a position, applied and written, checkpoints taken."""
+
+    def __init__(self, ledger: Ledger, cur: Cursor, engine: Replay, writer: _Writer,
+                 start: tuple[int, int], count: int, last_spaced: int,
+                 retire: list[tuple[int, str]]):
+        self.ledger, self.cur, self.engine, self.writer = ledger, cur, engine, writer
+        self.pos, self.count, self.last_spaced, self.retire = start, count, last_spaced, retire
+        self.last_seq = 0
+
+    def _retire_before(self, at_us: int) -> None:
+        retire, engine = self.retire, self.engine
+        while retire and retire[-1][0] < at_us:
+            engine.retire(retire.pop()[1])
+
+    def checkpoint(self, head: bool) -> None:
+        self.writer.write(self.engine)
+        self._retire_before(self.pos[0])
+        _save_checkpoint(self.cur, self.engine, self.writer, self.pos, self.count, head)
+        if not head:
+            self.last_spaced = self.count
+
+    def run(self, progress: Callable[[int], None] | None) -> int:
+        cur, engine = self.cur, self.engine
+        loads = orjson.loads
+        apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
+        every = CHECKPOINT_EVERY
+        # Reads go through the same transaction's cursor: on SQLite a second connection would
+        # not see rows this transaction has not committed yet, and we hold the write lock.
+        sql = (
+            "SELECT i.seq, i.at_us, s.state FROM bf_events i "
+            + self.ledger._state_join()  # noqa: SLF001
+            + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
+            + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+        )
+        n = pages = 0
+        ev: dict = {}
+        with localcontext(ARITHMETIC):
+            while True:
+                at0, seq0 = self.pos
+                rows = cur.execute(sql, (at0, at0, seq0)).fetchall()
+                try:
+                    for row in rows:
+                        seq = row["seq"]
+                        ev = replay_dict(loads(row["state"])["e"], seq)
+                        apply(ev)
+                        self.pos = (row["at_us"], seq)
+                        if seq > self.last_seq:
+                            self.last_seq = seq
+                        self.count += 1
+                        if self.count - self.last_spaced >= every:
+                            self.checkpoint(head=False)
+                except DecimalException as exc:
+                    raise UnreplayableEvent(ev, exc) from None
+                n += len(rows)
+                self.writer.write(engine)
+                self._retire_before(self.pos[0])
+                pages += 1
+                if pages % 40 == 0:
+                    # The collector is off during replay (see no_gc); retired orders hold
+                    # reference cycles, so sweep them now and then to keep memory flat.
+                    gc.collect()
+                if progress is not None:
+                    progress(n)
+                if len(rows) < PAGE:
+                    break
+        return n
+
+
 def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> int:
     """Drop and rebuild every projection from the log; returns the events applied."""
-    with no_gc():
-        return _rebuild(ledger, progress)
-
-
-def _rebuild(ledger: Ledger, progress: Callable[[int], None] | None) -> int:
     # A rebuild also brings the schema up to this version (new tables or indexes).
     create_tables(ledger)
-    with ledger.writing() as cur:
-        for t in TABLES:
-            cur.execute(f"DELETE FROM {t}")
-        cur.execute("DELETE FROM bf_proj")
-        cur.execute("DELETE FROM bf_proj_blob")
-        engine = Replay(reversible=_reversal_targets(cur))
-        writer = _Writer(cur)
-        retire = _retirement_plan(cur)
-        n, last_seq, high = _apply_rows(ledger, cur, engine, writer, None, progress, retire)
-        _finish(cur, engine, last_seq, high)
+    with no_gc(), ledger.writing() as cur:
+        return _rebuild(ledger, cur, progress)
+
+
+def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
+    for t in TABLES:
+        cur.execute(f"DELETE FROM {t}")
+    cur.execute("DELETE FROM bf_proj")
+    # Older versions kept a pickled engine here: dropped unread.
+    cur.execute("DELETE FROM bf_proj_blob")
+    cur.execute("DELETE FROM bf_proj_ckpt")
+    engine = Replay(reversible=_reversal_targets(cur))
+    run = _Run(ledger, cur, engine, _Writer(cur), (-(2**62), 0), 0, 0, _retirement_plan(cur))
+    n = run.run(progress)
+    _finish(cur, run)
     return n
 
 
-def _apply_rows(
-    ledger: Ledger,
-    cur: Cursor,
-    engine: Replay,
-    writer: _Writer,
-    seq_gt: int | None,
-    progress: Callable[[int], None] | None,
-    retire: list[tuple[int, str]] | None = None,
-) -> tuple[int, int, tuple[int, int]]:
-    n = 0
-    last_seq = seq_gt or 0
-    high = (0, 0)  # (at_us, seq) of the last event applied: the next one must not be older
-    loads = orjson.loads
-    apply = engine.apply
-    # Reads go through the same transaction's cursor: on SQLite a second connection would
-    # not see rows this transaction has not committed yet, and we hold the write lock.
-    sql = (
-        "SELECT i.seq, i.at_us, s.state FROM bf_events i "
-        + ledger._state_join()  # noqa: SLF001
-        + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
-        + (" AND i.seq > ?" if seq_gt is not None else "")
-        + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
-    )
-    key = (-(2**62), 0)
-    pages = 0
-    while True:
-        params: list[Any] = [key[0], key[0], key[1]]
-        if seq_gt is not None:
-            params.append(seq_gt)
-        rows = cur.execute(sql, params).fetchall()
-        for row in rows:
-            seq = row["seq"]
-            apply(replay_dict(loads(row["state"])["e"], seq))
-            if seq > last_seq:
-                last_seq = seq
-        n += len(rows)
-        if rows:
-            high = (rows[-1]["at_us"], rows[-1]["seq"])
-        writer.write(engine)
-        while retire and retire[-1][0] < high[0]:
-            engine.retire(retire.pop()[1])
-        pages += 1
-        if pages % 40 == 0:
-            # The collector is off during replay (see no_gc); retired orders hold
-            # reference cycles, so sweep them now and then to keep memory flat.
-            gc.collect()
-        if progress is not None:
-            progress(n)
-        if len(rows) < PAGE:
-            break
-        key = high
-    return n, last_seq, high
-
-
-def _touches_retired(cur: Cursor, engine: Replay, last: int) -> bool:
-    """Whether events after ``last`` refer to an order the snapshot has forgotten."""
-    rows = cur.execute(
-        "SELECT DISTINCT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL", (last,)
-    ).fetchall()
-    for r in rows:
-        if engine.order_state(r["ord"]) is None:
-            known = cur.execute(
-                "SELECT 1 AS x FROM bf_events WHERE ord = ? AND type = 'OrderCreated'"
-                " AND seq <= ?",
-                (r["ord"], last),
-            ).fetchone()
-            if known is not None:
-                return True
-    return False
-
-
-def _finish(cur: Cursor, engine: Replay, last_seq: int, high: tuple[int, int]) -> None:
+def _finish(cur: Cursor, run: _Run) -> None:
+    run.checkpoint(head=True)
     _put(cur, "engine_version", ENGINE_VERSION)
-    _put(cur, "last_seq", str(last_seq))
-    _put(cur, "high_at", str(high[0]))
-    _put(cur, "high_seq", str(high[1]))
-    _save_engine(cur, engine)
+    _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
+
+
+def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
+    """The earliest position the events recorded after seq ``last`` change (None: none).
+
+    A checkpoint strictly before it can be continued from: (a) every new event comes after
+    it; (b) every order a new event names is still held by it (its last earlier event is at
+    or after the checkpoint's ``at``); (c) every event a new Reversal undoes comes after it,
+    so that it is replayed with its undo information kept.
+    """
+    far = 2**62
+    row = cur.execute("SELECT MIN(at_us) AS a FROM bf_events WHERE seq > ?", (last,)).fetchone()
+    if row["a"] is None:
+        return None
+    bound = (row["a"], far)
+    row = cur.execute(
+        "SELECT MIN(m) AS a FROM (SELECT MAX(o.at_us) AS m FROM bf_events o WHERE o.seq <= ?"
+        " AND o.ord IN (SELECT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL)"
+        " GROUP BY o.ord) x",
+        (last, last),
+    ).fetchone()
+    if row["a"] is not None:
+        bound = min(bound, (row["a"], far))
+    targets = _reversal_targets_after(cur, last)
+    for i in range(0, len(targets), 500):
+        chunk = targets[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in cur.execute(
+            f"SELECT at_us, seq FROM bf_events WHERE id IN ({marks})", chunk
+        ).fetchall():
+            bound = min(bound, (r["at_us"], r["seq"]))
+    return bound
+
+
+def _rewind(cur: Cursor, pos: tuple[int, int], open_keys: list) -> None:
+    """Delete what the events after ``pos`` wrote; ``bf_open`` as it was at ``pos``."""
+    at, seq = pos
+    after = "at_us > ? OR (at_us = ? AND seq > ?)"
+    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes"):
+        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
+    # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
+    # query probes, so a key listed once too often costs a probe, never an answer.
+    cur.execute("DELETE FROM bf_alive WHERE bucket > ?", (at // BUCKET_US,))
+    cur.execute("DELETE FROM bf_open")
+    cur.executemany("INSERT INTO bf_open VALUES (?,?,?)", [tuple(r) for r in open_keys])
+    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, at, seq))
+
+
+def _plan_from(cur: Cursor, at_us: int) -> list[tuple[int, str]]:
+    """``_retirement_plan`` restricted to the orders with events at or after ``at_us``."""
+    rows = cur.execute(
+        "SELECT ord, MAX(at_us) AS last FROM bf_events WHERE at_us >= ? AND ord IS NOT NULL"
+        " GROUP BY ord",
+        (at_us,),
+    ).fetchall()
+    plan = [(r["last"], r["ord"]) for r in rows]
+    plan.sort(reverse=True)
+    return plan
 
 
 def catch_up(ledger: Ledger) -> int:
     """Bring the projections up to everything recorded; returns the events applied.
 
-    Exactly once: the tracked position moves in the same transaction as the rows.
+    Exactly once: the tracked position moves in the same transaction as the rows. Events
+    recorded late (before the high-water mark), new Reversals and events of orders already
+    retired re-replay from the latest checkpoint before the earliest position they change,
+    so the cost follows the events after that time, not the history.
     """
     ensure_tables(ledger)
     with ledger.transaction(commit=False) as cur:
@@ -398,33 +500,34 @@ def catch_up(ledger: Ledger) -> int:
         return rebuild(ledger)
     if ledger.max_seq() <= last:
         return 0
-    with ledger.writing() as cur:
+    with no_gc(), ledger.writing() as cur:
         # Re-read under the write lock: another process may have caught up meanwhile.
         last = int(_get(cur, "last_seq") or 0)
-        high = (int(_get(cur, "high_at") or 0), int(_get(cur, "high_seq") or 0))
-        row = cur.execute(
-            "SELECT MIN(at_us) AS a, SUM(CASE WHEN type = 'Reversal' THEN 1 ELSE 0 END) AS r"
-            " FROM bf_events WHERE seq > ?",
-            (last,),
-        ).fetchone()
-        if row["a"] is None:
+        bound = _bound(cur, last)
+        if bound is None:
             return 0
-        # A late event changes the past, and a new Reversal may undo an event whose
-        # effects the snapshot did not keep: both are answered by a rebuild.
-        in_order = row["a"] >= high[0] and not row["r"]
-        engine = _load_engine(cur) if in_order else None
-        if engine is not None and _touches_retired(cur, engine, last):
-            engine = None
-        if engine is None:
-            late = True
+        ck = _checkpoint_before(cur, bound)
+        state = None
+        if ck is not None:
+            try:
+                state = snapshot.loads(ck["v"], ENGINE_VERSION)
+                engine = Replay.restore(state["engine"], reversible=_reversal_targets(cur))
+            except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
+                state = None  # unreadable or of another version: rebuild
+        if state is None:
+            return _rebuild(ledger, cur, None)
+        pos = (ck["at_us"], ck["seq"])
+        if not ck["head"]:
+            _rewind(cur, pos, state["open"])
         else:
-            late = False
-    if late:
-        return rebuild(ledger)
-    with ledger.writing() as cur, no_gc():
-        writer = _Writer(cur)
-        n, last_seq, new_high = _apply_rows(ledger, cur, engine, writer, last, None)
-        _finish(cur, engine, last_seq, max(high, new_high))
+            # The head is after every event applied: nothing to delete, bf_open is current.
+            cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
+        spaced = cur.execute(
+            "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
+        run = _Run(ledger, cur, engine, _Writer(cur), pos, ck["n"], spaced,
+                   _plan_from(cur, pos[0]))
+        n = run.run(None)
+        _finish(cur, run)
     return n
 
 
