@@ -58,6 +58,12 @@ def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> Non
         ctx.exit(EXIT_USAGE)
     verb = "would be appended" if dry_run else "appended"
     click.echo(f"{result.appended} {verb}, {result.duplicates} duplicates")
+    if result.appended and not dry_run:
+        # After the events' transaction committed, so queries never pay catch-up; a crash
+        # here loses nothing (the next command catches up).
+        from backflush.projections.materialise import catch_up
+
+        catch_up(ledger)
 
 
 def _export_line(payload: dict[str, Any]) -> bytes:

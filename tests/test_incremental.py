@@ -241,3 +241,20 @@ def test_an_unreadable_snapshot_means_a_rebuild_never_a_load(tmp_path):
         assert got == projection(ledger)
     finally:
         ledger.close()
+
+
+def test_import_brings_the_projections_up_to_date_in_the_same_command(tmp_path, db_url):
+    from ledger_cli import run
+
+    lines = _sim_events()
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines[:300]) + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines[300:600]) + b"\n")
+    for name in ("a", "b"):
+        r = run(db_url, "import", str(tmp_path / f"{name}.jsonl"))
+        assert r.exit_code == 0, r.output
+        with Ledger(db_url) as ledger:
+            # Nothing left for the next query to catch up.
+            assert materialise.catch_up(ledger) == 0
+            with ledger.transaction(commit=False) as cur:
+                tracked = int(materialise._get(cur, "last_seq"))  # noqa: SLF001
+            assert tracked == ledger.max_seq()
