@@ -104,7 +104,7 @@ ARITHMETIC = Context(prec=80, Emax=999_999, Emin=-999_999,
 # The engine's state, as saved in a snapshot (``state`` / ``restore``); everything else is
 # derived (handlers) or given again by the caller (policy, reversible ids).
 STATE = (
-    "_items", "_resources", "_boms", "_routes", "_params", "_orders", "_bins", "_staged",
+    "_items", "_resources", "_boms", "_routes", "_params", "_orders", "_bins",
     "_waiting", "_staged_map", "_received", "_produced", "_consumed", "_adjusted", "_effects",
     "_reversed", "_last", "anomalies", "negative_onhand", "puts_without_pick",
 )
@@ -436,6 +436,27 @@ class _OpUnits:
         return self.good.get(op, default) + self.error.get(op, ZERO)
 
 
+WIP_ORDER = ("resource", "location", "kind", "order", "op", "item", "batch")
+
+
+def sort_wip(rows: list[dict]) -> None:
+    """Sort WIP rows in place, the order every WIP answer has (None first in each column)."""
+    rows.sort(key=lambda r: tuple(_sk(r[k]) for k in WIP_ORDER))
+
+
+def staged_rows(onhand_at: dict, staging: dict) -> list[dict]:
+    """Staged WIP rows from on-hand per (location, item, batch) and the staging map
+    (location -> resources staging there): one row per resource, zero totals left out."""
+    rows = []
+    for (loc, item, batch), q in onhand_at.items():
+        if not q:
+            continue
+        for res in staging.get(loc, ()):
+            rows.append({"resource": res, "location": loc, "kind": "staged", "order": None,
+                         "op": None, "item": item, "batch": batch, "qty": q})
+    return rows
+
+
 def _remove_last(lst: list, value) -> None:
     """Remove ``value`` from ``lst``, searching from the end: the very object if it is there,
     else an equal one (a restored snapshot keeps records shared, not tuples, and the tuples
@@ -485,7 +506,10 @@ class Replay:
         # state
         self._orders: dict = {}
         self._bins: dict = {}  # (item, location) -> {(batch, lp): qty}, insertion order = FIFO
-        self._staged: dict = {}
+        # Staged WIP is on-hand at a staging location (a resource's input location, or the
+        # default input location for resource None): derived from the bins and this map,
+        # never kept twice. Changes of the map are logged for the materialiser.
+        self.staging_changes: list = []  # (map, event id, at, seq)
         self._waiting: dict = {}
         self._staged_map: dict = {}
         self._received: dict = {}
@@ -587,6 +611,7 @@ class Replay:
         if engine._last is not None:
             engine._last = tuple(engine._last)
         engine.balance_changes.clear()
+        engine.staging_changes.clear()
         return engine
 
     # --- queries -----------------------------------------------------------------------
@@ -602,16 +627,20 @@ class Replay:
         rows.sort(key=lambda r: (r["item"], r["location"], _sk(r["batch"]), _sk(r["lp"])))
         return rows
 
+    @exact
     def wip(self) -> list[dict]:
         """Non-zero WIP rows: material staged at input locations, units waiting at outputs."""
-        rows = []
-        for src in (self._staged, self._waiting):
-            for (res, loc, kind, order, op, item, batch), q in src.items():
-                if q:
-                    rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
-                                 "op": op, "item": item, "batch": batch, "qty": q})
-        rows.sort(key=lambda r: tuple(_sk(r[k]) for k in (
-            "resource", "location", "kind", "order", "op", "item", "batch")))
+        staged: dict = {}
+        for (item, loc), bins in self._bins.items():
+            if loc in self._staged_map:
+                for (b, _lp), q in bins.items():
+                    staged[(loc, item, b)] = staged.get((loc, item, b), ZERO) + q
+        rows = staged_rows(staged, self._staged_map)
+        for (res, loc, kind, order, op, item, batch), q in self._waiting.items():
+            if q:
+                rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
+                             "op": op, "item": item, "batch": batch, "qty": q})
+        sort_wip(rows)
         return rows
 
     @exact
@@ -736,7 +765,7 @@ class Replay:
             self._fx.append((_APP, lst, value))
 
     def _oh(self, item, loc, batch, lp, delta, record_negative=True) -> None:
-        """Change on-hand of (item, loc, batch, lp) and the staged WIP that mirrors it."""
+        """Change on-hand of (item, loc, batch, lp) (staged WIP follows: see ``wip``)."""
         bins = self._bins.get((item, loc))
         if bins is None:
             bins = self._bins[(item, loc)] = {}
@@ -757,17 +786,6 @@ class Replay:
             self.negative_onhand.append(rec)
             if o is not None:
                 o.negative_onhand.append(rec)
-        resources = self._staged_map.get(loc)
-        if resources:
-            staged = self._staged
-            for res in resources:
-                sk = (res, loc, "staged", None, None, item, batch)
-                v = staged.get(sk, ZERO) + delta
-                if v:
-                    staged[sk] = v
-                else:
-                    staged.pop(sk, None)
-                self.balance_changes.append(("wip", sk, v, eid, at, seq))
         if self._fx is not None:
             self._fx.append((_OH, item, loc, batch, lp, delta))
 
@@ -787,7 +805,7 @@ class Replay:
             self._fx.append((_WAIT, o, info, delta))
 
     def _remap_staged(self) -> None:
-        """Recompute which locations are staging areas of which resource; emit the WIP moves.
+        """Recompute which locations are staging areas of which resource; log a change.
 
         Runs only on master-data changes (resource input location, default input location).
         """
@@ -800,25 +818,9 @@ class Replay:
         new = {k: tuple(v) for k, v in new.items()}
         if new == self._staged_map:
             return
-        old_pairs = {(loc, r) for loc, rs in self._staged_map.items() for r in rs}
-        new_pairs = {(loc, r) for loc, rs in new.items() for r in rs}
-        ev = self._cur
-        eid, at, seq = ev.get("id"), ev.get("at"), ev.get("seq")
-        for loc, r in sorted(old_pairs - new_pairs, key=lambda p: (p[0], _sk(p[1]))):
-            for sk in [k for k in self._staged if k[0] == r and k[1] == loc]:
-                del self._staged[sk]
-                self.balance_changes.append(("wip", sk, ZERO, eid, at, seq))
-        for loc, r in sorted(new_pairs - old_pairs, key=lambda p: (p[0], _sk(p[1]))):
-            for (item, bin_loc), bins in self._bins.items():
-                if bin_loc != loc:
-                    continue
-                for (b, _lp), q in bins.items():
-                    sk = (r, loc, "staged", None, None, item, b)
-                    self._staged[sk] = self._staged.get(sk, ZERO) + q
-            for sk in sorted((k for k in self._staged if k[0] == r and k[1] == loc),
-                             key=lambda k: tuple(_sk(x) for x in k)):
-                self.balance_changes.append(("wip", sk, self._staged[sk], eid, at, seq))
         self._staged_map = new
+        ev = self._cur
+        self.staging_changes.append((new, ev.get("id"), ev.get("at"), ev.get("seq")))
 
     # --- master data -----------------------------------------------------------------------
 

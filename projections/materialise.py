@@ -8,6 +8,8 @@ writes, in the same transaction as the new tracked position:
   each change, stamped with the ``at`` and seq of the event that changed it. "As of T" is
   then one index probe per key (the last row with ``at`` <= T), whatever the history
   length: never a replay per query;
+  Staged WIP (material at a resource's input location) is on-hand there: it has no rows
+  of its own, ``bf_staging`` keeps which locations stage for which resources since when;
 - ``bf_flushes``: every consumption posting (what the audit shows per event);
 - ``bf_proj``: the tracked position (``last_seq``) and the engine version;
 - ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
@@ -35,11 +37,19 @@ import orjson
 from backflush.ledger.codec import replay_dict
 from backflush.ledger.store import Cursor, Ledger, to_us
 from backflush.projections import snapshot
-from backflush.projections.engine import ARITHMETIC, Replay, UnreplayableEvent
+from backflush.projections.engine import (
+    ARITHMETIC,
+    Replay,
+    UnreplayableEvent,
+    sort_wip,
+    staged_rows,
+)
+from backflush.projections.rules import ZERO
 
 # Bump when the engine's rules or its state's shape change: stored projections rebuild.
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
-ENGINE_VERSION = "7"
+# 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
+ENGINE_VERSION = "8"
 CHECKPOINT_EVERY = 50_000  # events of replay order between two kept checkpoints
 
 DDL = [
@@ -65,6 +75,11 @@ DDL = [
         ord TEXT, line INTEGER, item TEXT, trig TEXT, device TEXT, qty TEXT NOT NULL,
         location TEXT, batch TEXT, lp TEXT, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_flushes_ord ON bf_flushes (ord, at_us, seq)",
+    # Which locations stage material for which resources, from the event that changed it:
+    # staged WIP is on-hand there (no history rows of its own).
+    """CREATE TABLE IF NOT EXISTS bf_staging (
+        at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
+        PRIMARY KEY (at_us, seq))""",
     # What one event did to on-hand (the audit asks it per event of an order).
     "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
     "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
@@ -80,9 +95,10 @@ DDL = [
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
-    "bf_alive",
+    "bf_alive", "bf_staging",
 ]
 BUCKET_US = 86_400 * 1_000_000  # one day
+_NEVER = -(2**62)  # before any event
 PAGE = 5000
 
 
@@ -219,6 +235,13 @@ class _Writer:
         self.cur.executemany(
             "INSERT INTO bf_flushes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", flushes
         )
+        staging = [
+            (_NEVER if at is None else to_us(at), seq or 0,
+             orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
+            for m, _eid, at, seq in engine.staging_changes
+        ]
+        engine.staging_changes.clear()
+        self.cur.executemany("INSERT INTO bf_staging VALUES (?,?,?)", staging)
         # The history tables hold what these lists would tell (negative balances are rows
         # with a balance below zero); keeping them would grow memory with the history.
         engine.negative_onhand.clear()
@@ -414,7 +437,7 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
     cur.execute("DELETE FROM bf_proj_blob")
     cur.execute("DELETE FROM bf_proj_ckpt")
     engine = Replay(reversible=_reversal_targets(cur))
-    run = _Run(ledger, cur, engine, _Writer(cur), (-(2**62), 0), 0, 0, _retirement_plan(cur))
+    run = _Run(ledger, cur, engine, _Writer(cur), (_NEVER, 0), 0, 0, _retirement_plan(cur))
     n = run.run(progress)
     _finish(cur, run)
     return n
@@ -462,7 +485,7 @@ def _rewind(cur: Cursor, pos: tuple[int, int], open_keys: list) -> None:
     """Delete what the events after ``pos`` wrote; ``bf_open`` as it was at ``pos``."""
     at, seq = pos
     after = "at_us > ? OR (at_us = ? AND seq > ?)"
-    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes"):
+    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes", "bf_staging"):
         cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
     # query probes, so a key listed once too often costs a probe, never an answer.
@@ -606,6 +629,18 @@ def onhand_asof(
     return rows
 
 
+def staging_asof(ledger: Ledger, at_us: int | None) -> dict[str, tuple]:
+    """Staging map in force at ``at_us`` (None = now): location -> resources staging there."""
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT map FROM bf_staging WHERE at_us <= ? ORDER BY at_us DESC, seq DESC LIMIT 1",
+            (_FAR_FUTURE if at_us is None else at_us,),
+        ).fetchone()
+    if row is None:
+        return {}
+    return {loc: tuple(rs) for loc, rs in orjson.loads(row["map"])}
+
+
 def wip_asof(
     ledger: Ledger, at_us: int | None, resource: str | None = None
 ) -> list[dict[str, Any]]:
@@ -621,16 +656,22 @@ def wip_asof(
     )
     for r in rows:
         r["order"] = r.pop("ord")
-    rows.sort(
-        key=lambda r: (
-            r["resource"] or "", r["location"] or "", r["kind"], r["order"] or "",
-            r["op"] or 0, r["item"] or "", r["batch"] or "",
-        )
-    )
-    return [
+    staging = staging_asof(ledger, at_us)
+    if resource is not None:
+        staging = {loc: (resource,) for loc, rs in staging.items() if resource in rs}
+    with localcontext(ARITHMETIC):
+        onhand: dict = {}
+        for loc in staging:
+            for r in onhand_asof(ledger, at_us, location=loc):
+                k = (loc, r["item"], r["batch"])
+                onhand[k] = onhand.get(k, ZERO) + r["qty"]
+    rows.extend(staged_rows(onhand, staging))
+    out = [
         {k: r[k] for k in ("resource", "location", "kind", "order", "op", "item", "batch", "qty")}
         for r in rows
     ]
+    sort_wip(out)
+    return out
 
 
 def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
