@@ -42,6 +42,8 @@ def compute_findings(ledger, at, known_at, policy, order=None, code=None) -> lis
     from backflush.projections import asof
 
     codes = [code] if code else None
+    if order is not None and policy is None and known_at is None:
+        return asof.order_findings(ledger, order, at, codes)  # the order's own path
     found = asof.findings_replay(ledger, at, known_at, policy, codes)
     return found if order is None else [f for f in found if f.order == order]
 

@@ -19,7 +19,7 @@ from typing import Any
 from backflush.ledger.events import MASTER_TYPES
 from backflush.ledger.store import Ledger, to_us
 from backflush.projections import materialise as mat
-from backflush.projections.engine import Replay
+from backflush.projections.engine import Replay, Unresolved
 
 RETIRE_EVERY = 2000  # events between checks for orders whose findings are final
 
@@ -41,6 +41,7 @@ def replay(
             engine.apply(ev)
             engine.balance_changes.clear()
             engine.flushes.clear()
+            engine.unresolved_log.clear()
     return engine
 
 
@@ -70,6 +71,7 @@ def findings_replay(
             if n % retire_every == 0:
                 engine.balance_changes.clear()
                 engine.flushes.clear()
+                engine.unresolved_log.clear()
                 now = to_us(ev["at"])
                 done = set()
                 while plan and plan[-1][0] < now:
@@ -170,9 +172,94 @@ def hours(
     known_at: datetime | None = None,
     policy: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Standard vs reported hours per order, operation and resource."""
+    """Standard vs reported hours per order, operation and resource (sorted by order)."""
     if order is not None:
         engine = order_replay(ledger, order, at, known_at, policy)
-    else:
-        engine = replay(ledger, at, known_at, policy)
-    return engine.hours(order=order, resource=resource)
+        return engine.hours(order=order, resource=resource)
+    rows = list(iter_hours(ledger, resource, at, known_at, policy))
+    rows.sort(key=lambda r: r["order"])  # stable: each order's rows keep their order
+    return rows
+
+
+def iter_hours(
+    ledger: Ledger,
+    resource: str | None = None,
+    at: datetime | None = None,
+    known_at: datetime | None = None,
+    policy: dict[str, Any] | None = None,
+    retire_every: int = RETIRE_EVERY,
+) -> Iterator[dict[str, Any]]:
+    """Hours rows of every order, yielded as each order's hours become final (in the order
+    orders end, not by name), by one streaming replay: memory follows the orders in
+    progress, not the history."""
+    plan = mat.last_event_of_orders(ledger)
+    engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
+    n = 0
+    with mat.no_gc():
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+            engine.apply(ev)
+            n += 1
+            if n % retire_every == 0:
+                engine.balance_changes.clear()
+                engine.flushes.clear()
+                engine.unresolved_log.clear()
+                engine.negative_onhand.clear()
+                engine.anomalies.clear()
+                now = to_us(ev["at"])
+                done = []
+                while plan and plan[-1][0] < now:
+                    done.append(plan.pop()[1])
+                for o in sorted(done):
+                    yield from engine.hours(order=o, resource=resource)
+                    engine.retire(o)
+    yield from engine.hours(resource=resource)
+
+
+def order_findings(
+    ledger: Ledger,
+    order: str,
+    at: datetime | None = None,
+    codes: Any = None,
+) -> list[Any]:
+    """Findings of one order from its own events and the materialised history (the audit's
+    fast path): master data and the order's events replayed, batches, negative on-hand and
+    what is still at the input location read from the projections."""
+    from backflush.ledger.events import MASTER_TYPES
+    from backflush.projections import audit as A
+    from backflush.projections.findings import findings, sort_key
+
+    mat.catch_up(ledger)
+    at_us = _us(at)
+    events = list(order_events(ledger, order, at, None))
+    engine = Replay()
+    engine.apply_all(events)
+    o = engine.order_state(order)
+    if o is None:
+        return []
+    pos = {e["id"]: (to_us(e["at"]), e["seq"]) for e in events}
+    # Which takes found no batch depends on other orders' stock: the materialised records
+    # (of the events this replay did not see reversed) replace the order-local ones, and the
+    # same findings code reads them.
+    reversed_ids = engine.reversed_ids()
+    o.unresolved = [
+        Unresolved(u["event_id"], None, u["line"], u["item"], u["location"], u["qty"])
+        for u in mat.unresolved_of(ledger, order, at_us) if u["event_id"] not in reversed_ids
+    ]
+    found = []
+    for f in findings(engine, order=order, codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH")):
+        if f.code == "RESIDUAL_AT_INPUT":
+            f = A._cap_residual(  # noqa: SLF001
+                f, lambda item, loc, eid: A.onhand_after(ledger, item, loc, *pos[eid]))
+            if f is None:
+                continue
+        found.append(f)
+    seqs = {e["seq"]: e["id"] for e in events if e["type"] not in MASTER_TYPES}
+    final: dict = {}  # cumulative: the last of each finding is its final state
+    for _eid, f in A.negative_findings(order, A.negative_takes(ledger, seqs), o.all_lines()):
+        final[f.key] = f
+    found.extend(final.values())
+    if codes is not None:
+        keep = set(codes)
+        found = [f for f in found if f.code in keep]
+    found.sort(key=sort_key)
+    return found

@@ -494,6 +494,7 @@ class Replay:
         # change log, drained by the materialiser
         self.balance_changes: list = []
         self.flushes: list = []
+        self.unresolved_log: list = []  # (order, Unresolved, seq): batch-less takes, for I/O
         # global records
         self.anomalies: list = []
         self.negative_onhand: list = []
@@ -612,6 +613,7 @@ class Replay:
             engine._last = tuple(engine._last)
         engine.balance_changes.clear()
         engine.staging_changes.clear()
+        engine.unresolved_log.clear()
         return engine
 
     # --- queries -----------------------------------------------------------------------
@@ -1243,8 +1245,9 @@ class Replay:
             used[k] = used.get(k, ZERO) + left
             if batch is None and ln.tracking in TRACKED:
                 ev = self._cur
-                self._append(o.unresolved, Unresolved(ev["id"], ev["at"], ln.line, item, loc,
-                                                      left))
+                rec = Unresolved(ev["id"], ev["at"], ln.line, item, loc, left)
+                self._append(o.unresolved, rec)
+                self.unresolved_log.append((o.order, rec, ev["seq"]))
         return [(b, lp, q) for (b, lp), q in used.items()]
 
     # --- reversal --------------------------------------------------------------------------

@@ -49,7 +49,8 @@ from backflush.projections.rules import ZERO
 # Bump when the engine's rules or its state's shape change: stored projections rebuild.
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
-ENGINE_VERSION = "8"
+# 9: bf_unresolved.
+ENGINE_VERSION = "9"
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
 
 DDL = [
@@ -77,6 +78,13 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS bf_flushes_ord ON bf_flushes (ord, at_us, seq)",
     # Which locations stage material for which resources, from the event that changed it:
     # staged WIP is on-hand there (no history rows of its own).
+    # Takes of a batch-tracked item with no batch to take (UNRESOLVED_BATCH of one order
+    # without a global replay; a reversed event's rows are left out by the reader).
+    """CREATE TABLE IF NOT EXISTS bf_unresolved (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT NOT NULL, line INTEGER, item TEXT NOT NULL, location TEXT NOT NULL,
+        qty TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_unresolved_ord ON bf_unresolved (ord, at_us, seq)",
     """CREATE TABLE IF NOT EXISTS bf_staging (
         at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
         PRIMARY KEY (at_us, seq))""",
@@ -96,7 +104,7 @@ DDL = [
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
-    "bf_alive", "bf_staging",
+    "bf_alive", "bf_staging", "bf_unresolved",
 ]
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
@@ -261,6 +269,15 @@ class _Writer:
         ]
         engine.staging_changes.clear()
         self.cur.executemany("INSERT INTO bf_staging VALUES (?,?,?)", staging)
+        unresolved = []
+        last_seq, n = None, 0
+        for order, u, seq in engine.unresolved_log:
+            n = n + 1 if seq == last_seq else 0
+            last_seq = seq
+            unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
+                               u.location, str(u.qty)))
+        engine.unresolved_log.clear()
+        self.cur.executemany("INSERT INTO bf_unresolved VALUES (?,?,?,?,?,?,?,?,?)", unresolved)
         # The history tables hold what these lists would tell (negative balances are rows
         # with a balance below zero); keeping them would grow memory with the history.
         engine.negative_onhand.clear()
@@ -505,7 +522,7 @@ def _rewind(cur: Cursor, pos: tuple[int, int], open_keys: list) -> None:
     """Delete what the events after ``pos`` wrote; ``bf_open`` as it was at ``pos``."""
     at, seq = pos
     after = "at_us > ? OR (at_us = ? AND seq > ?)"
-    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes", "bf_staging"):
+    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes", "bf_staging", "bf_unresolved"):
         cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
     # query probes, so a key listed once too often costs a probe, never an answer.
@@ -710,6 +727,18 @@ def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dic
         }
         for r in rows
     ]
+
+
+def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
+    """Batch-less takes of batch-tracked items by one order (as of ``at_us``), apply order."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, line, item, location, qty FROM bf_unresolved WHERE ord = ?"
+            " AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    return [{"event_id": r["event_id"], "line": r["line"], "item": r["item"],
+             "location": r["location"], "qty": Decimal(r["qty"])} for r in rows]
 
 
 def needs_replay_for_known_at(ledger: Ledger, at_us: int, known_us: int) -> bool:
