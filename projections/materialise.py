@@ -156,7 +156,8 @@ _KEY_COLS = {
 class _Writer:
     """Turns the engine's change log into rows, batched per transaction."""
 
-    def __init__(self, cur: Cursor, fresh: bool = False):
+    def __init__(self, cur: Cursor, fresh: bool = False,
+                 open_keys: list | None = None):
         self.cur = cur
         # Key ids are looked up when first met (an incremental catch-up touches few keys of
         # a long history); ``fresh`` (a rebuild on emptied tables) knows there are none.
@@ -168,9 +169,10 @@ class _Writer:
             for t in _KEY_COLS
         }
         self.new_keys: dict[tuple[str, int], list[tuple]] = {}
+        # Keys open (non-zero) now and since which day bucket: kept in memory during a pass
+        # (and in checkpoints), written to bf_open once at its end (``write_open``).
         self.open_from: dict[tuple[str, int], int] = {
-            (r["kind"], r["key_id"]): r["from_bucket"]
-            for r in cur.execute("SELECT kind, key_id, from_bucket FROM bf_open").fetchall()
+            (k, kid): b for k, kid, b in (open_keys or ())
         }
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
@@ -198,6 +200,14 @@ class _Writer:
             self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
         self.new_keys.clear()
 
+    def write_open(self) -> None:
+        """bf_open as the pass leaves it (the keys open now)."""
+        self.cur.execute("DELETE FROM bf_open")
+        self.cur.executemany(
+            "INSERT INTO bf_open VALUES (?,?,?)",
+            sorted((k, kid, b) for (k, kid), b in self.open_from.items()),
+        )
+
     def write(self, engine: Replay) -> None:
         onhand, wip = [], []
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
@@ -206,13 +216,14 @@ class _Writer:
         # Changes come grouped by event: number them within an event, and convert each
         # event's time once, not once per change.
         open_from = self.open_from
-        touched: set[tuple[str, int]] = set()
         alive: set[tuple[str, int, int]] = set()
+        bucket = 0
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 if at is not last_at:
                     last_at, at_us = at, to_us(at)
+                    bucket = at_us // BUCKET_US
             else:
                 n += 1
             if kind == "onhand":
@@ -221,29 +232,20 @@ class _Writer:
             else:
                 kid = wip_ids.get(key) or self._key_id(wip_ids, "bf_wip_keys", key, 7)
                 wip.append((kid, at_us, seq, n, str(balance)))
-            ok = (kind, kid)
-            bucket = at_us // BUCKET_US
             if balance:
+                ok = (kind, kid)
                 if ok not in open_from:
                     open_from[ok] = bucket
-                    touched.add(ok)
-            elif ok in open_from:
-                start = open_from.pop(ok)
-                touched.add(ok)
-                alive.update((kind, b, kid) for b in range(start, bucket + 1))
+            else:
+                start = open_from.pop((kind, kid), None)
+                if start is not None:
+                    alive.update((kind, b, kid) for b in range(start, bucket + 1))
         engine.balance_changes.clear()
         self._flush_keys()
         self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
         self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
         self.cur.executemany(
             "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
-        )
-        self.cur.executemany(
-            "DELETE FROM bf_open WHERE kind = ? AND key_id = ?", sorted(touched)
-        )
-        self.cur.executemany(
-            "INSERT INTO bf_open VALUES (?,?,?)",
-            sorted((k, kid, open_from[(k, kid)]) for k, kid in touched if (k, kid) in open_from),
         )
         flushes = []
         last_seq, n = None, 0
@@ -482,6 +484,7 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
 
 def _finish(cur: Cursor, run: _Run) -> None:
     run.checkpoint(head=True)
+    run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
     _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
 
@@ -518,8 +521,8 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
     return bound
 
 
-def _rewind(cur: Cursor, pos: tuple[int, int], open_keys: list) -> None:
-    """Delete what the events after ``pos`` wrote; ``bf_open`` as it was at ``pos``."""
+def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
+    """Delete what the events after ``pos`` wrote (bf_open is rewritten at the end)."""
     at, seq = pos
     after = "at_us > ? OR (at_us = ? AND seq > ?)"
     for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes", "bf_staging", "bf_unresolved"):
@@ -527,8 +530,6 @@ def _rewind(cur: Cursor, pos: tuple[int, int], open_keys: list) -> None:
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
     # query probes, so a key listed once too often costs a probe, never an answer.
     cur.execute("DELETE FROM bf_alive WHERE bucket > ?", (at // BUCKET_US,))
-    cur.execute("DELETE FROM bf_open")
-    cur.executemany("INSERT INTO bf_open VALUES (?,?,?)", [tuple(r) for r in open_keys])
     cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, at, seq))
 
 
@@ -578,14 +579,14 @@ def catch_up(ledger: Ledger) -> int:
             return _rebuild(ledger, cur, None)
         pos = (ck["at_us"], ck["seq"])
         if not ck["head"]:
-            _rewind(cur, pos, state["open"])
+            _rewind(cur, pos)
         else:
-            # The head is after every event applied: nothing to delete, bf_open is current.
+            # The head is after every event applied: nothing to delete.
             cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
         spaced = cur.execute(
             "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
-        run = _Run(ledger, cur, engine, _Writer(cur), pos, ck["n"], spaced,
-                   _plan_from(cur, pos[0]))
+        run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
+                   spaced, _plan_from(cur, pos[0]))
         n = run.run(None)
         _finish(cur, run)
     return n
