@@ -184,7 +184,10 @@ def loads(blob: bytes, engine_version: str) -> dict[str, Any]:
         raise SnapshotError("not a snapshot")
     if doc.get("version") != VERSION or doc.get("engine") != engine_version:
         raise SnapshotError("snapshot of another version")
-    state = _Decoder().dec(doc.get("state"))
+    try:
+        state = _Decoder().dec(doc.get("state"))
+    except RecursionError:
+        raise SnapshotError("snapshot nested too deeply") from None
     if not isinstance(state, dict):
         raise SnapshotError("snapshot state is not a mapping")
     return state
