@@ -525,7 +525,12 @@ def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
     """Delete what the events after ``pos`` wrote (bf_open is rewritten at the end)."""
     at, seq = pos
     after = "at_us > ? OR (at_us = ? AND seq > ?)"
-    for t in ("bf_onhand_hist", "bf_wip_hist", "bf_flushes", "bf_staging", "bf_unresolved"):
+    # Tables led by seq (or indexed on it) delete the rows of the replayed events through
+    # that index; the others are small or scanned.
+    events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
+    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved"):
+        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
+    for t in ("bf_wip_hist", "bf_staging"):
         cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
     # query probes, so a key listed once too often costs a probe, never an answer.
