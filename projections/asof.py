@@ -4,6 +4,12 @@
 - One order's consumption or hours at ``--at T``: a short replay of the master data and
   that order's events only (the ``ord`` index), since what an order posts depends on its
   own reports, not on other orders; batches are read from the materialised postings.
+- One order's findings (``order_findings``): the same short replay, with what depends on
+  other orders' stock (negative on-hand, takes with no batch, what is still at the input)
+  read from the materialised history: the audit's fast path, equal to the global replay's.
+- Hours of every order (``iter_hours``) and every finding (``findings_replay``): one
+  streaming replay that retires each order once its last event is applied, so memory
+  follows the orders in progress, not the history.
 - ``--known-at K``: the materialised history still answers unless some event recorded
   after K happened by T; only then is what was known replayed.
 - ``--policy P``: a replay of the history under P (the recorded ledger is not touched).
