@@ -366,13 +366,13 @@ def no_gc() -> Iterator[None]:
 
 def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[int, int],
                      count: int, head: bool) -> None:
-    state = {"engine": engine.state(),
-             "open": [[k, kid, b] for (k, kid), b in sorted(writer.open_from.items())]}
-    blob = snapshot.dumps(state, ENGINE_VERSION)
     if head and cur.execute(
         "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
     ).fetchone() is not None:
         return  # a kept checkpoint was taken after this very event: it is the head
+    state = {"engine": engine.state(),
+             "open": [[k, kid, b] for (k, kid), b in sorted(writer.open_from.items())]}
+    blob = snapshot.dumps(state, ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
     cur.execute(
