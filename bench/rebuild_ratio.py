@@ -42,7 +42,7 @@ def late_import(ledger: Ledger, tmp: Path, k: int) -> tuple[float, int]:
     with ledger.transaction(commit=False) as cur:
         high = cur.execute("SELECT MAX(at_us) AS m FROM bf_events").fetchone()["m"]
     at = from_us(high - 3_600_000_000).isoformat().replace("+00:00", "Z")
-    ev = {"type": "InventoryReceived", "at": at, "id": f"late-{k}", "item": "C001",
+    ev = {"type": "InventoryReceived", "at": at, "id": f"late-{k}-{time.time_ns()}", "item": "C001",
           "qty": "1", "location": "BULK"}
     p = tmp / f"late{k}.jsonl"
     p.write_bytes(orjson.dumps(ev) + b"\n")

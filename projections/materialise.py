@@ -197,8 +197,20 @@ class _Writer:
     def _flush_keys(self) -> None:
         for (table, width), rows in self.new_keys.items():
             marks = ",".join("?" * (width + 1))
-            self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            self._insert(table, rows, marks)
         self.new_keys.clear()
+
+    def _insert(self, table: str, rows: list[tuple], marks: str) -> None:
+        """Append rows to a table: executemany, or COPY on PostgreSQL, where a pipelined
+        INSERT per row costs several times the row itself."""
+        if not rows:
+            return
+        if self.cur.dialect == "postgres" and len(rows) > 20:
+            with self.cur.raw.copy(f"COPY {table} FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            return
+        self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
     def write_open(self) -> None:
         """bf_open as the pass leaves it (the keys open now)."""
@@ -242,8 +254,8 @@ class _Writer:
                     alive.update((kind, b, kid) for b in range(start, bucket + 1))
         engine.balance_changes.clear()
         self._flush_keys()
-        self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
-        self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
+        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?")
+        self._insert("bf_wip_hist", wip, "?,?,?,?,?")
         self.cur.executemany(
             "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
         )
@@ -261,9 +273,7 @@ class _Writer:
                 )
             )
         engine.flushes.clear()
-        self.cur.executemany(
-            "INSERT INTO bf_flushes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", flushes
-        )
+        self._insert("bf_flushes", flushes, "?,?,?,?,?,?,?,?,?,?,?,?,?")
         staging = [
             (_NEVER if at is None else to_us(at), seq or 0,
              orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
@@ -279,7 +289,7 @@ class _Writer:
             unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
                                u.location, str(u.qty)))
         engine.unresolved_log.clear()
-        self.cur.executemany("INSERT INTO bf_unresolved VALUES (?,?,?,?,?,?,?,?,?)", unresolved)
+        self._insert("bf_unresolved", unresolved, "?,?,?,?,?,?,?,?,?")
         # The history tables hold what these lists would tell (negative balances are rows
         # with a balance below zero); keeping them would grow memory with the history.
         engine.negative_onhand.clear()
