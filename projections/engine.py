@@ -56,19 +56,17 @@ are only kept for events that may be reversed (all, unless ``reversible`` narrow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import (
-    Context,
-    Decimal,
-    DecimalException,
-    DivisionByZero,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
+from decimal import Decimal, DecimalException, localcontext
 from functools import wraps
 
 from backflush.ledger.events import INVENTORY_TYPES, ORDER_TYPES
 from backflush.projections import standard
+from backflush.projections.common import (  # noqa: F401  (sort_wip, staged_rows: re-exported)
+    ARITHMETIC,
+    WIP_ORDER,
+    sort_wip,
+    staged_rows,
+)
 from backflush.projections.rules import (
     DEFAULT_DECIMALS,
     ZERO,
@@ -95,11 +93,6 @@ REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 # Effect-log opcodes (undo information for reversals).
 _OH, _CTR, _ATTR, _SET, _APP, _WAIT, _FLUSH = range(7)
 
-# Engine arithmetic runs in its own context, whatever the caller's: enough digits that sums of
-# accepted quantities (bounded at import) never round, and a quantity that still overflows or
-# is not a number stops the replay with a clean error naming the event (UnreplayableEvent).
-ARITHMETIC = Context(prec=80, Emax=999_999, Emin=-999_999,
-                     traps=[InvalidOperation, DivisionByZero, Overflow])
 
 # The engine's state, as saved in a snapshot (``state`` / ``restore``); everything else is
 # derived (handlers) or given again by the caller (policy, reversible ids).
@@ -434,27 +427,6 @@ class _OpUnits:
 
     def get(self, op, default=ZERO):
         return self.good.get(op, default) + self.error.get(op, ZERO)
-
-
-WIP_ORDER = ("resource", "location", "kind", "order", "op", "item", "batch")
-
-
-def sort_wip(rows: list[dict]) -> None:
-    """Sort WIP rows in place, the order every WIP answer has (None first in each column)."""
-    rows.sort(key=lambda r: tuple(_sk(r[k]) for k in WIP_ORDER))
-
-
-def staged_rows(onhand_at: dict, staging: dict) -> list[dict]:
-    """Staged WIP rows from on-hand per (location, item, batch) and the staging map
-    (location -> resources staging there): one row per resource, zero totals left out."""
-    rows = []
-    for (loc, item, batch), q in onhand_at.items():
-        if not q:
-            continue
-        for res in staging.get(loc, ()):
-            rows.append({"resource": res, "location": loc, "kind": "staged", "order": None,
-                         "op": None, "item": item, "batch": batch, "qty": q})
-    return rows
 
 
 def _remove_last(lst: list, value) -> None:

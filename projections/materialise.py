@@ -31,20 +31,16 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, DecimalException, localcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from backflush.ledger.codec import replay_dict
 from backflush.ledger.store import Cursor, Ledger, to_us
 from backflush.projections import snapshot
-from backflush.projections.engine import (
-    ARITHMETIC,
-    Replay,
-    UnreplayableEvent,
-    sort_wip,
-    staged_rows,
-)
+from backflush.projections.common import ARITHMETIC, sort_wip, staged_rows
 from backflush.projections.rules import ZERO
+
+if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay runs
+    from backflush.projections.engine import Replay
 
 # Bump when the engine's rules or its state's shape change: stored projections rebuild.
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
@@ -299,6 +295,8 @@ class _Writer:
 
 def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
     """Stored events as the engine wants them, in (at, seq) order, streamed."""
+    from backflush.ledger.codec import replay_dict
+
     loads = orjson.loads
     for row in ledger.iter_rows(by="at", **filters):
         yield replay_dict(loads(row["state"])["e"], row["seq"])
@@ -423,6 +421,9 @@ class _Run:
             self.last_spaced = self.count
 
     def run(self, progress: Callable[[int], None] | None) -> int:
+        from backflush.ledger.codec import replay_dict
+        from backflush.projections.engine import UnreplayableEvent
+
         cur, engine = self.cur, self.engine
         loads = orjson.loads
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
@@ -478,6 +479,8 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
 
 
 def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
+    from backflush.projections.engine import Replay
+
     for t in TABLES:
         cur.execute(f"DELETE FROM {t}")
     cur.execute("DELETE FROM bf_proj")
@@ -583,6 +586,8 @@ def catch_up(ledger: Ledger) -> int:
         if bound is None:
             return 0
         ck = _checkpoint_before(cur, bound)
+        from backflush.projections.engine import Replay
+
         state = None
         if ck is not None:
             try:
