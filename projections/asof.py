@@ -240,9 +240,8 @@ def order_findings(
     """Findings of one order from its own events and the materialised history (the audit's
     fast path): master data and the order's events replayed, batches, negative on-hand and
     what is still at the input location read from the projections."""
-    from backflush.ledger.events import MASTER_TYPES
     from backflush.projections import audit as A
-    from backflush.projections.engine import Replay, Unresolved
+    from backflush.projections.engine import NegativeOnHand, Replay, Unresolved
     from backflush.projections.findings import findings, sort_key
 
     mat.catch_up(ledger)
@@ -262,19 +261,23 @@ def order_findings(
         Unresolved(u["event_id"], None, u["line"], u["item"], u["location"], u["qty"])
         for u in mat.unresolved_of(ledger, order, at_us) if u["event_id"] not in reversed_ids
     ]
+    # So do the engine's own negative on-hand records of the order (kept, like the global
+    # replay's, whatever later reversals did).
+    engine.negative_onhand[:] = [
+        NegativeOnHand(r["event_id"], None, r["key"], r["balance"], order)
+        for r in mat.negative_of(ledger, order, at_us)
+    ]
     found = []
-    for f in findings(engine, order=order, codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH")):
+    for f in findings(engine, order=order,
+                      codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH", "NEGATIVE_ON_HAND")):
         if f.code == "RESIDUAL_AT_INPUT":
+            # (the cap's on-hand may be asked per batch: extra arguments pass through)
             f = A._cap_residual(  # noqa: SLF001
-                f, lambda item, loc, eid: A.onhand_after(ledger, item, loc, *pos[eid]))
+                f, lambda item, loc, eid, *more: A.onhand_after(ledger, item, loc, *pos[eid],
+                                                                *more))
             if f is None:
                 continue
         found.append(f)
-    seqs = {e["seq"]: e["id"] for e in events if e["type"] not in MASTER_TYPES}
-    final: dict = {}  # cumulative: the last of each finding is its final state
-    for _eid, f in A.negative_findings(order, A.negative_takes(ledger, seqs), o.all_lines()):
-        final[f.key] = f
-    found.extend(final.values())
     if codes is not None:
         keep = set(codes)
         found = [f for f in found if f.code in keep]

@@ -191,6 +191,7 @@ class NegativeOnHand:
     key: tuple
     balance: Decimal
     order: str | None = None
+    seq: int | None = None  # of the event (where the materialiser files it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,7 +757,7 @@ class Replay:
         self.balance_changes.append(("onhand", key, new, eid, at, seq))
         if record_negative and delta < 0 and new < 0:
             o = self._cur_order
-            rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None)
+            rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None, seq)
             self.negative_onhand.append(rec)
             if o is not None:
                 o.negative_onhand.append(rec)

@@ -45,8 +45,8 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # Bump when the engine's rules or its state's shape change: stored projections rebuild.
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
-# 9: bf_unresolved.
-ENGINE_VERSION = "9"
+# 9: bf_unresolved. 10: bf_negative.
+ENGINE_VERSION = "10"
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
 
 DDL = [
@@ -81,6 +81,13 @@ DDL = [
         ord TEXT NOT NULL, line INTEGER, item TEXT NOT NULL, location TEXT NOT NULL,
         qty TEXT NOT NULL, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_unresolved_ord ON bf_unresolved (ord, at_us, seq)",
+    # The engine's negative on-hand records (NEGATIVE_ON_HAND of one order without a global
+    # replay: as the engine decided it, whatever its rules for which takes count).
+    """CREATE TABLE IF NOT EXISTS bf_negative (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT, item TEXT NOT NULL, location TEXT NOT NULL, batch TEXT, lp TEXT,
+        balance TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_negative_ord ON bf_negative (ord, at_us, seq)",
     """CREATE TABLE IF NOT EXISTS bf_staging (
         at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
         PRIMARY KEY (at_us, seq))""",
@@ -100,7 +107,7 @@ DDL = [
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
-    "bf_alive", "bf_staging", "bf_unresolved",
+    "bf_alive", "bf_staging", "bf_unresolved", "bf_negative",
 ]
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
@@ -288,6 +295,15 @@ class _Writer:
         self._insert("bf_unresolved", unresolved, "?,?,?,?,?,?,?,?,?")
         # The history tables hold what these lists would tell (negative balances are rows
         # with a balance below zero); keeping them would grow memory with the history.
+        negative = []
+        last_seq, n = None, 0
+        for r in engine.negative_onhand:
+            n = n + 1 if r.seq == last_seq else 0
+            last_seq = r.seq
+            item, loc, batch, lp = r.key
+            negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
+                             str(r.balance)))
+        self._insert("bf_negative", negative, "?,?,?,?,?,?,?,?,?,?")
         engine.negative_onhand.clear()
         engine.puts_without_pick.clear()
         engine.anomalies.clear()
@@ -541,7 +557,7 @@ def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
     # Tables led by seq (or indexed on it) delete the rows of the replayed events through
     # that index; the others are small or scanned.
     events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
-    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved"):
+    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative"):
         cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
     for t in ("bf_wip_hist", "bf_staging"):
         cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
@@ -760,6 +776,18 @@ def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[
         ).fetchall()
     return [{"event_id": r["event_id"], "line": r["line"], "item": r["item"],
              "location": r["location"], "qty": Decimal(r["qty"])} for r in rows]
+
+
+def negative_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
+    """The engine's negative on-hand records caused by one order (as of ``at_us``)."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, item, location, batch, lp, balance FROM bf_negative WHERE ord = ?"
+            " AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    return [{"event_id": r["event_id"], "key": (r["item"], r["location"], r["batch"], r["lp"]),
+             "balance": Decimal(r["balance"])} for r in rows]
 
 
 def needs_replay_for_known_at(ledger: Ledger, at_us: int, known_us: int) -> bool:
