@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -241,7 +242,7 @@ def order_findings(
     fast path): master data and the order's events replayed, batches, negative on-hand and
     what is still at the input location read from the projections."""
     from backflush.projections import audit as A
-    from backflush.projections.engine import NegativeOnHand, Replay, Unresolved
+    from backflush.projections.engine import NegativeOnHand, Replay, Residual, Unresolved
     from backflush.projections.findings import findings, sort_key
 
     mat.catch_up(ledger)
@@ -252,7 +253,6 @@ def order_findings(
     o = engine.order_state(order)
     if o is None:
         return []
-    pos = {e["id"]: (to_us(e["at"]), e["seq"]) for e in events}
     # Which takes found no batch depends on other orders' stock: the materialised records
     # (of the events this replay did not see reversed) replace the order-local ones, and the
     # same findings code reads them.
@@ -267,17 +267,17 @@ def order_findings(
         NegativeOnHand(r["event_id"], None, r["key"], r["balance"], order)
         for r in mat.negative_of(ledger, order, at_us)
     ]
-    found = []
-    for f in findings(engine, order=order,
-                      codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH", "NEGATIVE_ON_HAND")):
-        if f.code == "RESIDUAL_AT_INPUT":
-            # (the cap's on-hand may be asked per batch: extra arguments pass through)
-            f = A._cap_residual(  # noqa: SLF001
-                f, lambda item, loc, eid, *more: A.onhand_after(ledger, item, loc, *pos[eid],
-                                                                *more))
-            if f is None:
-                continue
-        found.append(f)
+    # And what was still at the input when the order ended, as the global replay saw it
+    # (the stock there is shared): the latest end not reversed.
+    names = {f.name for f in fields(Residual)}
+    for end_id, res in reversed(mat.residual_of(ledger, order, at_us)):
+        if end_id not in reversed_ids:
+            o.residual_at_end = tuple(
+                Residual(**{k: v for k, v in r.items() if k in names}, end_event=end_id)
+                for r in res)
+            break
+    found = findings(engine, order=order,
+                     codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH", "NEGATIVE_ON_HAND"))
     if codes is not None:
         keep = set(codes)
         found = [f for f in found if f.code in keep]

@@ -468,6 +468,7 @@ class Replay:
         self.balance_changes: list = []
         self.flushes: list = []
         self.unresolved_log: list = []  # (order, Unresolved, seq): batch-less takes, for I/O
+        self.residual_log: list = []  # (order, end event id, seq, at, residuals), for I/O
         # global records
         self.anomalies: list = []
         self.negative_onhand: list = []
@@ -587,6 +588,7 @@ class Replay:
         engine.balance_changes.clear()
         engine.staging_changes.clear()
         engine.unresolved_log.clear()
+        engine.residual_log.clear()
         return engine
 
     # --- queries -----------------------------------------------------------------------
@@ -1121,6 +1123,7 @@ class Replay:
                 residual.append(Residual(item, loc, q, ids, ev["id"]))
         self._set(o, "residual_at_end", tuple(residual))
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := o.waiting(x.op))})
+        self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
 
     # --- flushing --------------------------------------------------------------------------
 

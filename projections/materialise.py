@@ -45,8 +45,8 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # Bump when the engine's rules or its state's shape change: stored projections rebuild.
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
-# 9: bf_unresolved. 10: bf_negative.
-ENGINE_VERSION = "10"
+# 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
+ENGINE_VERSION = "11"
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
 
 DDL = [
@@ -88,6 +88,12 @@ DDL = [
         ord TEXT, item TEXT NOT NULL, location TEXT NOT NULL, batch TEXT, lp TEXT,
         balance TEXT NOT NULL, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_negative_ord ON bf_negative (ord, at_us, seq)",
+    # What an OrderEnded found still at the input, as the global replay computed it.
+    """CREATE TABLE IF NOT EXISTS bf_residual (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT NOT NULL, item TEXT NOT NULL, location TEXT NOT NULL, batch TEXT,
+        qty TEXT NOT NULL, put_events TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_residual_ord ON bf_residual (ord, at_us, seq)",
     """CREATE TABLE IF NOT EXISTS bf_staging (
         at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
         PRIMARY KEY (at_us, seq))""",
@@ -107,7 +113,7 @@ DDL = [
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
-    "bf_alive", "bf_staging", "bf_unresolved", "bf_negative",
+    "bf_alive", "bf_staging", "bf_unresolved", "bf_negative", "bf_residual",
 ]
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
@@ -304,6 +310,17 @@ class _Writer:
             negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
                              str(r.balance)))
         self._insert("bf_negative", negative, "?,?,?,?,?,?,?,?,?,?")
+        residual = []
+        for order, eid, seq, at, found in engine.residual_log:
+            at_us = to_us(at)
+            if not found:  # an end that left nothing: a row too, it replaces an earlier end's
+                residual.append((eid, at_us, seq, -1, order, "", "", None, "0", "[]"))
+            for n, r in enumerate(found):
+                residual.append((eid, at_us, seq, n, order, r.item, r.location,
+                                 getattr(r, "batch", None), str(r.qty),
+                                 orjson.dumps(list(r.put_events)).decode()))
+        engine.residual_log.clear()
+        self._insert("bf_residual", residual, "?,?,?,?,?,?,?,?,?,?")
         engine.negative_onhand.clear()
         engine.puts_without_pick.clear()
         engine.anomalies.clear()
@@ -557,7 +574,7 @@ def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
     # Tables led by seq (or indexed on it) delete the rows of the replayed events through
     # that index; the others are small or scanned.
     events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
-    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative"):
+    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative", "bf_residual"):
         cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
     for t in ("bf_wip_hist", "bf_staging"):
         cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
@@ -788,6 +805,27 @@ def negative_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[di
         ).fetchall()
     return [{"event_id": r["event_id"], "key": (r["item"], r["location"], r["batch"], r["lp"]),
              "balance": Decimal(r["balance"])} for r in rows]
+
+
+def residual_of(ledger: Ledger, order: str, at_us: int | None = None
+                ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """What each OrderEnded of one order (as of ``at_us``) found still at the input, in apply
+    order: (end event id, residual rows)."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, n, item, location, batch, qty, put_events FROM bf_residual"
+            " WHERE ord = ? AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    for r in rows:
+        if not out or out[-1][0] != r["event_id"]:
+            out.append((r["event_id"], []))
+        if r["n"] >= 0:
+            out[-1][1].append({"item": r["item"], "location": r["location"],
+                               "batch": r["batch"], "qty": Decimal(r["qty"]),
+                               "put_events": tuple(orjson.loads(r["put_events"]))})
+    return out
 
 
 def needs_replay_for_known_at(ledger: Ledger, at_us: int, known_us: int) -> bool:
