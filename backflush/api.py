@@ -295,6 +295,12 @@ class Ledger:
             )
         if dry_run and created:
             self._discard_created()
+        if result.appended and not dry_run:
+            # After the events' transaction committed, so queries never pay catch-up; a crash
+            # here loses nothing (the next command catches up).
+            from backflush.projections.materialise import catch_up
+
+            catch_up(store)
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)
         report.warnings.extend(getattr(result, "warnings", None) or [])
         if not report.warnings:
@@ -702,6 +708,8 @@ def _findings(store: Any, at: datetime | None, known_at: datetime | None,
               params: dict[str, Any] | None, order: str | None, code: str | None) -> list[Any]:
     from backflush.projections import asof
 
+    if order is not None and params is None and known_at is None:
+        return asof.order_findings(store, order, at, [code] if code else None)
     found = asof.findings_replay(store, at, known_at, params, [code] if code else None)
     return found if order is None else [f for f in found if f.order == order]
 

@@ -4,6 +4,12 @@
 - One order's consumption or hours at ``--at T``: a short replay of the master data and
   that order's events only (the ``ord`` index), since what an order posts depends on its
   own reports, not on other orders; batches are read from the materialised postings.
+- One order's findings (``order_findings``): the same short replay, with what depends on
+  other orders' stock (negative on-hand, takes with no batch, what is still at the input)
+  read from the materialised history: the audit's fast path, equal to the global replay's.
+- Hours of every order (``iter_hours``) and every finding (``findings_replay``): one
+  streaming replay that retires each order once its last event is applied, so memory
+  follows the orders in progress, not the history.
 - ``--known-at K``: the materialised history still answers unless some event recorded
   after K happened by T; only then is what was known replayed.
 - ``--policy P``: a replay of the history under P (the recorded ledger is not touched).
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +51,7 @@ def replay(
             engine.apply(ev)
             engine.balance_changes.clear()
             engine.flushes.clear()
+            engine.unresolved_log.clear()
     return engine
 
 
@@ -74,6 +82,7 @@ def findings_replay(
             if n % retire_every == 0:
                 engine.balance_changes.clear()
                 engine.flushes.clear()
+                engine.unresolved_log.clear()
                 now = to_us(ev["at"])
                 done = set()
                 while plan and plan[-1][0] < now:
@@ -178,9 +187,99 @@ def hours(
     known_at: datetime | None = None,
     policy: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Standard vs reported hours per order, operation and resource."""
+    """Standard vs reported hours per order, operation and resource (sorted by order)."""
     if order is not None:
         engine = order_replay(ledger, order, at, known_at, policy)
-    else:
-        engine = replay(ledger, at, known_at, policy)
-    return engine.hours(order=order, resource=resource)
+        return engine.hours(order=order, resource=resource)
+    rows = list(iter_hours(ledger, resource, at, known_at, policy))
+    rows.sort(key=lambda r: r["order"])  # stable: each order's rows keep their order
+    return rows
+
+
+def iter_hours(
+    ledger: Ledger,
+    resource: str | None = None,
+    at: datetime | None = None,
+    known_at: datetime | None = None,
+    policy: dict[str, Any] | None = None,
+    retire_every: int = RETIRE_EVERY,
+) -> Iterator[dict[str, Any]]:
+    """Hours rows of every order, yielded as each order's hours become final (in the order
+    orders end, not by name), by one streaming replay: memory follows the orders in
+    progress, not the history."""
+    from backflush.projections.engine import Replay
+
+    plan = mat.last_event_of_orders(ledger)
+    engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
+    n = 0
+    with mat.no_gc():
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+            engine.apply(ev)
+            n += 1
+            if n % retire_every == 0:
+                engine.balance_changes.clear()
+                engine.flushes.clear()
+                engine.unresolved_log.clear()
+                engine.negative_onhand.clear()
+                engine.anomalies.clear()
+                now = to_us(ev["at"])
+                done = []
+                while plan and plan[-1][0] < now:
+                    done.append(plan.pop()[1])
+                for o in sorted(done):
+                    yield from engine.hours(order=o, resource=resource)
+                    engine.retire(o)
+    yield from engine.hours(resource=resource)
+
+
+def order_findings(
+    ledger: Ledger,
+    order: str,
+    at: datetime | None = None,
+    codes: Any = None,
+) -> list[Any]:
+    """Findings of one order from its own events and the materialised history (the audit's
+    fast path): master data and the order's events replayed, batches, negative on-hand and
+    what is still at the input location read from the projections."""
+    from backflush.projections import audit as A
+    from backflush.projections.engine import NegativeOnHand, Replay, Residual, Unresolved
+    from backflush.projections.findings import findings, sort_key
+
+    mat.catch_up(ledger)
+    at_us = _us(at)
+    events = list(order_events(ledger, order, at, None))
+    engine = Replay()
+    engine.apply_all(events)
+    o = engine.order_state(order)
+    if o is None:
+        return []
+    # Which takes found no batch depends on other orders' stock: the materialised records
+    # (of the events this replay did not see reversed) replace the order-local ones, and the
+    # same findings code reads them.
+    reversed_ids = engine.reversed_ids()
+    o.unresolved = [
+        Unresolved(u["event_id"], None, u["line"], u["item"], u["location"], u["qty"])
+        for u in mat.unresolved_of(ledger, order, at_us) if u["event_id"] not in reversed_ids
+    ]
+    # So do the engine's own negative on-hand records of the order (kept, like the global
+    # replay's, whatever later reversals did).
+    engine.negative_onhand[:] = [
+        NegativeOnHand(r["event_id"], None, r["key"], r["balance"], order)
+        for r in mat.negative_of(ledger, order, at_us)
+    ]
+    # And what was still at the input when the order ended, as the global replay saw it
+    # (the stock there is shared): the latest end not reversed.
+    names = {f.name for f in fields(Residual)}
+    for end_id, res in reversed(mat.residual_of(ledger, order, at_us)):
+        if end_id not in reversed_ids:
+            o.residual_at_end = tuple(
+                Residual(**{k: v for k, v in r.items() if k in names}, end_event=end_id)
+                for r in res)
+            break
+    found = findings(engine, order=order,
+                     codes=(*A.LOCAL_CODES, "UNRESOLVED_BATCH", "NEGATIVE_ON_HAND"))
+    if codes is not None:
+        keep = set(codes)
+        found = [f for f in found if f.code in keep]
+    found.sort(key=sort_key)
+    return found

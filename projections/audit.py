@@ -101,6 +101,7 @@ def audit_order(
     for ev in events:
         engine.apply(ev)
         engine.balance_changes.clear()
+        engine.unresolved_log.clear()
         new_flushes = engine.flushes[:]
         engine.flushes.clear()
         if o is None:

@@ -70,10 +70,17 @@ are only kept for events that may be reversed (all, unless ``reversible`` narrow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, DecimalException, localcontext
+from functools import wraps
 
 from backflush.ledger.events import INVENTORY_TYPES, ORDER_TYPES
 from backflush.projections import standard
+from backflush.projections.common import (  # noqa: F401  (sort_wip, staged_rows: re-exported)
+    ARITHMETIC,
+    WIP_ORDER,
+    sort_wip,
+    staged_rows,
+)
 from backflush.projections.rules import (
     DEFAULT_DECIMALS,
     ZERO,
@@ -87,6 +94,8 @@ from backflush.projections.rules import (
     transferred_target,
 )
 
+from backflush.errors import BadInput
+
 IN_TRANSIT = "IN_TRANSIT"
 DEFAULT_OUTPUT_LOCATION = "OUTPUT"
 TRACKED = frozenset(("batch", "serial"))
@@ -97,6 +106,45 @@ REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 
 # Effect-log opcodes (undo information for reversals).
 _OH, _CTR, _ATTR, _SET, _APP, _FLUSH = range(6)
+
+
+# The engine's state, as saved in a snapshot (``state`` / ``restore``); everything else is
+# derived (handlers) or given again by the caller (policy, reversible ids).
+STATE = (
+    "_items", "_resources", "_boms", "_routes", "_params", "_orders", "_bins",
+    "_waiting", "_staged_map", "_received", "_produced", "_consumed", "_adjusted", "_effects",
+    "_reversed", "_last", "anomalies", "negative_onhand", "puts_without_pick",
+)
+
+
+class QuantityOutOfRange(BadInput):
+    """Quantities the engine cannot compute with (overflow, not a number)."""
+
+
+class UnreplayableEvent(QuantityOutOfRange):
+    """A recorded event whose quantities the engine cannot compute with (out of range)."""
+
+    def __init__(self, ev: dict, exc: Exception):
+        self.event_id = ev.get("id")
+        super().__init__(
+            f"event {ev.get('id')} ({ev.get('type')} at {ev.get('at')}): quantity out of range"
+            f" ({type(exc).__name__}); the engine cannot replay it"
+        )
+
+
+def exact(f):
+    """Run ``f`` in the engine's arithmetic context (queries computing from the state)."""
+
+    @wraps(f)
+    def inner(*args, **kw):
+        with localcontext(ARITHMETIC):
+            try:
+                return f(*args, **kw)
+            except DecimalException as exc:
+                raise QuantityOutOfRange(
+                    f"{f.__name__}: quantity out of range ({type(exc).__name__})") from None
+
+    return inner
 
 
 # --- records ------------------------------------------------------------------------------
@@ -157,6 +205,7 @@ class NegativeOnHand:
     key: tuple
     balance: Decimal
     order: str | None = None
+    seq: int | None = None  # of the event (where the materialiser files it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +278,13 @@ class LineState:
         return self.principle == "manual"
 
     @property
+    @exact
     def units_processed(self) -> Decimal:
         """Units processed at the line's operation (DESIGN §5)."""
         return self.order.units(self.op)
 
     @property
+    @exact
     def expected(self) -> Decimal:
         """Standard consumption for the units processed at the line's operation (DESIGN §5)."""
         if self.line is None:
@@ -244,6 +295,7 @@ class LineState:
         )
 
     @property
+    @exact
     def variance(self) -> Decimal:
         """Posted minus expected."""
         return self.posted - self.expected
@@ -264,6 +316,7 @@ class LineState:
         return self.order.error_units(self.op)
 
     @property
+    @exact
     def error_units_unflushed(self) -> Decimal:
         """Error units a good-only trigger left unflushed (SCRAP_SHORTFALL), 0 if none.
 
@@ -278,6 +331,7 @@ class LineState:
         gap = self.good_basis_gap()
         return min(gap, errors) if gap > 0 else ZERO
 
+    @exact
     def good_basis_gap(self) -> Decimal:
         """Units processed that the good-only trigger kinds of this line have not flushed."""
         processed = self.units_processed
@@ -338,6 +392,7 @@ class OrderState:
     wip_at_end: dict = field(default_factory=dict)  # op -> units waiting after op at OrderEnded
     reversals: list = field(default_factory=list)  # (reversal event id, reversed event id)
 
+    @exact
     def units(self, op: int | None) -> Decimal:
         """Units processed at ``op`` (DESIGN §5)."""
         return standard.units_processed(
@@ -351,6 +406,7 @@ class OrderState:
             return self.op_error.get(op, ZERO)
         return self.fin_error
 
+    @exact
     def waiting(self, op: int) -> Decimal:
         """Units waiting after ``op``: good out of op not yet processed at the next op (or, after
         the last, not reported as finished); never negative.
@@ -369,6 +425,7 @@ class OrderState:
         nxt = self.units(self.ops[idx + 1].op) if idx + 1 < len(self.ops) else finished
         return max(ZERO, out - nxt)
 
+    @exact
     def standard_hours(self, op: int) -> Decimal:
         """Standard hours of ``op`` for the units processed there."""
         info = self.ops_by_no.get(op)
@@ -395,6 +452,20 @@ class _OpUnits:
         return self.good.get(op, default) + self.error.get(op, ZERO)
 
 
+def _remove_last(lst: list, value) -> None:
+    """Remove ``value`` from ``lst``, searching from the end: the very object if it is there,
+    else an equal one (a restored snapshot keeps records shared, not tuples, and the tuples
+    an event appends are unique by their event id)."""
+    for i in range(len(lst) - 1, -1, -1):
+        if lst[i] is value:
+            del lst[i]
+            return
+    for i in range(len(lst) - 1, -1, -1):
+        if lst[i] == value:
+            del lst[i]
+            return
+
+
 def _sk(v):
     """Sort key tolerant of None (None first)."""
     return (0, "") if v is None else (1, v)
@@ -418,6 +489,8 @@ class Replay:
         # change log, drained by the materialiser
         self.balance_changes: list = []
         self.flushes: list = []
+        self.unresolved_log: list = []  # (order, Unresolved, seq): batch-less takes, for I/O
+        self.residual_log: list = []  # (order, end event id, seq, at, residuals), for I/O
         # global records
         self.anomalies: list = []
         self.negative_onhand: list = []
@@ -430,7 +503,10 @@ class Replay:
         # state
         self._orders: dict = {}
         self._bins: dict = {}  # (item, location) -> {(batch, lp): qty}, insertion order = FIFO
-        self._staged: dict = {}
+        # Staged WIP is on-hand at a staging location (a resource's input location, or the
+        # default input location for resource None): derived from the bins and this map,
+        # never kept twice. Changes of the map are logged for the materialiser.
+        self.staging_changes: list = []  # (map, event id, at, seq)
         self._waiting: dict = {}
         self._staged_map: dict = {}
         self._received: dict = {}
@@ -468,7 +544,18 @@ class Replay:
     # --- driving -----------------------------------------------------------------------
 
     def apply(self, ev: dict) -> None:
-        """Apply one event. Events must come in (at, seq) order; raises ValueError otherwise."""
+        """Apply one event. Events must come in (at, seq) order; raises ValueError otherwise.
+
+        Raises ``UnreplayableEvent`` (a ``BadInput``) when its arithmetic overflows.
+        """
+        with localcontext(ARITHMETIC):
+            try:
+                self._apply(ev)
+            except DecimalException as exc:
+                raise UnreplayableEvent(ev, exc) from None
+
+    def _apply(self, ev: dict) -> None:
+        """``apply`` without its context and error translation (callers provide both)."""
         pos = (ev["at"], ev["seq"])
         if self._last is not None and pos < self._last:
             raise ValueError(f"event {ev.get('id')} out of (at, seq) order")
@@ -489,10 +576,42 @@ class Replay:
 
     def apply_all(self, events) -> Replay:
         """Apply every event of an iterable (already in (at, seq) order); returns self."""
-        apply = self.apply
-        for ev in events:
-            apply(ev)
+        apply = self._apply
+        ev: dict = {}
+        with localcontext(ARITHMETIC):
+            try:
+                for ev in events:
+                    apply(ev)
+            except DecimalException as exc:
+                raise UnreplayableEvent(ev, exc) from None
         return self
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The engine's state as plain values and records (see ``projections.snapshot``).
+
+        Taken between events; the change log (``balance_changes``, ``flushes``) is not part
+        of it and must have been drained.
+        """
+        return {k: getattr(self, k) for k in STATE}
+
+    @classmethod
+    def restore(cls, state: dict, reversible=None) -> Replay:
+        """An engine continuing from ``state`` (from ``state()``), undo kept for ``reversible``."""
+        missing = [k for k in STATE if k not in state]
+        if missing:
+            raise ValueError(f"engine state lacks {', '.join(missing)}")
+        engine = cls(reversible=reversible)
+        for k in STATE:
+            setattr(engine, k, state[k])
+        if engine._last is not None:
+            engine._last = tuple(engine._last)
+        engine.balance_changes.clear()
+        engine.staging_changes.clear()
+        engine.unresolved_log.clear()
+        engine.residual_log.clear()
+        return engine
 
     # --- queries -----------------------------------------------------------------------
 
@@ -507,18 +626,23 @@ class Replay:
         rows.sort(key=lambda r: (r["item"], r["location"], _sk(r["batch"]), _sk(r["lp"])))
         return rows
 
+    @exact
     def wip(self) -> list[dict]:
         """Non-zero WIP rows: material staged at input locations, units waiting at outputs."""
-        rows = []
-        for src in (self._staged, self._waiting):
-            for (res, loc, kind, order, op, item, batch), q in src.items():
-                if q > 0:
-                    rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
-                                 "op": op, "item": item, "batch": batch, "qty": q})
-        rows.sort(key=lambda r: tuple(_sk(r[k]) for k in (
-            "resource", "location", "kind", "order", "op", "item", "batch")))
+        staged: dict = {}
+        for (item, loc), bins in self._bins.items():
+            if loc in self._staged_map:
+                for (b, _lp), q in bins.items():
+                    staged[(loc, item, b)] = staged.get((loc, item, b), ZERO) + q
+        rows = staged_rows(staged, self._staged_map)
+        for (res, loc, kind, order, op, item, batch), q in self._waiting.items():
+            if q > 0:
+                rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
+                             "op": op, "item": item, "batch": batch, "qty": q})
+        sort_wip(rows)
         return rows
 
+    @exact
     def consumption(self, order: str | None = None) -> list[dict]:
         """Per order line: expected, posted, variance and posted by trigger kind (DESIGN §6)."""
         rows = []
@@ -534,6 +658,7 @@ class Replay:
                 })
         return rows
 
+    @exact
     def hours(self, order: str | None = None, resource: str | None = None) -> list[dict]:
         """Per order operation: standard vs reported hours (operations off the route included)."""
         rows = []
@@ -575,6 +700,7 @@ class Replay:
             for ln in o.all_lines():
                 ln.order = None
 
+    @exact
     def item_totals(self) -> dict:
         """Per item: received, produced, consumed, adjusted and on-hand (all locations, transit).
 
@@ -638,7 +764,7 @@ class Replay:
             self._fx.append((_APP, lst, value))
 
     def _oh(self, item, loc, batch, lp, delta, record_negative=True) -> None:
-        """Change on-hand of (item, loc, batch, lp) and the staged WIP that mirrors it."""
+        """Change on-hand of (item, loc, batch, lp) (staged WIP follows: see ``wip``)."""
         bins = self._bins.get((item, loc))
         if bins is None:
             bins = self._bins[(item, loc)] = {}
@@ -655,22 +781,10 @@ class Replay:
         self.balance_changes.append(("onhand", key, new, eid, at, seq))
         if record_negative and delta < 0 and new < 0:
             o = self._cur_order
-            rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None)
+            rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None, seq)
             self.negative_onhand.append(rec)
             if o is not None:
                 o.negative_onhand.append(rec)
-        resources = self._staged_map.get(loc)
-        if resources:
-            staged = self._staged
-            for res in resources:
-                sk = (res, loc, "staged", None, None, item, batch)
-                v = staged.get(sk, ZERO) + delta
-                if v:
-                    staged[sk] = v
-                else:
-                    staged.pop(sk, None)
-                # staged material is never negative: a shortage is NEGATIVE_ON_HAND, not WIP
-                self.balance_changes.append(("wip", sk, v if v > 0 else ZERO, eid, at, seq))
         if self._fx is not None:
             self._fx.append((_OH, item, loc, batch, lp, delta))
 
@@ -694,7 +808,7 @@ class Replay:
             self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
 
     def _remap_staged(self) -> None:
-        """Recompute which locations are staging areas of which resource; emit the WIP moves.
+        """Recompute which locations are staging areas of which resource; log a change.
 
         Runs only on master-data changes (resource input location, default input location).
         """
@@ -707,26 +821,9 @@ class Replay:
         new.setdefault(self._params.default_input_location, (None,))
         if new == self._staged_map:
             return
-        old_pairs = {(loc, r) for loc, rs in self._staged_map.items() for r in rs}
-        new_pairs = {(loc, r) for loc, rs in new.items() for r in rs}
-        ev = self._cur
-        eid, at, seq = ev.get("id"), ev.get("at"), ev.get("seq")
-        for loc, r in sorted(old_pairs - new_pairs, key=lambda p: (p[0], _sk(p[1]))):
-            for sk in [k for k in self._staged if k[0] == r and k[1] == loc]:
-                del self._staged[sk]
-                self.balance_changes.append(("wip", sk, ZERO, eid, at, seq))
-        for loc, r in sorted(new_pairs - old_pairs, key=lambda p: (p[0], _sk(p[1]))):
-            for (item, bin_loc), bins in self._bins.items():
-                if bin_loc != loc:
-                    continue
-                for (b, _lp), q in bins.items():
-                    sk = (r, loc, "staged", None, None, item, b)
-                    self._staged[sk] = self._staged.get(sk, ZERO) + q
-            for sk in sorted((k for k in self._staged if k[0] == r and k[1] == loc),
-                             key=lambda k: tuple(_sk(x) for x in k)):
-                self.balance_changes.append(("wip", sk, max(ZERO, self._staged[sk]), eid, at,
-                                             seq))
         self._staged_map = new
+        ev = self._cur
+        self.staging_changes.append((new, ev.get("id"), ev.get("at"), ev.get("seq")))
 
     # --- master data -----------------------------------------------------------------------
 
@@ -1052,6 +1149,7 @@ class Replay:
                 residual.append(Residual(item, loc, q, ids, ev["id"], b))
         self._set(o, "residual_at_end", tuple(residual))
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := o.waiting(x.op))})
+        self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
 
     # --- flushing --------------------------------------------------------------------------
 
@@ -1152,8 +1250,9 @@ class Replay:
             used[k] = used.get(k, ZERO) + left
             if batch is None and ln.tracking in TRACKED:
                 ev = self._cur
-                self._append(o.unresolved, Unresolved(ev["id"], ev["at"], ln.line, item, loc,
-                                                      left))
+                rec = Unresolved(ev["id"], ev["at"], ln.line, item, loc, left)
+                self._append(o.unresolved, rec)
+                self.unresolved_log.append((o.order, rec, ev["seq"]))
         return [(b, lp, q) for (b, lp), q in used.items()]
 
     # --- reversal --------------------------------------------------------------------------
@@ -1197,10 +1296,7 @@ class Replay:
                 setattr(obj, attr, old)
             elif code == _APP:
                 _, lst, value = step
-                for i in range(len(lst) - 1, -1, -1):
-                    if lst[i] is value:
-                        del lst[i]
-                        break
+                _remove_last(lst, value)
             elif code == _FLUSH:
                 r = step[1]
                 self.flushes.append(FlushRecord(eid, at, seq, r.order, r.line, r.item,

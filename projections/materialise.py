@@ -8,36 +8,56 @@ writes, in the same transaction as the new tracked position:
   each change, stamped with the ``at`` and seq of the event that changed it. "As of T" is
   then one index probe per key (the last row with ``at`` <= T), whatever the history
   length: never a replay per query;
+  Staged WIP (material at a resource's input location) is on-hand there: it has no rows
+  of its own, ``bf_staging`` keeps which locations stage for which resources since when;
 - ``bf_flushes``: every consumption posting (what the audit shows per event);
-- ``bf_proj``: the tracked position, the ``at`` high-water mark and a snapshot of the
-  engine, so the next catch-up continues where this one stopped.
+- ``bf_proj``: the tracked position (``last_seq``) and the engine version;
+- ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
+  ``(at_us, seq)``) as versioned data (``projections.snapshot``: JSON, never a pickle), one
+  every ``CHECKPOINT_EVERY`` events of replay order plus the head after the last event.
 
-An event recorded late with an ``at`` before the high-water mark changes the past; then
-the projections are rebuilt from the log (the DESIGN's "same answers whatever the arrival
-order" is kept by construction rather than by patching history rows).
+Catch-up is incremental and late-tolerant: events recorded since the tracked position are
+applied from the latest checkpoint strictly before the earliest position they change (their
+earliest ``at``; for an order the head no longer holds, its last earlier event; for a new
+Reversal, the event it undoes). What the events after that checkpoint wrote is deleted and
+written again, so a late event costs what follows it, not the length of the history; in
+order events simply continue from the head. A snapshot that cannot be read as this version's
+data means a rebuild from the log, never a load.
 """
 
 from __future__ import annotations
 
 import gc
-import pickle
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import Decimal, DecimalException, localcontext
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from backflush.ledger.store import Cursor, Ledger, to_us
+from backflush.projections import snapshot
+from backflush.projections.common import ARITHMETIC, sort_wip, staged_rows
+from backflush.projections.rules import ZERO
 
 if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay runs
     from backflush.projections.engine import Replay
 
-ENGINE_VERSION = "6"  # bump when the engine's rules change: stored projections rebuild
+if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay runs
+    from backflush.projections.engine import Replay
+
+# Bump when the engine's rules or its state's shape change: stored projections rebuild.
+# 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
+# 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
+# 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
+ENGINE_VERSION = "11"
+CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
     "CREATE TABLE IF NOT EXISTS bf_proj_blob (k TEXT PRIMARY KEY, v BYTEA)",
+    """CREATE TABLE IF NOT EXISTS bf_proj_ckpt (
+        at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n BIGINT NOT NULL, head INTEGER NOT NULL,
+        v BYTEA NOT NULL, PRIMARY KEY (at_us, seq))""",
     """CREATE TABLE IF NOT EXISTS bf_onhand_keys (
         key_id INTEGER PRIMARY KEY, item TEXT NOT NULL, location TEXT NOT NULL,
         batch TEXT, lp TEXT)""",
@@ -55,9 +75,35 @@ DDL = [
         ord TEXT, line INTEGER, item TEXT, trig TEXT, device TEXT, qty TEXT NOT NULL,
         location TEXT, batch TEXT, lp TEXT, PRIMARY KEY (seq, n))""",
     "CREATE INDEX IF NOT EXISTS bf_flushes_ord ON bf_flushes (ord, at_us, seq)",
+    # Which locations stage material for which resources, from the event that changed it:
+    # staged WIP is on-hand there (no history rows of its own).
+    # Takes of a batch-tracked item with no batch to take (UNRESOLVED_BATCH of one order
+    # without a global replay; a reversed event's rows are left out by the reader).
+    """CREATE TABLE IF NOT EXISTS bf_unresolved (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT NOT NULL, line INTEGER, item TEXT NOT NULL, location TEXT NOT NULL,
+        qty TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_unresolved_ord ON bf_unresolved (ord, at_us, seq)",
+    # The engine's negative on-hand records (NEGATIVE_ON_HAND of one order without a global
+    # replay: as the engine decided it, whatever its rules for which takes count).
+    """CREATE TABLE IF NOT EXISTS bf_negative (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT, item TEXT NOT NULL, location TEXT NOT NULL, batch TEXT, lp TEXT,
+        balance TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_negative_ord ON bf_negative (ord, at_us, seq)",
+    # What an OrderEnded found still at the input, as the global replay computed it.
+    """CREATE TABLE IF NOT EXISTS bf_residual (
+        event_id TEXT NOT NULL, at_us BIGINT NOT NULL, seq BIGINT NOT NULL, n INTEGER NOT NULL,
+        ord TEXT NOT NULL, item TEXT NOT NULL, location TEXT NOT NULL, batch TEXT,
+        qty TEXT NOT NULL, put_events TEXT NOT NULL, PRIMARY KEY (seq, n))""",
+    "CREATE INDEX IF NOT EXISTS bf_residual_ord ON bf_residual (ord, at_us, seq)",
+    """CREATE TABLE IF NOT EXISTS bf_staging (
+        at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
+        PRIMARY KEY (at_us, seq))""",
     # What one event did to on-hand (the audit asks it per event of an order).
     "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
     "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
+    "CREATE INDEX IF NOT EXISTS bf_wip_keys_ord ON bf_wip_keys (ord, op)",
     # Which keys are non-zero when: a key open now (bf_open, since a day bucket) or non-zero
     # at some moment of a past day (bf_alive). An as-of query probes only those keys, so its
     # cost follows the plant's activity on that day, not the length of the history.
@@ -70,9 +116,10 @@ DDL = [
 ]
 TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
-    "bf_alive",
+    "bf_alive", "bf_staging", "bf_unresolved", "bf_negative", "bf_residual",
 ]
 BUCKET_US = 86_400 * 1_000_000  # one day
+_NEVER = -(2**62)  # before any event
 PAGE = 5000
 
 
@@ -88,7 +135,7 @@ def ensure_tables(ledger: Ledger) -> None:
     """Create the projection tables if missing (no DDL at all when they exist)."""
     try:
         with ledger.transaction(commit=False) as cur:
-            cur.execute("SELECT 1 AS x FROM bf_alive LIMIT 1").fetchall()
+            cur.execute("SELECT 1 AS x FROM bf_proj_ckpt LIMIT 1").fetchall()
         return
     except Exception:  # missing table: each driver names it differently
         pass
@@ -112,38 +159,78 @@ def _put(cur: Cursor, k: str, v: str) -> None:
     cur.execute("INSERT INTO bf_proj (k, v) VALUES (?, ?)", (k, v))
 
 
+_KEY_COLS = {
+    "bf_onhand_keys": ("item", "location", "batch", "lp"),
+    "bf_wip_keys": ("resource", "location", "kind", "ord", "op", "item", "batch"),
+}
+
+
 class _Writer:
     """Turns the engine's change log into rows, batched per transaction."""
 
-    def __init__(self, cur: Cursor):
+    def __init__(self, cur: Cursor, fresh: bool = False,
+                 open_keys: list | None = None):
         self.cur = cur
+        # Key ids are looked up when first met (an incremental catch-up touches few keys of
+        # a long history); ``fresh`` (a rebuild on emptied tables) knows there are none.
+        self.fresh = fresh
         self.onhand_ids: dict[tuple, int] = {}
         self.wip_ids: dict[tuple, int] = {}
-        for table, ids, cols in (
-            ("bf_onhand_keys", self.onhand_ids, "item, location, batch, lp"),
-            ("bf_wip_keys", self.wip_ids, "resource, location, kind, ord, op, item, batch"),
-        ):
-            for row in cur.execute(f"SELECT key_id, {cols} FROM {table}").fetchall():
-                ids[tuple(row[c.strip()] for c in cols.split(","))] = row["key_id"]
+        self.next_id = {
+            t: cur.execute(f"SELECT COALESCE(MAX(key_id), 0) AS m FROM {t}").fetchone()["m"] + 1
+            for t in _KEY_COLS
+        }
         self.new_keys: dict[tuple[str, int], list[tuple]] = {}
+        # Keys open (non-zero) now and since which day bucket: kept in memory during a pass
+        # (and in checkpoints), written to bf_open once at its end (``write_open``).
         self.open_from: dict[tuple[str, int], int] = {
-            (r["kind"], r["key_id"]): r["from_bucket"]
-            for r in cur.execute("SELECT kind, key_id, from_bucket FROM bf_open").fetchall()
+            (k, kid): b for k, kid, b in (open_keys or ())
         }
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
         if kid is None:
-            kid = len(ids) + 1
+            if not self.fresh:
+                cols = _KEY_COLS[table]
+                conds = [f"{c} = ?" if v is not None else f"{c} IS NULL"
+                         for c, v in zip(cols, key, strict=True)]
+                row = self.cur.execute(
+                    f"SELECT key_id FROM {table} WHERE " + " AND ".join(conds),
+                    [v for v in key if v is not None],
+                ).fetchone()
+                kid = None if row is None else row["key_id"]
+            if kid is None:
+                kid = self.next_id[table]
+                self.next_id[table] = kid + 1
+                self.new_keys.setdefault((table, width), []).append((kid, *key))
             ids[key] = kid
-            self.new_keys.setdefault((table, width), []).append((kid, *key))
         return kid
 
     def _flush_keys(self) -> None:
         for (table, width), rows in self.new_keys.items():
             marks = ",".join("?" * (width + 1))
-            self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            self._insert(table, rows, marks)
         self.new_keys.clear()
+
+    def _insert(self, table: str, rows: list[tuple], marks: str) -> None:
+        """Append rows to a table: executemany, or COPY on PostgreSQL, where a pipelined
+        INSERT per row costs several times the row itself."""
+        if not rows:
+            return
+        if self.cur.dialect == "postgres" and len(rows) > 20:
+            with self.cur.raw.copy(f"COPY {table} FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            return
+        self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+    def write_open(self) -> None:
+        """bf_open as the pass leaves it (the keys open now)."""
+        self.cur.execute("DELETE FROM bf_open")
+        self.cur.executemany(
+            "INSERT INTO bf_open VALUES (?,?,?)",
+            sorted((k, kid, b) for (k, kid), b in self.open_from.items()),
+        )
 
     def write(self, engine: Replay) -> None:
         onhand, wip = [], []
@@ -153,13 +240,14 @@ class _Writer:
         # Changes come grouped by event: number them within an event, and convert each
         # event's time once, not once per change.
         open_from = self.open_from
-        touched: set[tuple[str, int]] = set()
         alive: set[tuple[str, int, int]] = set()
+        bucket = 0
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 if at is not last_at:
                     last_at, at_us = at, to_us(at)
+                    bucket = at_us // BUCKET_US
             else:
                 n += 1
             if kind == "onhand":
@@ -168,29 +256,20 @@ class _Writer:
             else:
                 kid = wip_ids.get(key) or self._key_id(wip_ids, "bf_wip_keys", key, 7)
                 wip.append((kid, at_us, seq, n, str(balance)))
-            ok = (kind, kid)
-            bucket = at_us // BUCKET_US
             if balance:
+                ok = (kind, kid)
                 if ok not in open_from:
                     open_from[ok] = bucket
-                    touched.add(ok)
-            elif ok in open_from:
-                start = open_from.pop(ok)
-                touched.add(ok)
-                alive.update((kind, b, kid) for b in range(start, bucket + 1))
+            else:
+                start = open_from.pop((kind, kid), None)
+                if start is not None:
+                    alive.update((kind, b, kid) for b in range(start, bucket + 1))
         engine.balance_changes.clear()
         self._flush_keys()
-        self.cur.executemany("INSERT INTO bf_onhand_hist VALUES (?,?,?,?,?)", onhand)
-        self.cur.executemany("INSERT INTO bf_wip_hist VALUES (?,?,?,?,?)", wip)
+        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?")
+        self._insert("bf_wip_hist", wip, "?,?,?,?,?")
         self.cur.executemany(
             "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
-        )
-        self.cur.executemany(
-            "DELETE FROM bf_open WHERE kind = ? AND key_id = ?", sorted(touched)
-        )
-        self.cur.executemany(
-            "INSERT INTO bf_open VALUES (?,?,?)",
-            sorted((k, kid, open_from[(k, kid)]) for k, kid in touched if (k, kid) in open_from),
         )
         flushes = []
         last_seq, n = None, 0
@@ -206,11 +285,45 @@ class _Writer:
                 )
             )
         engine.flushes.clear()
-        self.cur.executemany(
-            "INSERT INTO bf_flushes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", flushes
-        )
+        self._insert("bf_flushes", flushes, "?,?,?,?,?,?,?,?,?,?,?,?,?")
+        staging = [
+            (_NEVER if at is None else to_us(at), seq or 0,
+             orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
+            for m, _eid, at, seq in engine.staging_changes
+        ]
+        engine.staging_changes.clear()
+        self.cur.executemany("INSERT INTO bf_staging VALUES (?,?,?)", staging)
+        unresolved = []
+        last_seq, n = None, 0
+        for order, u, seq in engine.unresolved_log:
+            n = n + 1 if seq == last_seq else 0
+            last_seq = seq
+            unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
+                               u.location, str(u.qty)))
+        engine.unresolved_log.clear()
+        self._insert("bf_unresolved", unresolved, "?,?,?,?,?,?,?,?,?")
         # The history tables hold what these lists would tell (negative balances are rows
         # with a balance below zero); keeping them would grow memory with the history.
+        negative = []
+        last_seq, n = None, 0
+        for r in engine.negative_onhand:
+            n = n + 1 if r.seq == last_seq else 0
+            last_seq = r.seq
+            item, loc, batch, lp = r.key
+            negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
+                             str(r.balance)))
+        self._insert("bf_negative", negative, "?,?,?,?,?,?,?,?,?,?")
+        residual = []
+        for order, eid, seq, at, found in engine.residual_log:
+            at_us = to_us(at)
+            if not found:  # an end that left nothing: a row too, it replaces an earlier end's
+                residual.append((eid, at_us, seq, -1, order, "", "", None, "0", "[]"))
+            for n, r in enumerate(found):
+                residual.append((eid, at_us, seq, n, order, r.item, r.location,
+                                 getattr(r, "batch", None), str(r.qty),
+                                 orjson.dumps(list(r.put_events)).decode()))
+        engine.residual_log.clear()
+        self._insert("bf_residual", residual, "?,?,?,?,?,?,?,?,?,?")
         engine.negative_onhand.clear()
         engine.puts_without_pick.clear()
         engine.anomalies.clear()
@@ -261,17 +374,15 @@ def _retirement_plan(cur: Cursor) -> list[tuple[int, str]]:
     return plan
 
 
-def _save_engine(cur: Cursor, engine: Replay) -> None:
-    blob = zlib.compress(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), 1)
-    cur.execute("DELETE FROM bf_proj_blob WHERE k = 'engine'")
-    cur.execute("INSERT INTO bf_proj_blob (k, v) VALUES ('engine', ?)", (blob,))
-
-
-def _load_engine(cur: Cursor) -> Replay | None:
-    row = cur.execute("SELECT v FROM bf_proj_blob WHERE k = 'engine'").fetchone()
-    if row is None:
-        return None
-    return pickle.loads(zlib.decompress(bytes(row["v"])))
+def _reversal_targets_after(cur: Cursor, last: int) -> list[str]:
+    """Ids reversed by the Reversals recorded after seq ``last``."""
+    rows = cur.execute(
+        "SELECT s.state FROM bf_events i JOIN stored_events s ON "
+        + ("s.rowid" if cur.dialect == "sqlite" else "s.notification_id")
+        + " = i.seq WHERE i.type = 'Reversal' AND i.seq > ?",
+        (last,),
+    ).fetchall()
+    return [orjson.loads(r["state"])["e"]["reverses"] for r in rows]
 
 
 @contextmanager
@@ -287,115 +398,214 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+# --- checkpoints ----------------------------------------------------------------------------
+#
+# A checkpoint is the engine's state after the event at position (at_us, seq), as data
+# (``projections.snapshot``), with the set of on-hand/WIP keys open then (``bf_open``). One is
+# kept every CHECKPOINT_EVERY events of replay order, plus the head (after the last event
+# applied), replaced at every catch-up. Orders whose last event is before a checkpoint's
+# ``at`` are retired in it (their state is final and already materialised): a checkpoint at
+# position P holds order O iff O was created by P and O's last event is at or after P's at.
+
+
+def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[int, int],
+                     count: int, head: bool) -> None:
+    if head and cur.execute(
+        "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
+    ).fetchone() is not None:
+        return  # a kept checkpoint was taken after this very event: it is the head
+    state = {"engine": engine.state(),
+             "open": [[k, kid, b] for (k, kid), b in sorted(writer.open_from.items())]}
+    blob = snapshot.dumps(state, ENGINE_VERSION)
+    # Any earlier head is superseded (it is before this one and closer than the spacing).
+    cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
+    cur.execute(
+        "INSERT INTO bf_proj_ckpt (at_us, seq, n, head, v) VALUES (?, ?, ?, ?, ?)",
+        (pos[0], pos[1], count, 1 if head else 0, blob),
+    )
+
+
+def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
+    """The latest checkpoint strictly before position ``bound`` (a row, or None)."""
+    return cur.execute(
+        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE at_us < ? OR (at_us = ? AND"
+        " seq < ?) ORDER BY at_us DESC, seq DESC LIMIT 1",
+        (bound[0], bound[0], bound[1]),
+    ).fetchone()
+
+
+class _Run:
+    """One replay pass: events after a position, applied and written, checkpoints taken."""
+
+    def __init__(self, ledger: Ledger, cur: Cursor, engine: Replay, writer: _Writer,
+                 start: tuple[int, int], count: int, last_spaced: int,
+                 retire: list[tuple[int, str]]):
+        self.ledger, self.cur, self.engine, self.writer = ledger, cur, engine, writer
+        self.pos, self.count, self.last_spaced, self.retire = start, count, last_spaced, retire
+        self.last_seq = 0
+
+    def _retire_before(self, at_us: int) -> None:
+        retire, engine = self.retire, self.engine
+        while retire and retire[-1][0] < at_us:
+            engine.retire(retire.pop()[1])
+
+    def checkpoint(self, head: bool) -> None:
+        self.writer.write(self.engine)
+        self._retire_before(self.pos[0])
+        _save_checkpoint(self.cur, self.engine, self.writer, self.pos, self.count, head)
+        if not head:
+            self.last_spaced = self.count
+
+    def run(self, progress: Callable[[int], None] | None) -> int:
+        from backflush.ledger.codec import replay_dict
+        from backflush.projections.engine import UnreplayableEvent
+
+        cur, engine = self.cur, self.engine
+        loads = orjson.loads
+        apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
+        every = CHECKPOINT_EVERY
+        # Reads go through the same transaction's cursor: on SQLite a second connection would
+        # not see rows this transaction has not committed yet, and we hold the write lock.
+        sql = (
+            "SELECT i.seq, i.at_us, s.state FROM bf_events i "
+            + self.ledger._state_join()  # noqa: SLF001
+            + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
+            + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+        )
+        n = pages = 0
+        ev: dict = {}
+        with localcontext(ARITHMETIC):
+            while True:
+                at0, seq0 = self.pos
+                rows = cur.execute(sql, (at0, at0, seq0)).fetchall()
+                try:
+                    for row in rows:
+                        seq = row["seq"]
+                        ev = replay_dict(loads(row["state"])["e"], seq)
+                        apply(ev)
+                        self.pos = (row["at_us"], seq)
+                        if seq > self.last_seq:
+                            self.last_seq = seq
+                        self.count += 1
+                        if self.count - self.last_spaced >= every:
+                            self.checkpoint(head=False)
+                except DecimalException as exc:
+                    raise UnreplayableEvent(ev, exc) from None
+                n += len(rows)
+                self.writer.write(engine)
+                self._retire_before(self.pos[0])
+                pages += 1
+                if pages % 40 == 0:
+                    # The collector is off during replay (see no_gc); retired orders hold
+                    # reference cycles, so sweep them now and then to keep memory flat.
+                    gc.collect()
+                if progress is not None:
+                    progress(n)
+                if len(rows) < PAGE:
+                    break
+        return n
+
+
 def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> int:
     """Drop and rebuild every projection from the log; returns the events applied."""
-    with no_gc():
-        return _rebuild(ledger, progress)
-
-
-def _rebuild(ledger: Ledger, progress: Callable[[int], None] | None) -> int:
     # A rebuild also brings the schema up to this version (new tables or indexes).
     create_tables(ledger)
-    with ledger.writing() as cur:
-        for t in TABLES:
-            cur.execute(f"DELETE FROM {t}")
-        cur.execute("DELETE FROM bf_proj")
-        cur.execute("DELETE FROM bf_proj_blob")
-        from backflush.projections.engine import Replay
+    with no_gc(), ledger.writing() as cur:
+        return _rebuild(ledger, cur, progress)
 
-        engine = Replay(reversible=_reversal_targets(cur))
-        writer = _Writer(cur)
-        retire = _retirement_plan(cur)
-        n, last_seq, high = _apply_rows(ledger, cur, engine, writer, None, progress, retire)
-        _finish(cur, engine, last_seq, high)
+
+def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
+    from backflush.projections.engine import Replay
+
+    for t in TABLES:
+        cur.execute(f"DELETE FROM {t}")
+    cur.execute("DELETE FROM bf_proj")
+    # Older versions kept a pickled engine here: dropped unread.
+    cur.execute("DELETE FROM bf_proj_blob")
+    cur.execute("DELETE FROM bf_proj_ckpt")
+    engine = Replay(reversible=_reversal_targets(cur))
+    run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
+               _retirement_plan(cur))
+    n = run.run(progress)
+    _finish(cur, run)
     return n
 
 
-def _apply_rows(
-    ledger: Ledger,
-    cur: Cursor,
-    engine: Replay,
-    writer: _Writer,
-    seq_gt: int | None,
-    progress: Callable[[int], None] | None,
-    retire: list[tuple[int, str]] | None = None,
-) -> tuple[int, int, tuple[int, int]]:
-    from backflush.ledger.codec import replay_dict
-
-    n = 0
-    last_seq = seq_gt or 0
-    high = (0, 0)  # (at_us, seq) of the last event applied: the next one must not be older
-    loads = orjson.loads
-    apply = engine.apply
-    # Reads go through the same transaction's cursor: on SQLite a second connection would
-    # not see rows this transaction has not committed yet, and we hold the write lock.
-    sql = (
-        "SELECT i.seq, i.at_us, s.state FROM bf_events i "
-        + ledger._state_join()  # noqa: SLF001
-        + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
-        + (" AND i.seq > ?" if seq_gt is not None else "")
-        + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
-    )
-    key = (-(2**62), 0)
-    pages = 0
-    while True:
-        params: list[Any] = [key[0], key[0], key[1]]
-        if seq_gt is not None:
-            params.append(seq_gt)
-        rows = cur.execute(sql, params).fetchall()
-        for row in rows:
-            seq = row["seq"]
-            apply(replay_dict(loads(row["state"])["e"], seq))
-            if seq > last_seq:
-                last_seq = seq
-        n += len(rows)
-        if rows:
-            high = (rows[-1]["at_us"], rows[-1]["seq"])
-        writer.write(engine)
-        while retire and retire[-1][0] < high[0]:
-            engine.retire(retire.pop()[1])
-        pages += 1
-        if pages % 40 == 0:
-            # The collector is off during replay (see no_gc); retired orders hold
-            # reference cycles, so sweep them now and then to keep memory flat.
-            gc.collect()
-        if progress is not None:
-            progress(n)
-        if len(rows) < PAGE:
-            break
-        key = high
-    return n, last_seq, high
-
-
-def _touches_retired(cur: Cursor, engine: Replay, last: int) -> bool:
-    """Whether events after ``last`` refer to an order the snapshot has forgotten."""
-    rows = cur.execute(
-        "SELECT DISTINCT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL", (last,)
-    ).fetchall()
-    for r in rows:
-        if engine.order_state(r["ord"]) is None:
-            known = cur.execute(
-                "SELECT 1 AS x FROM bf_events WHERE ord = ? AND type = 'OrderCreated'"
-                " AND seq <= ?",
-                (r["ord"], last),
-            ).fetchone()
-            if known is not None:
-                return True
-    return False
-
-
-def _finish(cur: Cursor, engine: Replay, last_seq: int, high: tuple[int, int]) -> None:
+def _finish(cur: Cursor, run: _Run) -> None:
+    run.checkpoint(head=True)
+    run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
-    _put(cur, "last_seq", str(last_seq))
-    _put(cur, "high_at", str(high[0]))
-    _put(cur, "high_seq", str(high[1]))
-    _save_engine(cur, engine)
+    _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
+
+
+def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
+    """The earliest position the events recorded after seq ``last`` change (None: none).
+
+    A checkpoint strictly before it can be continued from: (a) every new event comes after
+    it; (b) every order a new event names is still held by it (its last earlier event is at
+    or after the checkpoint's ``at``); (c) every event a new Reversal undoes comes after it,
+    so that it is replayed with its undo information kept.
+    """
+    far = 2**62
+    row = cur.execute("SELECT MIN(at_us) AS a FROM bf_events WHERE seq > ?", (last,)).fetchone()
+    if row["a"] is None:
+        return None
+    bound = (row["a"], far)
+    row = cur.execute(
+        "SELECT MIN(m) AS a FROM (SELECT MAX(o.at_us) AS m FROM bf_events o WHERE o.seq <= ?"
+        " AND o.ord IN (SELECT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL)"
+        " GROUP BY o.ord) x",
+        (last, last),
+    ).fetchone()
+    if row["a"] is not None:
+        bound = min(bound, (row["a"], far))
+    targets = _reversal_targets_after(cur, last)
+    for i in range(0, len(targets), 500):
+        chunk = targets[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in cur.execute(
+            f"SELECT at_us, seq FROM bf_events WHERE id IN ({marks})", chunk
+        ).fetchall():
+            bound = min(bound, (r["at_us"], r["seq"]))
+    return bound
+
+
+def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
+    """Delete what the events after ``pos`` wrote (bf_open is rewritten at the end)."""
+    at, seq = pos
+    after = "at_us > ? OR (at_us = ? AND seq > ?)"
+    # Tables led by seq (or indexed on it) delete the rows of the replayed events through
+    # that index; the others are small or scanned.
+    events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
+    for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative", "bf_residual"):
+        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
+    for t in ("bf_wip_hist", "bf_staging"):
+        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
+    # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
+    # query probes, so a key listed once too often costs a probe, never an answer.
+    cur.execute("DELETE FROM bf_alive WHERE bucket > ?", (at // BUCKET_US,))
+    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, at, seq))
+
+
+def _plan_from(cur: Cursor, at_us: int) -> list[tuple[int, str]]:
+    """``_retirement_plan`` restricted to the orders with events at or after ``at_us``."""
+    rows = cur.execute(
+        "SELECT ord, MAX(at_us) AS last FROM bf_events WHERE at_us >= ? AND ord IS NOT NULL"
+        " GROUP BY ord",
+        (at_us,),
+    ).fetchall()
+    plan = [(r["last"], r["ord"]) for r in rows]
+    plan.sort(reverse=True)
+    return plan
 
 
 def catch_up(ledger: Ledger) -> int:
     """Bring the projections up to everything recorded; returns the events applied.
 
-    Exactly once: the tracked position moves in the same transaction as the rows.
+    Exactly once: the tracked position moves in the same transaction as the rows. Events
+    recorded late (before the high-water mark), new Reversals and events of orders already
+    retired re-replay from the latest checkpoint before the earliest position they change,
+    so the cost follows the events after that time, not the history.
     """
     ensure_tables(ledger)
     with ledger.transaction(commit=False) as cur:
@@ -405,33 +615,36 @@ def catch_up(ledger: Ledger) -> int:
         return rebuild(ledger)
     if ledger.max_seq() <= last:
         return 0
-    with ledger.writing() as cur:
+    with no_gc(), ledger.writing() as cur:
         # Re-read under the write lock: another process may have caught up meanwhile.
         last = int(_get(cur, "last_seq") or 0)
-        high = (int(_get(cur, "high_at") or 0), int(_get(cur, "high_seq") or 0))
-        row = cur.execute(
-            "SELECT MIN(at_us) AS a, SUM(CASE WHEN type = 'Reversal' THEN 1 ELSE 0 END) AS r"
-            " FROM bf_events WHERE seq > ?",
-            (last,),
-        ).fetchone()
-        if row["a"] is None:
+        bound = _bound(cur, last)
+        if bound is None:
             return 0
-        # A late event changes the past, and a new Reversal may undo an event whose
-        # effects the snapshot did not keep: both are answered by a rebuild.
-        in_order = row["a"] >= high[0] and not row["r"]
-        engine = _load_engine(cur) if in_order else None
-        if engine is not None and _touches_retired(cur, engine, last):
-            engine = None
-        if engine is None:
-            late = True
+        ck = _checkpoint_before(cur, bound)
+        from backflush.projections.engine import Replay
+
+        state = None
+        if ck is not None:
+            try:
+                state = snapshot.loads(ck["v"], ENGINE_VERSION)
+                engine = Replay.restore(state["engine"], reversible=_reversal_targets(cur))
+            except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
+                state = None  # unreadable or of another version: rebuild
+        if state is None:
+            return _rebuild(ledger, cur, None)
+        pos = (ck["at_us"], ck["seq"])
+        if not ck["head"]:
+            _rewind(cur, pos)
         else:
-            late = False
-    if late:
-        return rebuild(ledger)
-    with ledger.writing() as cur, no_gc():
-        writer = _Writer(cur)
-        n, last_seq, new_high = _apply_rows(ledger, cur, engine, writer, last, None)
-        _finish(cur, engine, last_seq, max(high, new_high))
+            # The head is after every event applied: nothing to delete.
+            cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
+        spaced = cur.execute(
+            "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
+        run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
+                   spaced, _plan_from(cur, pos[0]))
+        n = run.run(None)
+        _finish(cur, run)
     return n
 
 
@@ -510,6 +723,18 @@ def onhand_asof(
     return rows
 
 
+def staging_asof(ledger: Ledger, at_us: int | None) -> dict[str, tuple]:
+    """Staging map in force at ``at_us`` (None = now): location -> resources staging there."""
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT map FROM bf_staging WHERE at_us <= ? ORDER BY at_us DESC, seq DESC LIMIT 1",
+            (_FAR_FUTURE if at_us is None else at_us,),
+        ).fetchone()
+    if row is None:
+        return {}
+    return {loc: tuple(rs) for loc, rs in orjson.loads(row["map"])}
+
+
 def wip_asof(
     ledger: Ledger, at_us: int | None, resource: str | None = None
 ) -> list[dict[str, Any]]:
@@ -525,16 +750,22 @@ def wip_asof(
     )
     for r in rows:
         r["order"] = r.pop("ord")
-    rows.sort(
-        key=lambda r: (
-            r["resource"] or "", r["location"] or "", r["kind"], r["order"] or "",
-            r["op"] or 0, r["item"] or "", r["batch"] or "",
-        )
-    )
-    return [
+    staging = staging_asof(ledger, at_us)
+    if resource is not None:
+        staging = {loc: (resource,) for loc, rs in staging.items() if resource in rs}
+    with localcontext(ARITHMETIC):
+        onhand: dict = {}
+        for loc in staging:
+            for r in onhand_asof(ledger, at_us, location=loc):
+                k = (loc, r["item"], r["batch"])
+                onhand[k] = onhand.get(k, ZERO) + r["qty"]
+    rows.extend(staged_rows(onhand, staging))
+    out = [
         {k: r[k] for k in ("resource", "location", "kind", "order", "op", "item", "batch", "qty")}
         for r in rows
     ]
+    sort_wip(out)
+    return out
 
 
 def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
@@ -553,6 +784,51 @@ def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dic
         }
         for r in rows
     ]
+
+
+def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
+    """Batch-less takes of batch-tracked items by one order (as of ``at_us``), apply order."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, line, item, location, qty FROM bf_unresolved WHERE ord = ?"
+            " AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    return [{"event_id": r["event_id"], "line": r["line"], "item": r["item"],
+             "location": r["location"], "qty": Decimal(r["qty"])} for r in rows]
+
+
+def negative_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
+    """The engine's negative on-hand records caused by one order (as of ``at_us``)."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, item, location, batch, lp, balance FROM bf_negative WHERE ord = ?"
+            " AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    return [{"event_id": r["event_id"], "key": (r["item"], r["location"], r["batch"], r["lp"]),
+             "balance": Decimal(r["balance"])} for r in rows]
+
+
+def residual_of(ledger: Ledger, order: str, at_us: int | None = None
+                ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """What each OrderEnded of one order (as of ``at_us``) found still at the input, in apply
+    order: (end event id, residual rows)."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT event_id, n, item, location, batch, qty, put_events FROM bf_residual"
+            " WHERE ord = ? AND at_us <= ? ORDER BY at_us, seq, n",
+            (order, _FAR_FUTURE if at_us is None else at_us),
+        ).fetchall()
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    for r in rows:
+        if not out or out[-1][0] != r["event_id"]:
+            out.append((r["event_id"], []))
+        if r["n"] >= 0:
+            out[-1][1].append({"item": r["item"], "location": r["location"],
+                               "batch": r["batch"], "qty": Decimal(r["qty"]),
+                               "put_events": tuple(orjson.loads(r["put_events"]))})
+    return out
 
 
 def needs_replay_for_known_at(ledger: Ledger, at_us: int, known_us: int) -> bool:

@@ -3,7 +3,7 @@
 from collections import defaultdict
 from decimal import Decimal
 
-from backflush.projections.engine import Replay
+from backflush.projections.engine import Replay, staged_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -82,7 +82,21 @@ def test_prefix_replay_equals_as_of_state(events, data):
     assert _as_of(full.balance_changes, "onhand", t) == onhand
     wip = {(x["resource"], x["location"], x["kind"], x["order"], x["op"], x["item"],
             x["batch"]): x["qty"] for x in prefix.wip()}
-    assert _as_of(full.balance_changes, "wip", t) == wip
+    # staged WIP: the on-hand as of t at the locations staging then (the change log keeps
+    # only units waiting)
+    staging = {}
+    for m, _eid, at, _seq in full.staging_changes:
+        if at is None or at <= t:
+            staging = m
+    by_loc = defaultdict(Decimal)
+    for (item, loc, batch, _lp), q in onhand.items():
+        if loc in staging:
+            by_loc[(loc, item, batch)] += q
+    derived = _as_of(full.balance_changes, "wip", t)
+    for r in staged_rows(by_loc, staging):
+        derived[(r["resource"], r["location"], "staged", None, None, r["item"], r["batch"])] = \
+            r["qty"]
+    assert derived == wip
     posted = defaultdict(Decimal)
     for f in full.flushes:
         if f.at <= t:

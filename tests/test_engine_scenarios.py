@@ -96,10 +96,16 @@ def test_seed002_pick_put_then_report_as_finished_consumes_the_put_batch():
     assert o.released[0] == o.started[0][0]  # released by the start
     assert o.out_of_sequence == [] and o.unresolved == []
     assert o.put_events == [(put["id"], "WHS6", "BACKFLUSH")]
-    # staged WIP at the default input location was 10 after the put and is cleared
+    # staged WIP at the default input location was 10 after the put and is cleared: it is
+    # the on-hand there, which went 10 then 0
     staged = [c for c in r.balance_changes
-              if c[0] == "wip" and c[1][2] == "staged" and c[1][1] == "BACKFLUSH"]
+              if c[0] == "onhand" and c[1][0] == "WHS6" and c[1][1] == "BACKFLUSH"]
     assert [c[2] for c in staged] == [10, 0]
+    assert not [w for w in r.wip() if w["kind"] == "staged"]
+    upto_put = Replay().apply_all([e for e in h.events() if e["at"] <= put["at"]])
+    assert [(w["resource"], w["location"], w["item"], w["batch"], w["qty"])
+            for w in upto_put.wip() if w["kind"] == "staged"] == [
+        (None, "BACKFLUSH", "WHS6", "B1", 10)]
     assert r.wip() == []
 
 

@@ -228,11 +228,10 @@ def _projection(table: str) -> Callable[[Raw], None]:
 
 
 def _wip_shown(r: Raw) -> None:
-    """Every WIP history row set to 999999 and its key marked open, so that `wip` shows it
-    (the fixture's WIP is zero throughout: rows nobody reads change no answer)."""
-    assert r.x("UPDATE bf_wip_hist SET balance = '999999'") > 0
-    r.x("DELETE FROM bf_open WHERE kind = 'wip'")
-    assert r.x("INSERT INTO bf_open SELECT 'wip', key_id, 0 FROM bf_wip_keys") > 0
+    """Staged WIP is on-hand at the staging locations (``bf_staging``): point the staging map
+    at the bulk store, so that `wip` shows its stock as staged (the fixture's WIP is zero
+    throughout otherwise)."""
+    assert r.x("UPDATE bf_staging SET map = '[[\"BULK\", [null]]]'") > 0
 
 
 def _projection_removed(r: Raw) -> None:
