@@ -249,8 +249,18 @@ class Ledger:
                 )
             from backflush.ledger.store import Ledger as Store
 
+            if not create and not readonly and self._read_only_media():
+                readonly = True  # a ledger on read-only media (or a file we may not write)
             self._store = Store(self.url, readonly=readonly)
         return self._store
+
+    def _read_only_media(self) -> bool:
+        """A SQLite ledger whose file or folder cannot be written (read-only media, a copy
+        handed to an auditor with mode 444): it is opened read-only instead of failing."""
+        path = self.path
+        if path is None or not path.exists():
+            return False
+        return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
     def _discard_created(self) -> None:
         """Remove the SQLite file (and side files) this object created: a failed import."""

@@ -599,6 +599,25 @@ def _plan_from(cur: Cursor, at_us: int) -> list[tuple[int, str]]:
     return plan
 
 
+def _check_current(ledger: Ledger) -> int:
+    """A ledger opened read-only answers from its projections only when they are current:
+    stale answers would be silently wrong, and bringing them up to date needs a write."""
+    from backflush.errors import OperationalError
+
+    try:
+        with ledger.transaction(commit=False) as cur:
+            version = _get(cur, "engine_version")
+            last = int(_get(cur, "last_seq") or 0)
+    except Exception:  # no projection tables: never caught up
+        version, last = None, -1
+    if version != ENGINE_VERSION or ledger.max_seq() > last:
+        raise OperationalError(
+            f"the projections of {ledger.url} are behind its events and the ledger is "
+            "read-only: run any query once on a writable copy (or `backflush rebuild`)"
+        )
+    return 0
+
+
 def catch_up(ledger: Ledger) -> int:
     """Bring the projections up to everything recorded; returns the events applied.
 
@@ -607,6 +626,8 @@ def catch_up(ledger: Ledger) -> int:
     retired re-replay from the latest checkpoint before the earliest position they change,
     so the cost follows the events after that time, not the history.
     """
+    if getattr(ledger, "readonly", False):
+        return _check_current(ledger)
     ensure_tables(ledger)
     with ledger.transaction(commit=False) as cur:
         version = _get(cur, "engine_version")

@@ -312,6 +312,49 @@ def test_verify_and_anchor_work_on_read_only_media(sqlite_db, tmp_path):
         shutil.rmtree(media)
 
 
+def test_queries_and_export_work_on_read_only_media(sqlite_db, tmp_path):
+    """Issue 11.11: on read-only media every reading command answers and writes nothing; a
+    copy whose projections are behind says so (exit 3) instead of answering stale."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    prefix = _as_nobody()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: file modes cannot be tested")
+    db = imported(sqlite_db, tmp_path)
+    media = Path(tempfile.mkdtemp(prefix="bf-ro-"))
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "backflush", "--db", str(media / "ledger.db"),
+             *args], capture_output=True, text=True, timeout=120)
+
+    try:
+        shutil.copy(db, media / "ledger.db")
+        os.chmod(media / "ledger.db", 0o444)
+        os.chmod(media, 0o555)
+        for args in (["onhand", "--json"], ["wip"], ["findings"], ["events", "--nl"],
+                     ["export"], ["hours"]):
+            r = as_nobody(*args)
+            assert r.returncode in (0, 1), (args, r.stdout, r.stderr)  # 1: findings found
+            assert r.stdout.strip(), args
+        assert sorted(p.name for p in media.iterdir()) == ["ledger.db"]  # nothing written
+        os.chmod(media, 0o755)
+        os.chmod(media / "ledger.db", 0o644)
+        with sqlite3.connect(media / "ledger.db") as con:  # as if the import's catch-up died
+            con.execute("UPDATE bf_proj SET v = '0' WHERE k = 'last_seq'")
+        os.chmod(media / "ledger.db", 0o444)
+        os.chmod(media, 0o555)
+        r = as_nobody("onhand")
+        assert r.returncode == 3 and "behind" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        os.chmod(media, 0o755)
+        shutil.rmtree(media)
+
+
 def _hold_write_lock(db: str):
     if db.startswith("postgresql://"):
         import psycopg
