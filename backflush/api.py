@@ -65,11 +65,9 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def event_types() -> tuple[str, ...]:
-    """The event type names (DESIGN §2), without loading the pydantic models when possible."""
-    try:
-        from backflush.ledger.names import EVENT_TYPES  # type: ignore[import-not-found]
-    except ImportError:  # the light name list is not there yet: take them from the models
-        from backflush.ledger.events import EVENT_TYPES
+    """The event type names (DESIGN §2), without loading the pydantic models."""
+    from backflush.ledger.names import EVENT_TYPES
+
     return tuple(EVENT_TYPES)
 
 
@@ -734,7 +732,7 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
     from backflush.projections import materialise as mat
 
     if params is None and known_at is None:
-        from backflush.ledger.events import MASTER_TYPES
+        from backflush.ledger.names import MASTER_TYPES
         from backflush.ledger.store import to_us
 
         mat.catch_up(store)

@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from backflush.ledger.events import (
-    EVENT_TYPES,
-    BomLine,
-    FlushingRule,
-    RouteOperation,
+from backflush.ledger.names import (
+    BOM_LINE_DECIMALS,
+    BOM_LINE_OPTIONAL,
+    OPERATION_DECIMALS,
+    REPLAY_FIELDS,
+    RULE_OPTIONAL,
 )
 
 GENESIS = "0" * 64
@@ -63,7 +64,9 @@ def decode_state(state: bytes) -> dict[str, Any]:
     return orjson.loads(state)
 
 
-def _decimal_fields(model: type) -> tuple[str, ...]:
+def decimal_fields(model: type) -> tuple[str, ...]:
+    """The fields of a pydantic model that hold one Decimal (``ledger.events`` checks
+    ``ledger.names.REPLAY_FIELDS`` with it)."""
     out = []
     for name, f in model.model_fields.items():
         ann = repr(f.annotation)
@@ -72,20 +75,17 @@ def _decimal_fields(model: type) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _optional_fields(model: type) -> tuple[str, ...]:
+def optional_fields(model: type) -> tuple[str, ...]:
+    """The optional fields of a pydantic model whose default is None."""
     return tuple(
         n for n, f in model.model_fields.items() if not f.is_required() and f.default is None
     )
 
 
-_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    t: (_decimal_fields(m), tuple(n for n in _optional_fields(m) if n != "id"))
-    for t, m in EVENT_TYPES.items()
-}
-_LINE_DEC = _decimal_fields(BomLine)
-_LINE_OPT = _optional_fields(BomLine)
-_OP_DEC = _decimal_fields(RouteOperation)
-_RULE_OPT = _optional_fields(FlushingRule)
+# Plain data (no pydantic import on a query's path); ledger.events proves it matches.
+_SPEC = REPLAY_FIELDS
+_LINE_DEC, _LINE_OPT = BOM_LINE_DECIMALS, BOM_LINE_OPTIONAL
+_OP_DEC, _RULE_OPT = OPERATION_DECIMALS, RULE_OPTIONAL
 
 
 def _fill(d: dict[str, Any], decimals: tuple[str, ...], optional: tuple[str, ...]) -> None:

@@ -381,6 +381,26 @@ if (
 ):
     raise AssertionError("ledger.names literals disagree with the event models")
 
+
+def _replay_fields_agree() -> bool:
+    from backflush.ledger.codec import decimal_fields, optional_fields
+
+    spec = {
+        t: (decimal_fields(m), tuple(n for n in optional_fields(m) if n != "id"))
+        for t, m in EVENT_TYPES.items()
+    }
+    return (
+        spec == names.REPLAY_FIELDS
+        and decimal_fields(BomLine) == names.BOM_LINE_DECIMALS
+        and optional_fields(BomLine) == names.BOM_LINE_OPTIONAL
+        and decimal_fields(RouteOperation) == names.OPERATION_DECIMALS
+        and optional_fields(FlushingRule) == names.RULE_OPTIONAL
+    )
+
+
+if not _replay_fields_agree():
+    raise AssertionError("ledger.names.REPLAY_FIELDS disagrees with the event models")
+
 AnyEvent = Annotated[
     Union[tuple(EVENT_MODELS)],  # noqa: UP007 - a runtime-built union needs Union[...]
     Field(discriminator="type"),

@@ -58,3 +58,35 @@ PRINCIPLES: tuple[str, ...] = (
 TRIGGERS: tuple[str, ...] = ("start", "operation", "finish", "put")
 BASES: tuple[str, ...] = ("good", "good+error", "transferred")
 TRACKING: tuple[str, ...] = ("none", "batch", "serial")
+
+
+# What a replay fills in when it reads a stored payload: per event type, the fields holding
+# decimals and the optional fields that default to None (``id`` excluded), and the same for
+# BOM lines, route operations and flushing rules. ``ledger.events`` derives these from its
+# models at import and refuses to load if they disagree, so a query can replay without
+# building the models.
+REPLAY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ItemDefined": ((), ()),
+    "ResourceDefined": ((), ()),
+    "BomDefined": ((), ()),
+    "RouteDefined": ((), ()),
+    "ProductionParametersSet": (("tolerance_pct",), ("rules",)),
+    "InventoryReceived": (("qty",), ("batch", "lp")),
+    "InventoryTransferred": (("qty",), ("batch", "lp")),
+    "InventoryCounted": (("qty",), ("batch",)),
+    "Picked": (("qty",), ("order", "line", "work", "batch", "lp")),
+    "Put": (("qty",), ("order", "line", "work", "batch", "lp")),
+    "OrderCreated": (("qty",), ("route",)),
+    "OrderReleased": ((), ()),
+    "OrderStarted": (("qty",), ("qty",)),
+    "OperationReported": (("good", "error", "hours"), ("hours",)),
+    "ReportedAsFinished": (("good", "error"), ("location", "batch", "lp")),
+    "MaterialConsumed": (("qty",), ("location", "batch", "line")),
+    "OrderEnded": ((), ()),
+    "Reversal": ((), ("reason",)),
+}
+BOM_LINE_DECIMALS: tuple[str, ...] = ("qty", "per", "scrap_pct", "scrap_const")
+BOM_LINE_OPTIONAL: tuple[str, ...] = ("flushing", "operation", "location")
+OPERATION_DECIMALS: tuple[str, ...] = ("setup_hours", "run_hours")
+RULE_OPTIONAL: tuple[str, ...] = ("resource",)
+

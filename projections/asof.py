@@ -103,7 +103,7 @@ def order_events(
     ledger: Ledger, order: str, at: datetime | None = None, known_at: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
     """Master data plus one order's events (its picks, puts and reversals too), by ``at``."""
-    from backflush.ledger.events import MASTER_TYPES
+    from backflush.ledger.names import MASTER_TYPES
 
     f = {"at_lte": _us(at), "rec_lte": _us(known_at)}
     master = mat.events_for_replay(ledger, types=sorted(MASTER_TYPES), **f)

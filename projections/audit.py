@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from backflush.ledger.events import MASTER_TYPES
+from backflush.ledger.names import MASTER_TYPES
 from backflush.projections.engine import Replay
 from backflush.projections.findings import (
     GLOBAL_CODES,

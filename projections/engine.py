@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException, localcontext
 from functools import wraps
 
-from backflush.ledger.events import INVENTORY_TYPES, ORDER_TYPES
+from backflush.ledger.names import INVENTORY_TYPES, ORDER_TYPES
 from backflush.projections import standard
 from backflush.projections.common import (  # noqa: F401  (sort_wip, staged_rows: re-exported)
     ARITHMETIC,

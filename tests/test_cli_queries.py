@@ -177,6 +177,16 @@ def test_queries_on_a_caught_up_ledger_load_no_engine(db):
         assert _heavy_modules("--db", db, *args) == set(), args
 
 
+def test_replaying_queries_load_no_pydantic(db):
+    """consumption and findings --order replay an order: the engine, not the models."""
+    run(db, "onhand")
+    order = json.loads(run(db, "events", "--json"))[-1]["order"] or "P002-1"
+    for args in (["consumption", "--order", order], ["findings", "--order", order]):
+        heavy = _heavy_modules("--db", db, *args)
+        assert not heavy & {"pydantic", "backflush.ledger.events", "backflush.ledger.importer"}, \
+            (args, heavy)
+
+
 def test_events_stream_in_every_format(db):
     rows = json.loads(run(db, "events", "--json"))
     assert len(rows) > 50 and rows == sorted(rows, key=lambda r: (r["at"], r["seq"]))
