@@ -72,14 +72,6 @@ def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: da
 # --- audit ---------------------------------------------------------------------------------
 
 
-def compute_audit(store: Any, order: str, at: Any = None, known_at: Any = None,
-                  policy: Any = None) -> dict[str, Any]:
-    """Compatibility alias of ``backflush.api.audit_of`` (the audit of one order on a store)."""
-    from backflush.api import audit_of, policy_params
-
-    return audit_of(store, order, at, known_at, policy_params(policy))
-
-
 def _q(v: Any) -> str:
     p = _plain(v)
     return "" if p is None else str(p)

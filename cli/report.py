@@ -273,7 +273,7 @@ def _provenance_html(meta: dict[str, Any]) -> str:
 
 
 def audit_html(a: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
-    """The audit ``a`` (from ``compute_audit``) as a complete HTML document.
+    """The audit ``a`` (from ``backflush.api.audit_of``) as a complete HTML document.
 
     ``meta`` is the provenance (`backflush.cli.provenance.collect`); by default it is
     collected from the current command.

@@ -149,8 +149,9 @@ def test_audit_html_escapes_text(tmp_path):
 
 
 def test_audit_is_fast(db):
-    from backflush.cli.audit import compute_audit
     from backflush.ledger.store import Ledger
+
+    from backflush.api import audit_of as compute_audit
 
     with Ledger(db) as ledger:
         compute_audit(ledger, "P001T-2")  # catch-up

@@ -32,8 +32,9 @@ pytestmark = pytest.mark.skipif(
 
 def _audit(tmp_path: Path) -> dict:
     """A real audit, its timeline made long and its rows tall (many flushes per event)."""
-    from backflush.cli.audit import compute_audit
     from backflush.ledger.store import Ledger
+
+    from backflush.api import audit_of as compute_audit
 
     db = str(tmp_path / "l.db")
     r = CliRunner().invoke(cli, ["--db", db, "import", str(TERMINALS)])
