@@ -24,11 +24,11 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 
 
 @cli.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--dry-run", is_flag=True, help="Validate and count, append nothing.")
 @click.pass_context
 def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
-    """Import JSON Lines event files: all or nothing, idempotent by event id."""
+    """Import JSON Lines event files (- reads stdin): all or nothing, idempotent by id."""
     from backflush.ledger.importer import run_import
 
     ledger = open_ledger(ctx)

@@ -21,10 +21,10 @@ the two counts agree only when no key was repeated.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backflush.ledger.events import at_text
+import orjson
 from backflush.ledger.names import DEVICES, PRINCIPLES, TRACKING
 from backflush.ledger.store import to_us
 
@@ -39,12 +39,6 @@ PRINCIPLE = frozenset(PRINCIPLES)
 _QTY = re.compile(r"(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,12})?")
 _SQTY = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,12})?")
 _QTY_INT = 10**15
-# Whole seconds, years 1900-2999, Z or a non-zero offset: forms whose stored text is the
-# sender's text (at_text would write +00:00 and -00:00 as Z).
-_AT = re.compile(
-    r"(?:19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(?:Z|[+-](?!00:00)[0-9]{2}:[0-9]{2})"
-)
 
 # type -> ({field: kind}, required fields, defaults as normalised values)
 _W = {"item": NAME, "qty": QTY, "location": NAME, "order": NAME, "line": INT64,
@@ -111,25 +105,49 @@ SPEC: dict[str, tuple[dict[str, Any], frozenset[str], dict[str, Any]]] = {
     "Reversal": ({"reverses": NAME, "reason": TEXT}, frozenset({"reverses"}), {}),
 }
 
-_at_cache: dict[str, int | None] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_days: dict[str, int] = {}
+
+
+def _day_us(date: str) -> int:
+    us = _days.get(date)
+    if us is None:
+        d = datetime.fromisoformat(date).replace(tzinfo=UTC)
+        us = (d - _EPOCH) // timedelta(microseconds=1)
+        if len(_days) > 100_000:
+            _days.clear()
+        _days[date] = us
+    return us
 
 
 def _at_us(text: str) -> int | None:
-    us = _at_cache.get(text, -1)
-    if us != -1:
-        return us
-    us = None
-    if _AT.fullmatch(text):
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            dt = None
-        if dt is not None and at_text(dt) == text:
-            us = to_us(dt)
-    if len(_at_cache) > 4096:
-        _at_cache.clear()
-    _at_cache[text] = us
-    return us
+    """``to_us`` of an ``at`` whose stored text is the sender's text, else None.
+
+    Whole seconds, years 1900-2999, ``Z`` or a non-zero ``±hh:mm`` offset: the layout is
+    checked by position and the digits by ``fromisoformat`` (the input is ASCII here).
+    """
+    n = len(text)
+    if n == 20:
+        if text[19] != "Z":
+            return None
+    elif n != 25 or text[19] not in "+-" or text[22] != ":" or text[20:] == "00:00":
+        return None
+    if (
+        text[4] != "-"
+        or text[7] != "-"
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or not "1900" <= text[:4] <= "2999"
+    ):
+        return None
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if n == 20:
+        return _day_us(text[:10]) + ((dt.hour * 60 + dt.minute) * 60 + dt.second) * 1_000_000
+    return to_us(dt)
 
 
 def plain(raw: bytes) -> bool:
@@ -137,85 +155,104 @@ def plain(raw: bytes) -> bool:
     return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
 
 
-def check(d: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], str | None, int] | None:
-    """(normalised payload without id, id or None, at in µs), or None: ask the reference.
+def _field_code(k: str, kind: Any, required: bool, default: Any) -> list[str]:
+    """Source lines checking field ``k`` of ``d`` into local ``v_k`` (None: absent)."""
+    v = f"v_{k}"
+    out = [f"    {v} = d.get({k!r})"]
+    if required:
+        out.append(f"    if {v} is None: return None")
+    elif default is not None:
+        out.append(f"    if {v} is None:")
+        out.append(f"        if {k!r} in d: return None")
+        out.append(f"        {v} = {default!r}")
+        out.append("    else:")
+    else:
+        out.append(f"    if {v} is not None:")
+    ind = "    " if required else "        "
+    if kind is NAME:
+        out.append(f"{ind}if type({v}) is not str or not 0 < len({v}) <= 200: return None")
+        out.append(f"{ind}nstr += 1")
+    elif kind is TEXT:
+        out.append(f"{ind}if type({v}) is not str or len({v}) > 2000: return None")
+        out.append(f"{ind}nstr += 1")
+    elif kind is QTY or kind is SQTY:
+        rx, lo = ("_QTY", "0 <=") if kind is QTY else ("_SQTY", "-_QTY_INT <")
+        out.append(f"{ind}if type({v}) is int:")
+        out.append(f"{ind}    if not {lo} {v} < _QTY_INT: return None")
+        out.append(f"{ind}    {v} = str({v})")
+        out.append(
+            f"{ind}elif type({v}) is not str or not {rx}({v})"
+            f" or '0.000000' in {v}[:9]: return None"
+        )
+        out.append(f"{ind}else: nstr += 1")
+    elif type(kind) is tuple:
+        out.append(
+            f"{ind}if type({v}) is not int or not {kind[0]} <= {v} <= {kind[1]}: return None"
+        )
+    else:  # a set of allowed names
+        out.append(f"{ind}if type({v}) is not str or {v} not in _E_{k}: return None")
+        out.append(f"{ind}nstr += 1")
+    return out
 
-    ``d`` is orjson's reading of ``raw``, and ``plain(raw)`` holds.
+
+def _compile(type_: str) -> Any:
+    fields, required, defaults = SPEC[type_]
+    names = sorted(fields)
+    env: dict[str, Any] = {
+        "_QTY": _QTY.fullmatch,
+        "_SQTY": _SQTY.fullmatch,
+        "_QTY_INT": _QTY_INT,
+        "_at_us": _at_us,
+        "_dumps": orjson.dumps,
+        "_ALLOWED": frozenset(fields) | {"type", "at", "id"},
+    }
+    src = [
+        "def check(d, raw):",
+        "    if not d.keys() <= _ALLOWED: return None",
+        "    at = d.get('at')",
+        "    if type(at) is not str: return None",
+        "    nstr = 2",  # type and at
+        "    eid = d.get('id')",
+        "    if eid is not None:",
+        "        if type(eid) is not str or not 0 < len(eid) <= 200: return None",
+        "        nstr += 1",
+    ]
+    for k in names:
+        if type(fields[k]) is frozenset:
+            env[f"_E_{k}"] = fields[k]
+        src += _field_code(k, fields[k], k in required, defaults.get(k))
+    src += [
+        "    if raw.count(b'\"') != 2 * (len(d) + nstr): return None",
+        "    at_us = _at_us(at)",
+        "    if at_us is None: return None",
+        "    out = {}",
+    ]
+    # Keys in sorted order: orjson then writes the canonical (sorted) body without sorting.
+    for k in sorted([*names, "at", "type"]):
+        if k == "at":
+            src.append("    out['at'] = at")
+        elif k == "type":
+            src.append(f"    out['type'] = {type_!r}")
+        elif k in required or k in defaults:
+            src.append(f"    out[{k!r}] = v_{k}")
+        else:
+            src.append(f"    if v_{k} is not None: out[{k!r}] = v_{k}")
+    src.append("    return out, eid, at_us, _dumps(out)")
+    exec("\n".join(src), env)  # noqa: S102 - code generated from the table above
+    return env["check"]
+
+
+_CHECKS = {t: _compile(t) for t in SPEC}
+
+
+def check(
+    d: dict[str, Any], raw: bytes
+) -> tuple[dict[str, Any], str | None, int, bytes] | None:
+    """(normalised payload without id, id or None, at in µs, canonical body) or None.
+
+    None means: ask the reference reading. ``d`` is orjson's reading of ``raw``, and
+    ``plain(raw)`` holds. One function per event type, generated from ``SPEC``.
     """
     t = d.get("type")
-    spec = SPEC.get(t) if type(t) is str else None
-    if spec is None:
-        return None
-    fields, required, defaults = spec
-    out = dict(defaults)
-    nstr = nreq = 0
-    at = eid = None
-    for k, v in d.items():
-        tv = type(v)
-        if tv is str:
-            nstr += 1
-        if k == "type":
-            out[k] = v
-            continue
-        if k == "at":
-            at = v
-            continue
-        if k == "id":
-            if v is None:
-                continue
-            if tv is not str or not 0 < len(v) <= 200:
-                return None
-            eid = v
-            continue
-        kind = fields.get(k)
-        if kind is None:
-            return None
-        if v is None:
-            if k in defaults or k in required:
-                return None
-            continue
-        if kind is NAME:
-            if tv is not str or not 0 < len(v) <= 200:
-                return None
-            out[k] = v
-        elif kind is QTY:
-            if tv is int:
-                if not 0 <= v < _QTY_INT:
-                    return None
-                out[k] = str(v)
-            elif tv is str and _QTY.fullmatch(v) and not v.startswith("0.000000"):
-                out[k] = v
-            else:
-                return None
-        elif kind is SQTY:
-            if tv is int:
-                if not -_QTY_INT < v < _QTY_INT:
-                    return None
-                out[k] = str(v)
-            elif tv is str and _SQTY.fullmatch(v) and "0.000000" not in v[:9]:
-                out[k] = v
-            else:
-                return None
-        elif tv is int and type(kind) is tuple:
-            if not kind[0] <= v <= kind[1]:
-                return None
-            out[k] = v
-        elif kind is TEXT:
-            if tv is not str or len(v) > 2000:
-                return None
-            out[k] = v
-        elif type(kind) is frozenset and tv is str and v in kind:
-            out[k] = v
-        else:
-            return None
-        if k in required:
-            nreq += 1
-    if nreq != len(required) or type(at) is not str:
-        return None
-    if raw.count(b'"') != 2 * (len(d) + nstr):
-        return None  # a repeated key (or so it seems): the reference decides
-    at_us = _at_us(at)
-    if at_us is None:
-        return None
-    out["at"] = at
-    return out, eid, at_us
+    fn = _CHECKS.get(t) if type(t) is str else None
+    return None if fn is None else fn(d, raw)

@@ -9,15 +9,17 @@ ledger as it was, and memory stays bounded by the batch size, not by the file.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from hashlib import sha256
+from typing import Any, BinaryIO
 
 import orjson
 from backflush.ledger import fastpath
-from backflush.ledger.codec import GENESIS, body_of, chain_hash, content_digest, state_of
+from backflush.ledger.codec import GENESIS, body_of, content_digest
 from backflush.ledger.events import (
     INVENTORY_TYPES,
     MASTER_TYPES,
@@ -168,26 +170,42 @@ def _cannot_reverse(target: tuple[str, str, int], at_us: int) -> str | None:
 MAX_LINE = 1 << 20  # bytes: one event is small; a longer line is a broken file, not an event
 
 
+STDIN = "-"
+STDIN_LABEL = "<stdin>"
+
+
+def label_of(path: str) -> str:
+    """How errors name an input: the path, or ``<stdin>`` for ``-``."""
+    return STDIN_LABEL if path == STDIN else path
+
+
 def read_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, raw bytes) of the non-blank lines of a file, streamed.
+    """(line number, raw bytes) of the non-blank lines of a file (``-``: stdin), streamed.
 
     A line longer than ``MAX_LINE`` comes as ``None`` (it is skipped, not held in memory).
     """
+    if path == STDIN:
+        yield from _lines(sys.stdin.buffer)
+        return
     with open(path, "rb") as fh:
-        n = 0
-        while True:
-            raw = fh.readline(MAX_LINE + 1)
-            if not raw:
-                return
-            n += 1
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):
-                    raw = fh.readline(MAX_LINE)
-                yield n, None
-                continue
-            raw = raw.strip()
-            if raw:
-                yield n, raw
+        yield from _lines(fh)
+
+
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    n = 0
+    while True:
+        raw = fh.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(MAX_LINE)
+            yield n, None
+            continue
+        raw = raw.strip()
+        if raw:
+            yield n, raw
 
 
 def import_files(
@@ -212,11 +230,13 @@ def import_files(
             try:
                 _validate(path, names, occurrences, state, result, progress)
             except OSError as exc:
-                result.errors.append(ImportError_(path, 0, "(file)", exc.strerror or str(exc)))
+                result.errors.append(
+                    ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+                )
         state.flush()
         if result.errors:
             # Some checks run per batch: list the problems in file and line order.
-            rank = {p: i for i, p in reversed(list(enumerate(paths)))}
+            rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
             result.errors.sort(key=lambda e: (rank.get(e.file, len(rank)), e.line))
             # Leaving the context with an exception rolls the whole import back.
             raise _Rollback(result)
@@ -246,7 +266,8 @@ def _validate(
     result: ImportResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    for lineno, raw in read_lines(path):
+    source, path = path, label_of(path)
+    for lineno, raw in read_lines(source):
         result.lines += 1
         if progress is not None and result.lines % 10_000 == 0:
             progress(result.lines)
@@ -269,8 +290,9 @@ def _validate(
                     result.errors.append(ImportError_(path, lineno, e.field, e.reason))
                 continue
             payload, sender_id, at_us = normalise(event), event.id, to_us(event.at)
+            body = None
         else:
-            payload, sender_id, at_us = fast
+            payload, sender_id, at_us, body = fast
         t = payload["type"]
         bad = names.check(payload)
         if t == "Reversal":
@@ -291,7 +313,8 @@ def _validate(
             continue
         if t in _DEFINES:
             names.add(payload)
-        body = dumps(payload, option=OPT_SORT_KEYS)
+        if body is None:
+            body = dumps(payload, option=OPT_SORT_KEYS)
         if sender_id is None:
             digest = content_digest(body)
             n = occurrences.get(digest, 0)
@@ -416,19 +439,33 @@ class _Appender:
                 heads[s] = found.get(s, (0, GENESIS))
         rows: list[IndexRow] = []
         states: list[bytes] = []
-        rec_text, rec_us = self.rec_text, self.rec_us
-        rec_b = rec_text.encode()
+        rec_us = self.rec_us
+        rec_b = self.rec_text.encode()
+        new_row = tuple.__new__
         for eid, t, body, at_us, order, path, line in self.pending:
             if known and eid in known:
                 self._duplicate_or_conflict(eid, body, known[eid], path, line)
                 continue
-            stream = stream_of_parts(t, order)
+            if t in MASTER_TYPES:
+                stream = "master"
+            elif order and (t in ORDER_TYPES or t == "Reversal"):
+                stream = "order:" + order
+            else:
+                stream = "inventory"
             version, prev = heads.get(stream) or (0, GENESIS)
             version += 1
-            h = chain_hash(prev, stream, version, rec_text, body, eid)
+            # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
+            eid_b, prev_b = eid.encode(), prev.encode()
+            h = sha256(
+                b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
+                % (prev_b, stream.encode(), version, rec_b, eid_b, body)
+            ).hexdigest()
             heads[stream] = (version, h)
-            rows.append(IndexRow(eid, stream, version, t, at_us, rec_us, order, h))
-            states.append(state_of(body, eid, rec_b, prev, h))
+            rows.append(new_row(IndexRow, (eid, stream, version, t, at_us, rec_us, order, h)))
+            states.append(
+                b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}'
+                % (body[:-1], dumps(eid), rec_b, prev_b, h.encode())
+            )
         if not self.result.errors:
             self.ledger.append(self.cur, rows, states)
             self.result.appended += len(rows)

@@ -355,7 +355,8 @@ def test_fast_path_accepts_only_what_the_models_accept_and_normalises_alike(raw)
         assert fast is None, (raw, fast, str(exc))
         return
     if fast is not None:
-        payload, eid, at_us = fast
+        payload, eid, at_us, body = fast
+        assert body == orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), raw
         assert payload == normalise(event), raw
         assert eid == event.id and at_us == to_us(event.at), raw
 
@@ -385,3 +386,17 @@ def test_a_ledger_of_the_old_layout_is_refused_with_a_re_import_message(tmp_path
         Ledger(str(db))
     r = cli_run(str(db), "onhand")
     assert r.exit_code == 2 and "older backflush" in r.output
+
+
+def test_import_dash_reads_standard_input_and_names_it_in_errors(tmp_path):
+    db = str(tmp_path / "stdin.db")
+    good = "".join(json.dumps(e) + "\n" for e in VALID[:3])
+    r = CliRunner().invoke(cli, ["--db", db, "import", "-"], input=good)
+    assert r.exit_code == 0, r.output
+    assert "3 appended" in r.stdout
+    bad = json.dumps(VALID[3]) + "\n" + json.dumps(dict(VALID[1], id="x", qty=1)) + "\n"
+    r = CliRunner().invoke(cli, ["--db", db, "import", "-"], input=bad)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[0] == "<stdin>:2: qty: unknown field"
+    with Ledger(db) as ledger:
+        assert ledger.count() == 3
