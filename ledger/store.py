@@ -263,6 +263,10 @@ class Ledger:
         with self.transaction(commit=commit) as cur:
             if self.dialect == "postgres":
                 cur.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+            else:
+                # An import touches every index of the events table at random places: a
+                # larger page cache (default 2 MiB) keeps their inner pages in memory.
+                cur.execute("PRAGMA cache_size = -32768")
             cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
             yield cur
 
