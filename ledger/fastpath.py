@@ -132,14 +132,8 @@ def _at_us(text: str) -> int | None:
             return None
     elif n != 25 or text[19] not in "+-" or text[22] != ":" or text[20:] == "00:00":
         return None
-    if (
-        text[4] != "-"
-        or text[7] != "-"
-        or text[10] != "T"
-        or text[13] != ":"
-        or text[16] != ":"
-        or not "1900" <= text[:4] <= "2999"
-    ):
+    # Separators at 4, 7, 10, 13, 16: "YYYY-MM-DDTHH:MM:SS".
+    if text[4:17:3] != "--T::" or not "1900" <= text[:4] <= "2999":
         return None
     try:
         dt = datetime.fromisoformat(text)
