@@ -383,9 +383,8 @@ def test_fast_path_takes_the_common_lines():
     """The fast path is not vacuous: a simulated history goes through it almost whole."""
     import orjson
     from backflush.ledger import fastpath
-    from backflush.ledger.simulate import simulate
-
     from backflush.ledger.events import normalise, parse_event
+    from backflush.ledger.simulate import simulate
     from backflush.ledger.store import to_us
 
     lines = [orjson.dumps(e) for e in simulate(20, 3, ("scrap", "late"))]
@@ -427,3 +426,26 @@ def test_import_dash_reads_standard_input_and_names_it_in_errors(tmp_path):
     assert r.stderr.splitlines()[0] == "<stdin>:2: qty: unknown field"
     with Ledger(db) as ledger:
         assert ledger.count() == 3
+
+
+def test_lines_are_split_alike_whatever_the_read_size(monkeypatch):
+    """The chunked reader numbers lines and drops overlong ones across chunk boundaries."""
+    import io
+
+    from backflush.ledger import importer
+
+    monkeypatch.setattr(importer, "MAX_LINE", 10)
+
+    class Trickle(io.BytesIO):
+        def __init__(self, data: bytes, size: int):
+            super().__init__(data)
+            self.size = size
+
+        def read(self, n: int = -1) -> bytes:
+            return super().read(min(n, self.size))
+
+    data = b"a\n\n bb \r\n0123456789\n0123456789a\nxxxxxxxxxxxxxxxxxxxxxxxx\nc"
+    want = [(1, b"a"), (3, b"bb"), (4, b"0123456789"), (5, None), (6, None), (7, b"c")]
+    for size in (1, 2, 3, 7, 11, 1000):
+        assert list(importer._lines(Trickle(data, size))) == want, size
+    assert list(importer._lines(Trickle(b"y" * 50, 4))) == [(1, None)]
