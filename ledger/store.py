@@ -110,6 +110,9 @@ def from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
+_COPY_TYPES = ["int8", "text", "text", "int4", "text", "int8", "int8", "text", "text", "bytea"]
+
+
 class IndexRow(NamedTuple):
     """The columns of one event row beside its stored state (a tuple: cheap per event)."""
 
@@ -327,10 +330,12 @@ class Ledger:
                 [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)],
             )
         else:
+            # Binary COPY: no text escaping of the states (bytea) and the integers.
             with cur.raw.copy(
                 "COPY bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash,"
-                " state) FROM STDIN"
+                " state) FROM STDIN (FORMAT BINARY)"
             ) as copy:
+                copy.set_types(_COPY_TYPES)
                 write = copy.write_row
                 for q, r, s in zip(seqs, rows, states, strict=True):
                     write((q, *r, s))
