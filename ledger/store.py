@@ -183,14 +183,19 @@ class Ledger:
             with self._schema_lock(), self.transaction(commit=True) as cur:
                 for ddl in _ddl(self.dialect):
                     if ddl.startswith("CREATE VIEW"):
-                        # No IF NOT EXISTS for views on PostgreSQL: ask first.
-                        if self._has_relation(cur, "stored_events"):
+                        if self.dialect == "sqlite":
+                            ddl = ddl.replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS", 1)
+                        elif self._has_relation(cur, "stored_events"):
+                            # No IF NOT EXISTS for views on PostgreSQL (the advisory lock
+                            # makes asking first safe there).
                             continue
                     cur.execute(ddl)
-                cur.execute("SELECT k FROM bf_lock WHERE k = 1")
-                if cur.fetchone() is None:
-                    cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
-                    cur.execute("INSERT INTO bf_lock VALUES (2, ?)", (SCHEMA_VERSION,))
+                # Two processes creating one SQLite ledger at once: the second inserts
+                # nothing. The version row (k=2) says the layout.
+                cur.execute("INSERT INTO bf_lock VALUES (1, 0) ON CONFLICT DO NOTHING")
+                cur.execute(
+                    "INSERT INTO bf_lock VALUES (2, ?) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,)
+                )
             version = self._schema_version()
         if version != SCHEMA_VERSION:
             self.close()
