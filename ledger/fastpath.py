@@ -1,16 +1,16 @@
 """A fast, accept-only reading of the common event lines, checked against the models.
 
 Validating every line with pydantic costs more than writing it (issue 7). Most lines of a
-real file are plain: a flat object, ASCII, no escapes, integers or plain decimal strings,
-an ``at`` without fraction. For those, ``check`` does what the reference reading
-(``ledger.events.parse_event`` + ``normalise``: the stdlib exact parse and the pydantic
-models) would do, in plain Python over orjson's dict, and returns the same normalised
-payload. It never rejects: anything it is not sure about (nested lists, escapes, non-ASCII,
-exponents, leading zeros, a missing or unknown field, a value out of its simple range)
-returns None, and the caller takes the reference path, which accepts or explains. So the
-fast path can only be wrong by accepting what the reference refuses, or normalising
-differently: ``tests/test_ingest_strict.py`` checks both against the models with
-Hypothesis, and that the table below lists exactly the models' fields.
+real file are plain: a flat object, no escapes, no control or bidi characters, integers
+or plain decimal strings, an ``at`` without fraction. For those, ``check`` does what the
+reference reading (``ledger.events.parse_event`` + ``normalise``: the stdlib exact parse
+and the pydantic models) would do, in plain Python over orjson's dict, and returns the
+same normalised payload. It never rejects: anything it is not sure about (nested lists,
+escapes, exponents, leading zeros, a missing or unknown field, a value out of its simple
+range) returns None, and the caller takes the reference path, which accepts or explains.
+So the fast path can only be wrong by accepting what the reference refuses, or by
+normalising differently: ``tests/test_ingest_strict.py`` checks both against the models
+with Hypothesis, and that the table below lists exactly the models' fields.
 
 Duplicate keys: orjson keeps the last one silently. Without backslashes every ``"`` in the
 line delimits a string, so the line holds ``count('"') / 2`` strings; the parsed dict holds
@@ -124,9 +124,12 @@ def _at_us(text: str) -> int | None:
     """``to_us`` of an ``at`` whose stored text is the sender's text, else None.
 
     Whole seconds, years 1900-2999, ``Z`` or a non-zero ``±hh:mm`` offset: the layout is
-    checked by position and the digits by ``fromisoformat`` (the input is ASCII here).
+    checked by position and the digits by ``fromisoformat`` (ASCII only: it would read
+    other scripts' digits too).
     """
     n = len(text)
+    if not text.isascii():
+        return None
     if n == 20:
         if text[19] != "Z":
             return None
@@ -144,9 +147,22 @@ def _at_us(text: str) -> int | None:
     return to_us(dt)
 
 
+# The UTF-8 of the characters names must not hold (events.BAD_CHARS) that may stand raw
+# in valid JSON: DEL, C1 controls, ALM, LRM/RLM, line/paragraph separators, bidi
+# embeddings/overrides (U+202A-E) and isolates (U+2066-9). C0 controls cannot (JSON needs
+# them escaped) and neither can surrogates (not valid UTF-8).
+BAD_RAW = re.compile(
+    rb"\x7f|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
+)
+
+
 def plain(raw: bytes) -> bool:
-    """Whether a line may take the fast path at all: ASCII, no escapes, no DEL."""
-    return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
+    """Whether a line may take the fast path at all: no escapes, no refused characters."""
+    if b"\\" in raw:
+        return False
+    if raw.isascii():
+        return b"\x7f" not in raw
+    return BAD_RAW.search(raw) is None
 
 
 def _field_code(k: str, kind: Any, required: bool, default: Any) -> list[str]:

@@ -303,7 +303,9 @@ def _validate(
         except JSONDecodeError:
             d = None
         fast = None
-        if type(d) is dict and raw.isascii() and b"\\" not in raw and b"\x7f" not in raw:
+        if type(d) is dict and (
+            (raw.isascii() and b"\\" not in raw and b"\x7f" not in raw) or plain(raw)
+        ):
             # fastpath.plain and fastpath.check, inline (they run once per line).
             try:
                 fn = checks.get(d.get("type"))
@@ -372,6 +374,7 @@ def _validate(
 
 loads, dumps, OPT_SORT_KEYS = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
 JSONDecodeError = orjson.JSONDecodeError
+plain = fastpath.plain
 checks = fastpath._CHECKS  # noqa: SLF001 - the importer is fastpath's one caller
 _DEFINES = MASTER_TYPES | {"OrderCreated"}
 _ORDER_ONLY = frozenset({"OrderReleased", "OrderStarted", "ReportedAsFinished", "OrderEnded"})

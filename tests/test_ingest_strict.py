@@ -315,10 +315,12 @@ FAST_VALUES = st.one_of(
 def _valid_value(kind, draw):
     from backflush.ledger import fastpath
 
+    # Mostly letters (Latin, German, Arabic digits), sometimes a refused character.
+    alphabet = st.sampled_from(list("ABCxyz019-_ .äßØ٥") + ["\u202e", "\x85", "\u2066"])
     if kind is fastpath.NAME:
-        return draw(st.text(alphabet="ABCxyz019-_ .", min_size=1, max_size=8))
+        return draw(st.text(alphabet=alphabet, min_size=1, max_size=8))
     if kind is fastpath.TEXT:
-        return draw(st.text(alphabet="ABCxyz019-_ .", max_size=8))
+        return draw(st.text(alphabet=alphabet, max_size=8))
     if kind in (fastpath.QTY, fastpath.SQTY):
         sign = "-?" if kind is fastpath.SQTY else ""
         return draw(
@@ -347,7 +349,11 @@ def near_valid_events(draw) -> bytes:
         d["id"] = draw(st.one_of(st.just("e-1"), FAST_VALUES))
     if draw(st.integers(0, 9)) == 0:
         d[draw(st.sampled_from(sorted(d)))] = draw(FAST_VALUES)
-    raw = json.dumps(d, separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])))
+    raw = json.dumps(
+        d,
+        separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])),
+        ensure_ascii=draw(st.booleans()),
+    )
     if draw(st.integers(0, 9)) == 0:  # a repeated key
         key = draw(st.sampled_from(sorted(d)))
         raw = raw[:-1] + f',"{key}":{json.dumps(draw(FAST_VALUES))}}}'
