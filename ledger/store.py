@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
+from backflush.ledger.names import MASTER_TYPES
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
@@ -375,6 +376,10 @@ class Ledger:
         if types:
             where.append(f"i.type IN ({','.join('?' * len(types))})")
             params.extend(types)
+            if set(types) <= MASTER_TYPES:
+                # There is no index on type (it would cost every import): master data is
+                # one stream, and (stream, version) is indexed.
+                where.append("i.stream = 'master'")
         if at_lte is not None:
             where.append("i.at_us <= ?")
             params.append(at_lte)
