@@ -271,7 +271,7 @@ class Ledger:
         """
         with self.transaction(commit=commit) as cur:
             if self.dialect == "postgres":
-                cur.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                cur.execute("LOCK TABLE bf_events IN EXCLUSIVE MODE")
             else:
                 # An import touches every index of the events table at random places: a
                 # larger page cache (default 2 MiB) keeps their inner pages in memory.
