@@ -32,8 +32,8 @@ __all__ = [
 
 _LAZY = {
     "Ledger": "backflush.api",
-    "Policy": "backflush.api",
-    "replay": "backflush.api",
+    "Policy": "backflush.policy",
+    "replay": "backflush.memory",
     "BackflushError": "backflush.errors",
     "BadInput": "backflush.errors",
     "LedgerNotFound": "backflush.errors",

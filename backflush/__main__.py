@@ -1,4 +1,4 @@
-"""`python -m backflush`: the command line."""
+"""``python -m backflush``: the command line."""
 
 from backflush.cli.main import main
 

@@ -1,7 +1,9 @@
 """The exceptions of backflush: one root, one subclass per kind of failure.
 
-The command line maps each to an exit code in one place (`backflush.cli.main`):
-bad input and unknown names are 2, operational failures 3.
+The command line maps each to an exit code in one place (``backflush.cli.app``): bad input,
+unknown names, a missing ledger and a failed verification are 2; operational failures
+(database unavailable, locked too long, read-only, disk full, output not writable) are 3.
+Exit 1 is kept for "findings at or above ``--fail-on``", never for an error.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ class BackflushError(Exception):
 
 
 class BadInput(BackflushError):
-    """Input that cannot be accepted: carries one `FILE:LINE: field: reason` per problem."""
+    """Input that cannot be accepted: carries one ``FILE:LINE: field: reason`` per problem.
 
-    def __init__(self, errors: list[str] | str):
+    ``summary`` (optional) is the one-line conclusion printed after the problems.
+    """
+
+    def __init__(self, errors: list[str] | str, summary: str | None = None):
         self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.summary = summary
         super().__init__("\n".join(self.errors))
 
 
-class UnknownName(BackflushError):
-    """A filter value (order, item, location, resource, event type) the ledger never saw."""
+class UnknownName(BadInput):
+    """A filter value (order, item, location, resource, event type, code) never seen."""
 
     def __init__(self, kind: str, value: str, suggestions: list[str] | tuple[str, ...] = ()):
         self.kind, self.value, self.suggestions = kind, value, list(suggestions)
-        hint = f"; did you mean {' or '.join(self.suggestions)}?" if self.suggestions else ""
+        hint = f"; did you mean {' or '.join(map(repr, self.suggestions))}?" \
+            if self.suggestions else "; the ledger has never seen it"
         super().__init__(f"unknown {kind} {value!r}{hint}")
 
 
@@ -42,10 +49,11 @@ class LedgerNotFound(BackflushError):
 
 
 class LedgerTampered(BackflushError):
-    """`verify` found a stored event, index row or projection that does not match its hash."""
+    """``verify`` found a stored event, index row or projection that does not match its hash."""
 
 
 class OperationalError(BackflushError):
-    """The database is unavailable, locked too long, read-only or out of space."""
+    """The database is unavailable, locked too long, read-only or out of space; or an output
+    could not be written."""
 
     exit_code = 3

@@ -1,27 +1,47 @@
 """The ``backflush`` command group and what every command shares (click).
 
-Command modules register on ``cli``; ``backflush.cli.main`` imports them all.
-
-Every query renders as a table, ``--json`` or ``--csv``. Exit codes: 0 success, 1 findings
-at or above ``--fail-on``, 2 bad input or usage. Errors are one line on stderr.
+Command modules register on ``cli``; ``backflush.cli.main`` imports them all. Commands are a
+thin layer over ``backflush.Ledger`` (``backflush.api``): they parse options, call the API and
+render. Errors are mapped to exit codes here, in one place (``BackflushGroup.invoke`` and
+``run``), and printed as one line on stderr, never as a traceback.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
-from typing import Any
+import contextlib
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
 
 import click
-from backflush.ledger.store import Ledger, default_db
 
 from backflush import __version__
+from backflush.errors import BackflushError, BadInput, UnknownName
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+EXIT_OPERATIONAL = 3
+
+EPILOG = """\b
+Exit codes:
+  0  success
+  1  findings at or above --fail-on
+  2  bad input or usage: a malformed file, an unknown order/item/location/
+     resource/type/code (with a did-you-mean), a ledger path that does not
+     exist for a read command, an output path that is the ledger itself
+  3  operational error: the database is unavailable, locked too long,
+     read-only or out of space, or the output cannot be written (disk
+     full, closed pipe)
+"""
 
 
 class Fail(click.ClickException):
-    """A clear one-line error with exit code 2."""
+    """A clear one-line usage error with exit code 2 (CLI parsing only; the library raises
+    ``backflush.errors``)."""
 
     exit_code = EXIT_USAGE
 
@@ -29,37 +49,214 @@ class Fail(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
-def parse_when(text: str | None, option: str) -> datetime | None:
-    """``--at``/``--known-at`` value: ISO 8601; a bare date means the end of that day (UTC).
+class _Reported(click.ClickException):
+    """An error already classified: its lines go to stderr, then the exit code."""
 
-    A time without offset is read as UTC (a planner's shorthand; events themselves must
-    carry an offset).
+    def __init__(self, lines: list[str], exit_code: int):
+        super().__init__(lines[-1] if lines else "")
+        self.lines = lines
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        try:
+            for line in self.lines:
+                click.echo(line, err=True)
+        except OSError:  # stderr gone too: the exit code still tells
+            pass
+
+
+_DB_ERROR_NAMES = {"OperationalError", "InterfaceError", "DatabaseError", "InternalError",
+                   "PersistenceError", "PoolTimeout", "PoolError", "ConnectionTimeout"}
+
+
+# The option a filter value came from, named in its error (an order may be an argument).
+_OPTION_OF = {"item": "--item", "location": "--location", "resource": "--resource",
+              "event type": "--type", "finding code": "--code"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def classify(exc: BaseException) -> tuple[list[str], int] | None:
+    """(stderr lines, exit code) for an error the CLI reports cleanly; None: not ours.
+
+    - ``BackflushError``: its message (``BadInput``: one line per problem, then a summary),
+      its own exit code (2, operational 3);
+    - database errors (sqlite3, psycopg, psycopg_pool, eventsourcing's wrappers): exit 3,
+      except a file that is not a database (exit 2);
+    - ``OSError`` (disk full, broken pipe, permission on an output): exit 3.
+    """
+    if isinstance(exc, UnknownName) and exc.kind in _OPTION_OF:
+        return [f"Error: {_OPTION_OF[exc.kind]}: {exc}"], exc.exit_code
+    if isinstance(exc, BadInput):
+        lines = list(exc.errors)
+        if exc.summary:
+            lines.append(f"Error: {exc.summary}")
+        elif lines:
+            lines[-1] = f"Error: {lines[-1]}"
+        return lines, exc.exit_code
+    if isinstance(exc, BackflushError):
+        return [f"Error: {_one_line(exc)}"], exc.exit_code
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & _DB_ERROR_NAMES:
+        msg = _one_line(exc)
+        if "file is not a database" in msg:
+            return [f"Error: not a backflush ledger (not a SQLite database): {msg}"], EXIT_USAGE
+        return [f"Error: database: {msg}"], EXIT_OPERATIONAL
+    if isinstance(exc, OSError):
+        if exc.errno == errno.EPIPE:
+            return ["Error: output closed before everything was written (broken pipe)"], \
+                EXIT_OPERATIONAL
+        where = f": {exc.filename}" if exc.filename else ""
+        return [f"Error: {exc.strerror or _one_line(exc)}{where}"], EXIT_OPERATIONAL
+    return None
+
+
+class BackflushGroup(click.Group):
+    """The command group: maps every error a command raises to its exit code (one place)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001  classified below; the rest is a real bug
+            found = classify(exc)
+            if found is None:
+                raise
+            if found[1] == EXIT_OPERATIONAL:
+                _silence_stdout()
+            raise _Reported(*found) from exc
+
+
+def _silence_stdout() -> None:
+    """After an output error, point stdout at /dev/null so the interpreter's final flush of
+    what is still buffered cannot fail a second time (and print a traceback)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (CliRunner): nothing to do
+        pass
+
+
+def run(group: click.Group) -> None:
+    """Console entry point: run the group, then flush stdout under the same error mapping."""
+    try:
+        group.main(prog_name="backflush")
+    except SystemExit as exit_:
+        code = exit_.code
+    else:
+        code = 0
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        lines, code = classify(exc) or ([f"Error: {exc}"], EXIT_OPERATIONAL)
+        _silence_stdout()
+        _Reported(lines, code).show()
+    sys.exit(code)
+
+
+def parse_when(text: str | None, option: str) -> datetime | None:
+    """``--at``/``--known-at``/``--to`` value (``--from``: a bare date is its start).
+
+    The accepted formats are documented once, in `backflush.cli.dates`. None stays None:
+    the API's default (``--at``: now).
     """
     if text is None:
         return None
+    from backflush.cli.dates import DateError, parse_instant
+
     try:
-        if len(text) == 10:
-            d = date.fromisoformat(text)
-            return datetime.combine(d, time(23, 59, 59, 999999), tzinfo=UTC)
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise Fail(f"{option}: not an ISO 8601 date or timestamp: {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_instant(text, start_of_day=option == "--from")
+    except DateError as exc:
+        raise Fail(f"{option}: {exc}") from None
 
 
-def open_ledger(ctx: click.Context) -> Ledger:
-    """The ledger named by ``--db`` (opened once per command)."""
+def db_location(ctx: click.Context) -> str:
+    """The ``--db`` value (or ``BACKFLUSH_DB`` / ``./backflush.db``)."""
+    return ctx.find_root().obj["db"]
+
+
+def api_ledger(ctx: click.Context) -> Any:
+    """The ``backflush.Ledger`` named by ``--db`` (one per command, closed at its end)."""
     obj = ctx.find_root().obj
-    if obj.get("ledger") is None:
-        try:
-            obj["ledger"] = Ledger(obj["db"])
-        except Exception as exc:  # the store's errors vary by backend; say which db failed
-            raise Fail(f"cannot open ledger {obj['db']!r}: {exc}") from None
-        ctx.call_on_close(obj["ledger"].close)
-    return obj["ledger"]
+    if obj.get("api") is None:
+        from backflush.api import Ledger
+
+        obj["api"] = Ledger(obj["db"])
+        ctx.call_on_close(obj["api"].close)
+    return obj["api"]
 
 
-@click.group()
+def open_ledger(ctx: click.Context, *, readonly: bool = False) -> Any:
+    """The event store under ``--db`` (``backflush.ledger.store.Ledger``) for commands that
+    still need it; raises ``LedgerNotFound`` for a SQLite path that does not exist.
+    ``readonly``: a SQLite ledger opened read-only (works on read-only media)."""
+    return api_ledger(ctx).store(readonly=readonly)
+
+
+def _ledger_files(db: str) -> list[Path]:
+    if "://" in db or db == ":memory:":
+        return []
+    p = Path(db.removeprefix("sqlite:///"))
+    return [p] + [Path(str(p) + s) for s in ("-wal", "-shm", "-journal")]
+
+
+def check_output_path(ctx: click.Context, path: str, option: str) -> None:
+    """Refuse an output path that is the ledger's database or one of its side files."""
+    target = Path(path)
+    resolved = target.resolve()
+    for f in _ledger_files(db_location(ctx)):
+        same = f.resolve() == resolved
+        if not same and f.exists() and target.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(f, target)
+        if same:
+            raise BadInput(f"{option}: {path} is the ledger's database file ({f}); "
+                           "refusing to overwrite it")
+
+
+@contextlib.contextmanager
+def output_file(ctx: click.Context, path: str | None, option: str, *,
+                binary: bool = True) -> Iterator[IO[Any]]:
+    """Where a command writes: stdout for None or "-", else ``path`` written through a
+    temporary file in the same directory and renamed into place on success (a failure or a
+    full disk never leaves a half-written file, and never the ledger overwritten)."""
+    if path is None or path == "-":
+        sys.stdout.flush()  # what click.echo wrote so far goes first
+        stream = (getattr(sys.stdout, "buffer", None) or sys.stdout) if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    check_output_path(ctx, path, option)
+    target = Path(path)
+    if target.exists() and not target.is_file():  # a device or pipe: no rename possible
+        with open(target, "wb" if binary else "w") as fh:
+            yield fh
+        return
+    directory = target.parent if str(target.parent) else Path(".")
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise BadInput(f"{option}: {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) \
+                as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@click.group(cls=BackflushGroup, epilog=EPILOG)
 @click.option(
     "--db",
     default=None,
@@ -69,6 +266,12 @@ def open_ledger(ctx: click.Context) -> Ledger:
 @click.version_option(version=__version__, prog_name="backflush")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None) -> None:
-    """backflush: an event-sourced shop-floor ledger for backflushing."""
+    """backflush: an event-sourced shop-floor ledger for backflushing.
+
+    Every query answers as of --at (default: now) and --known-at (default: everything
+    recorded). Events dated more than 24 h after the moment they are imported are accepted
+    with a warning naming FILE:LINE.
+    """
     ctx.ensure_object(dict)
-    ctx.obj["db"] = db or default_db()
+    ctx.obj["db"] = db or os.environ.get("BACKFLUSH_DB") or "./backflush.db"
+    ctx.obj["db_given"] = db is not None

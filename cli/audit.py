@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
-from backflush.cli.app import EXIT_FINDINGS, Fail, cli, open_ledger
+from backflush.cli.app import (
+    EXIT_FINDINGS,
+    Fail,
+    api_ledger,
+    check_output_path,
+    cli,
+    output_file,
+)
 from backflush.cli.output import _plain, output_options, render
 from backflush.cli.queries import asof_options, load_policy
-from backflush.projections.findings import CODES, SEVERITIES, SEVERITY_RANK, Finding
+from backflush.projections.findings import SEVERITIES, SEVERITY_RANK
 
 FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
 import backflush.examples as _examples  # noqa: E402
@@ -29,91 +35,49 @@ def _fail_on_option(f):
     )(f)
 
 
-def _exit_for(ctx: click.Context, found: list[Finding], fail_on: str | None) -> None:
-    if fail_on is not None and any(f.rank >= SEVERITY_RANK[fail_on] for f in found):
+def _exit_for(ctx: click.Context, found: list[dict[str, Any]], fail_on: str | None) -> None:
+    if fail_on is not None and any(
+        SEVERITY_RANK[f["severity"]] >= SEVERITY_RANK[fail_on] for f in found
+    ):
         ctx.exit(EXIT_FINDINGS)
 
 
-def compute_findings(ledger, at, known_at, policy, order=None, code=None) -> list[Finding]:
-    """Findings of the whole ledger as of ``at``/``known_at`` under ``policy``, filtered.
-
-    Always a global replay: negative on-hand and batch resolution depend on other orders.
-    """
-    from backflush.projections import asof
-
-    codes = [code] if code else None
-    found = asof.findings_replay(ledger, at, known_at, policy, codes)
-    return found if order is None else [f for f in found if f.order == order]
-
-
-def _show_findings(found: list[Finding], fmt: str) -> str:
-    return render([f.as_dict() for f in found], FINDING_COLUMNS, fmt)
+def _show_findings(found: list[dict[str, Any]], fmt: str) -> str:
+    return render(found, FINDING_COLUMNS, fmt)
 
 
 @cli.command("findings")
 @click.option("--code", default=None, help="Only this finding code.")
 @click.option("--order", default=None, help="Only this production order.")
+@click.option("--summary", is_flag=True, help="Counts by code and severity instead of rows.")
 @asof_options()
 @_fail_on_option
 @output_options
 @click.pass_context
 def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: datetime | None,
-                 known_at: datetime | None, policy: dict | None, fail_on: str | None,
-                 fmt: str) -> None:
+                 known_at: datetime | None, policy: Any, fail_on: str | None,
+                 fmt: str, summary: bool = False) -> None:
     """Findings (double flush, scrap shortfall, variances, negative stock...) by replay."""
-    if code is not None:
-        code = code.upper()
-        if code not in CODES:
-            raise Fail(f"--code: unknown finding code {code!r} (known: {', '.join(CODES)})")
-        if code == "POLICY_OVERLAP":
-            raise Fail("--code: POLICY_OVERLAP is reported by `backflush policy check`")
-    found = compute_findings(open_ledger(ctx), at, known_at, policy, order, code)
-    click.echo(_show_findings(found, fmt))
+    found = api_ledger(ctx).findings(order=order, code=code, at=at, known_at=known_at,
+                                     policy=policy)
+    if summary:
+        from backflush.cli.output import SUMMARY_COLUMNS, summarize
+
+        click.echo(render(summarize(found), SUMMARY_COLUMNS, fmt))
+    else:
+        click.echo(_show_findings(found, fmt))
     _exit_for(ctx, found, fail_on)
 
 
 # --- audit ---------------------------------------------------------------------------------
 
 
-def compute_audit(ledger, order: str, at=None, known_at=None, policy=None) -> dict[str, Any]:
-    """The audit of one order; fast order-local path unless a policy or known-at is given."""
-    from backflush.ledger.events import MASTER_TYPES
-    from backflush.ledger.store import to_us
-    from backflush.projections import asof
-    from backflush.projections import audit as A
-    from backflush.projections import materialise as mat
+def compute_audit(store: Any, order: str, at: Any = None, known_at: Any = None,
+                  policy: Any = None) -> dict[str, Any]:
+    """Compatibility alias of ``backflush.api.audit_of`` (the audit of one order on a store)."""
+    from backflush.api import audit_of, policy_params
 
-    if policy is None and known_at is None:
-        mat.catch_up(ledger)
-        rows = mat.flushes_of(ledger, order, to_us(at) if at is not None else None)
-        events = list(asof.order_events(ledger, order, at, None))
-        tracked = {e["item"] for e in events
-                   if e["type"] == "ItemDefined" and e.get("tracking") in ("batch", "serial")}
-        seqs = {e["seq"]: e["id"] for e in events if e["type"] not in MASTER_TYPES}
-
-        def global_findings(o):
-            glob = A.unresolved_from_rows(order, rows, tracked)
-            glob += A.negative_findings(order, A.negative_takes(ledger, seqs), o.all_lines())
-            return glob
-
-        pos = {e["id"]: (to_us(e["at"]), e["seq"]) for e in events}
-
-        def onhand_at(item, location, event_id):
-            return A.onhand_after(ledger, item, location, *pos[event_id])
-
-        result = A.audit_order(events, order, None, rows, global_findings, onhand_at)
-        if result is None:
-            raise Fail(f"unknown order {order!r}")
-        return result
-    engine_events = mat.events_for_replay(
-        ledger,
-        at_lte=to_us(at) if at is not None else None,
-        rec_lte=to_us(known_at) if known_at is not None else None,
-    )
-    result = A.audit_order(engine_events, order, policy)
-    if result is None:
-        raise Fail(f"unknown order {order!r}")
-    return result
+    return audit_of(store, order, at, known_at, policy_params(policy))
 
 
 def _q(v: Any) -> str:
@@ -165,21 +129,26 @@ def audit_text(a: dict[str, Any]) -> str:
               help="Also write a self-contained HTML report to this file.")
 @click.pass_context
 def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: datetime | None,
-              policy: dict | None, as_json: bool, html_file: str | None) -> None:
+              policy: Any, as_json: bool, html_file: str | None) -> None:
     """An order's history replayed step by step: what each event flushed, running totals,
     and the findings at the event where they arise."""
-    a = compute_audit(open_ledger(ctx), order, at, known_at, policy)
+    if html_file is not None:  # refuse a bad path before any work
+        check_output_path(ctx, html_file, "--html")
+    a = api_ledger(ctx).audit(order, at=at, known_at=known_at, policy=policy)
     if html_file is not None:
         from backflush.cli.report import audit_html
 
-        try:
-            Path(html_file).write_text(audit_html(a), encoding="utf-8")
-        except OSError as exc:
-            raise Fail(f"--html: {html_file}: {exc.strerror}") from None
+        with output_file(ctx, html_file, "--html") as fh:
+            fh.write(audit_html(a).encode("utf-8"))
     if as_json:
-        click.echo(orjson.dumps(_plain(a), option=orjson.OPT_INDENT_2).decode())
+        from backflush.cli.provenance import collect
+
+        click.echo(orjson.dumps(_plain({**a, "meta": collect()}),
+                                option=orjson.OPT_INDENT_2).decode())
     elif html_file is None:
-        click.echo(audit_text(a))
+        from backflush.cli.output import escape_lines, with_provenance
+
+        click.echo(with_provenance(escape_lines(audit_text(a))))
     else:
         click.echo(f"audit of {order} written to {html_file}")
 
@@ -190,22 +159,6 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
 @cli.group("policy")
 def policy_group() -> None:
     """Flushing policies: check for overlapping rules."""
-
-
-def recorded_params(ledger, at=None, known_at=None):
-    """The ProductionParametersSet in force (None: none recorded → D365 defaults)."""
-    from backflush.ledger.store import to_us
-    from backflush.projections import materialise as mat
-
-    last = None
-    for ev in mat.events_for_replay(
-        ledger,
-        types=["ProductionParametersSet"],
-        at_lte=to_us(at) if at is not None else None,
-        rec_lte=to_us(known_at) if known_at is not None else None,
-    ):
-        last = ev
-    return last
 
 
 @policy_group.command("check")
@@ -222,14 +175,14 @@ def policy_check_cmd(ctx: click.Context, file: str | None, at: str | None,
     Checks FILE (a --policy file), else the parameters recorded in the ledger.
     """
     from backflush.cli.app import parse_when
-    from backflush.projections.findings import policy_overlaps
 
-    if file is not None:
-        policy = load_policy(file)
+    from backflush.api import policy_overlaps
+
+    if file is not None:  # a policy file alone needs no ledger
+        found = policy_overlaps(load_policy(file))
     else:
-        policy = recorded_params(open_ledger(ctx), parse_when(at, "--at"),
-                                 parse_when(known_at, "--known-at"))
-    found = policy_overlaps(policy)
+        found = api_ledger(ctx).policy_overlaps(at=parse_when(at, "--at"),
+                                                known_at=parse_when(known_at, "--known-at"))
     if fmt == "table" and not found:
         click.echo("no overlapping rules")
     else:
@@ -243,61 +196,83 @@ DEMO_ORDER = "P001T-2"
 DEMO_EXAMPLE = "001-terminals-and-scanner"
 
 
-def _is_sqlite_file(path: Path) -> bool:
+DEMO_DB = "./backflush-demo.db"
+DEMO_MARK = "bf_demo"  # a table the demo creates: only a ledger carrying it may be replaced
+
+
+def _is_demo_ledger(path: Path) -> bool:
+    import sqlite3
+
     try:
         with path.open("rb") as fh:
-            return fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
+            if fh.read(16) != b"SQLite format 3\x00":
+                return False
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (DEMO_MARK,)
+            ).fetchone() is not None
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
         return False
 
 
 @cli.command("demo")
+@click.option("--force", is_flag=True,
+              help="Replace an existing ledger at --db that the demo did not create.")
 @click.pass_context
-def demo_cmd(ctx: click.Context) -> None:
-    """Import the seed examples into a fresh ledger, show findings, one audit and a what-if."""
-    from backflush.ledger.importer import run_import
-    from backflush.projections import materialise as mat
+def demo_cmd(ctx: click.Context, force: bool) -> None:
+    """Import the seed examples into a demo ledger, show findings, one audit and a what-if.
 
-    db = ctx.find_root().obj["db"]
-    if "://" not in db:
-        p = Path(db)
-        if p.exists():
-            if not _is_sqlite_file(p):
-                raise Fail(f"--db: {db} exists and is not a SQLite ledger; not touching it")
-            try:  # make sure it is not open elsewhere in this process
-                sqlite3.connect(p).close()
-            except sqlite3.Error:
-                pass
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(p) + suffix).unlink(missing_ok=True)
-            click.echo(f"demo: removed the existing ledger {db} to start fresh")
-    ledger = open_ledger(ctx)
+    The demo writes its own ledger, ./backflush-demo.db (BACKFLUSH_DB is ignored), unless
+    --db names one. It only ever replaces a ledger the demo itself created; any other
+    existing ledger is left alone unless --force is given.
+    """
+    from backflush.api import Ledger
+
+    root = ctx.find_root().obj
+    db = root["db"] if root.get("db_given") else DEMO_DB
+    ledger = Ledger(db)
+    ctx.call_on_close(ledger.close)
+    p = ledger.path
+    if p is not None and p.exists():
+        if not (_is_demo_ledger(p) or force):
+            raise Fail(f"--db: {db} is an existing ledger the demo did not create; "
+                       "not touching it (pass --force to replace it)")
+        for f in ledger.files():
+            f.unlink(missing_ok=True)
+        click.echo(f"demo: replaced the previous demo ledger {db}")
+    elif p is None and ledger.count() > 0 and not force:
+        raise Fail(f"--db: {ledger!r} already holds events; the demo imports only into an "
+                   "empty ledger (pass --force to import into it anyway)")
+    click.echo(f"demo: ledger {db}")
     files = sorted(EXAMPLES.glob("*/events.jsonl"))
     if not files:
         raise Fail(f"no examples found under {EXAMPLES}")
+    if p is not None:  # mark it first: an interrupted demo is still the demo's to replace
+        with ledger.store(create=True).transaction(commit=True) as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {DEMO_MARK} (k INTEGER)")
     for f in files:
-        res = run_import(ledger, [str(f)])
-        if res.errors:
-            raise Fail(f"{f}: {res.errors[0]}")
+        res = ledger.import_files([str(f)])
         click.echo(f"imported {f.parent.name}: {res.appended} events")
-    mat.catch_up(ledger)
-    found = compute_findings(ledger, None, None, None)
+    found = ledger.findings()
     click.echo(f"\n== backflush findings ({len(found)})\n")
     click.echo(_show_findings(found, "table"))
     click.echo(f"\n== backflush audit {DEMO_ORDER}\n")
-    click.echo(audit_text(compute_audit(ledger, DEMO_ORDER)))
+    click.echo(audit_text(ledger.audit(DEMO_ORDER)))
     fix = EXAMPLES / DEMO_EXAMPLE / "fix-policy.json"
     if fix.exists():
-        policy = load_policy(str(fix))
         orders = sorted({f["order"] for f in _example_orders(DEMO_EXAMPLE)})
-        what_if = [f for f in compute_findings(ledger, None, None, policy)
-                   if f.order in orders]
-        now = [f for f in found if f.order in orders]
+        what_if = [f for f in ledger.findings(policy=load_policy(str(fix)))
+                   if f["order"] in orders]
+        now = [f for f in found if f["order"] in orders]
         click.echo(f"\n== what if: backflush findings --policy {fix.relative_to(EXAMPLES.parent)}")
         click.echo(f"orders {', '.join(orders)}: {len(now)} findings as recorded, "
                    f"{len(what_if)} under the fix policy")
         for f in what_if:
-            click.echo(f"  {f.code} {f.order} line {f.line}: {f.message}")
+            click.echo(f"  {f['code']} {f['order']} line {f['line']}: {f['message']}")
+    click.echo(f"\ndemo ledger: {db}  (try: backflush --db {db} onhand)")
 
 
 def _example_orders(name: str) -> list[dict[str, Any]]:

@@ -1,20 +1,24 @@
-"""Ledger commands: import, export, events, verify."""
+"""Ledger commands: import, export, events (verify and anchor: ``cli.integrity_cmds``)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, BinaryIO
 
 import click
-import orjson
-from backflush.cli.app import EXIT_USAGE, Fail, cli, open_ledger, parse_when
-from backflush.cli.output import output_options, render
-from backflush.ledger.store import from_us
+from backflush.cli.app import api_ledger, cli, output_file, parse_when
+from backflush.cli.output import output_options, render_stream
+
+STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
 
 
 def _count_lines(paths: tuple[str, ...]) -> int:
     total = 0
     for p in paths:
+        if p == "-":  # standard input: not known in advance
+            continue
         try:
             with open(p, "rb") as fh:
                 total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
@@ -26,12 +30,28 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--dry-run", is_flag=True, help="Validate and count, append nothing.")
+@click.option(
+    "--anchor", "anchor_file", default=None, type=click.Path(dir_okay=False),
+    help="After the import, append an anchor line (see `backflush anchor`) to this file.",
+)
+@click.option(
+    "--anchor-key", default=None, type=click.Path(dir_okay=False),
+    help="Sign that anchor with this Ed25519 private key (PEM).",
+)
 @click.pass_context
-def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
-    """Import JSON Lines event files (- reads stdin): all or nothing, idempotent by id."""
-    from backflush.ledger.importer import run_import
+def import_cmd(
+    ctx: click.Context, files: tuple[str, ...], dry_run: bool, anchor_file: str | None,
+    anchor_key: str | None,
+) -> None:
+    """Import JSON Lines event files (- reads stdin): all or nothing, idempotent by id.
 
-    ledger = open_ledger(ctx)
+    Creates the ledger if needed (and removes it again if the import fails). Events dated
+    more than 24 h after the import are accepted with a warning naming FILE:LINE.
+    """
+    from backflush.cli.integrity_cmds import check_key
+
+    check_key(anchor_key)
+    ledger = api_ledger(ctx)
     bar = None
     progress = None
     if sys.stderr.isatty():
@@ -46,41 +66,46 @@ def import_cmd(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> Non
                 done[0] = n
 
     try:
-        result = run_import(ledger, files, dry_run=dry_run, progress=progress)
+        report = ledger.import_files(files, dry_run=dry_run, progress=progress)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if result.errors:
-        for e in result.errors:
-            click.echo(str(e), err=True)
-        n = len(result.errors)
-        click.echo(f"Error: {n} problem{'s' if n != 1 else ''}; nothing appended", err=True)
-        ctx.exit(EXIT_USAGE)
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
     verb = "would be appended" if dry_run else "appended"
-    click.echo(f"{result.appended} {verb}, {result.duplicates} duplicates")
+    click.echo(f"{report.appended} {verb}, {report.duplicates} duplicates")
+    if anchor_file is not None and not dry_run:
+        from backflush.cli.integrity_cmds import append_anchor
+
+        append_anchor(ledger.store(), anchor_file, anchor_key)
 
 
-def _export_line(payload: dict[str, Any]) -> bytes:
-    head = {"type": payload["type"], "at": payload["at"], "id": payload["id"]}
-    head.update((k, v) for k, v in payload.items() if k not in head)
-    return orjson.dumps(head)
+def write_chunks(out: BinaryIO, rows: Iterable[dict[str, Any]], columns: list[str],
+                 fmt: str) -> None:
+    """Render rows as they come, a chunk at a time: the first line appears at once and memory
+    stays bounded whatever the number of rows (see `render_stream`)."""
+    for piece in render_stream(rows, columns, fmt, STREAM_CHUNK):
+        out.write(piece.encode())
+        out.flush()
 
 
 @cli.command("export")
 @click.option("--order", default=None, help="Only this order's events (and its picks/puts).")
-@click.option("-o", "--output", type=click.File("wb"), default="-", help="File (default stdout).")
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File (default stdout); written via a temporary file, never the ledger.")
 @click.pass_context
-def export_cmd(ctx: click.Context, order: str | None, output: Any) -> None:
-    """Write the ledger's events as JSON Lines, in recording order."""
-    ledger = open_ledger(ctx)
-    buf: list[bytes] = []
-    for row in ledger.iter_rows(order=order, by="seq"):
-        buf.append(_export_line(orjson.loads(row["state"])["e"]))
-        if len(buf) >= 2000:
-            output.write(b"\n".join(buf) + b"\n")
-            buf.clear()
-    if buf:
-        output.write(b"\n".join(buf) + b"\n")
+def export_cmd(ctx: click.Context, order: str | None, output: str) -> None:
+    """Write the ledger's events as JSON Lines, in recording order (streamed)."""
+    lines = api_ledger(ctx).export(order=order)
+    with output_file(ctx, output, "--output") as out:
+        for chunk in _batches(lines, 2000):
+            out.write(b"\n".join(chunk) + b"\n")
+
+
+def _batches(it: Iterable[bytes], n: int) -> Iterator[list[bytes]]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
 
 
 EVENT_COLUMNS = ["seq", "stream", "version", "at", "recorded", "type", "id", "order"]
@@ -89,7 +114,7 @@ EVENT_COLUMNS = ["seq", "stream", "version", "at", "recorded", "type", "id", "or
 @cli.command("events")
 @click.option("--order", default=None, help="Only this order's events.")
 @click.option("--type", "type_", default=None, help="Only events of this type.")
-@click.option("--at", "at", default=None, help="Only events that happened by then.")
+@click.option("--at", "at", default=None, help="Only events that happened by then (default now).")
 @click.option("--known-at", default=None, help="Only events recorded by then.")
 @output_options
 @click.pass_context
@@ -101,51 +126,9 @@ def events_cmd(
     known_at: str | None,
     fmt: str,
 ) -> None:
-    """List the events the ledger holds (the auditor's raw view), in `at` order."""
-    from backflush.ledger.events import EVENT_TYPES
-    from backflush.ledger.store import to_us
-
-    if type_ is not None and type_ not in EVENT_TYPES:
-        raise Fail(f"--type: unknown event type {type_!r}")
-    at_dt, known_dt = parse_when(at, "--at"), parse_when(known_at, "--known-at")
-    ledger = open_ledger(ctx)
-    rows = []
-    for r in ledger.iter_rows(
-        order=order,
-        types=[type_] if type_ else None,
-        at_lte=to_us(at_dt) if at_dt else None,
-        rec_lte=to_us(known_dt) if known_dt else None,
-    ):
-        payload = orjson.loads(r["state"])["e"]
-        rows.append(
-            {
-                "seq": r["seq"],
-                "stream": r["stream"],
-                "version": r["version"],
-                "at": payload["at"],
-                "recorded": from_us(r["rec_us"]).isoformat(),
-                "type": r["type"],
-                "id": r["id"],
-                "order": r["ord"],
-                "event": payload,
-            }
-        )
+    """List the events the ledger holds (the auditor's raw view), in `at` order (streamed)."""
+    rows = api_ledger(ctx).events(order=order, type=type_, at=parse_when(at, "--at"),
+                                  known_at=parse_when(known_at, "--known-at"))
     cols = EVENT_COLUMNS + (["event"] if fmt != "table" else [])
-    click.echo(render(rows, cols, fmt))
-
-
-@cli.command("verify")
-@click.pass_context
-def verify_cmd(ctx: click.Context) -> None:
-    """Check every stream's hash chain: nothing altered, removed or reordered."""
-    from backflush.ledger.integrity import verify
-
-    checked, problems = verify(open_ledger(ctx))
-    if problems:
-        for p in problems:
-            click.echo(f"TAMPERED {p}", err=True)
-        n = len(problems)
-        plural = "s" if n != 1 else ""
-        click.echo(f"Error: {n} integrity problem{plural} in {checked} events", err=True)
-        ctx.exit(EXIT_USAGE)
-    click.echo(f"ok: {checked} events, every stream's chain intact")
+    with output_file(ctx, None, "stdout") as out:
+        write_chunks(out, rows, cols, fmt)

@@ -1,4 +1,7 @@
-"""Projection commands: onhand, wip, consumption, hours, rebuild (as of any time)."""
+"""Projection commands: onhand, wip, consumption, hours, rebuild (as of any time).
+
+Thin layers over ``backflush.Ledger``: parse options, call the API, render.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +12,29 @@ from functools import wraps
 from typing import Any
 
 import click
-from backflush.cli.app import Fail, cli, open_ledger, parse_when
+from backflush.cli.app import api_ledger, cli, parse_when
 from backflush.cli.output import output_options, render
 
 
-def load_policy(path: str | None) -> dict[str, Any] | None:
-    """Read and validate a ``--policy`` file (the fields of ProductionParametersSet)."""
+def load_policy(path: str | None) -> Any:
+    """A ``--policy`` file as a ``backflush.Policy`` (None: the recorded parameters)."""
     if path is None:
         return None
-    from backflush.ledger.codec import replay_policy
-    from backflush.ledger.events import EventErrors, parse_policy
+    from backflush.cli.provenance import note_policy
 
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise Fail(f"{path}: {exc.strerror}") from None
-    try:
-        return replay_policy(parse_policy(raw))
-    except EventErrors as exc:
-        first = exc.errors[0]
-        raise Fail(f"{path}:1: {first.field}: {first.reason}") from None
+    from backflush.policy import Policy
+
+    policy = Policy.from_file(path)  # BadInput: one FILE:LINE: field: reason per problem
+    note_policy(policy)
+    return policy
 
 
 def asof_options(*, policy: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--at``, ``--known-at`` (and ``--policy``), parsed into datetimes and a dict."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        @click.option("--at", "at", default=None, help="As of this time on the floor.")
+        @click.option("--at", "at", default=None,
+                      help="As of this time on the floor (default: now).")
         @click.option("--known-at", default=None, help="As recorded by the ledger by then.")
         @wraps(f)
         def inner(*args: Any, at: str | None, known_at: str | None, **kw: Any) -> Any:
@@ -74,11 +72,10 @@ HOURS_COLUMNS = ["order", "op", "resource", "standard", "reported"]
 @output_options
 @click.pass_context
 def onhand_cmd(ctx: click.Context, item: str | None, location: str | None, at: datetime | None,
-               known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+               known_at: datetime | None, policy: Any, fmt: str) -> None:
     """On-hand per item, location, batch and license plate (in transit included)."""
-    from backflush.projections import asof
-
-    rows = asof.onhand(open_ledger(ctx), at, known_at, policy, item=item, location=location)
+    rows = api_ledger(ctx).onhand(item=item, location=location, at=at, known_at=known_at,
+                                  policy=policy)
     click.echo(render(rows, ONHAND_COLUMNS, fmt))
 
 
@@ -88,22 +85,10 @@ def onhand_cmd(ctx: click.Context, item: str | None, location: str | None, at: d
 @output_options
 @click.pass_context
 def wip_cmd(ctx: click.Context, resource: str | None, at: datetime | None,
-            known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+            known_at: datetime | None, policy: Any, fmt: str) -> None:
     """WIP per resource location: material staged at its input, units waiting at its output."""
-    from backflush.projections import asof
-
-    rows = asof.wip(open_ledger(ctx), at, known_at, policy, resource=resource)
+    rows = api_ledger(ctx).wip(resource=resource, at=at, known_at=known_at, policy=policy)
     click.echo(render(rows, WIP_COLUMNS, fmt))
-
-
-def _known_order(ctx: click.Context, order: str) -> None:
-    ledger = open_ledger(ctx)
-    with ledger.transaction(commit=False) as cur:
-        row = cur.execute(
-            "SELECT 1 AS x FROM bf_events WHERE ord = ? AND type = 'OrderCreated'", (order,)
-        ).fetchone()
-    if row is None:
-        raise Fail(f"--order: unknown order {order!r}")
 
 
 @cli.command("consumption")
@@ -112,12 +97,9 @@ def _known_order(ctx: click.Context, order: str) -> None:
 @output_options
 @click.pass_context
 def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
-                    known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+                    known_at: datetime | None, policy: Any, fmt: str) -> None:
     """Consumption per BOM line: expected, posted, posted by trigger kind, variance."""
-    from backflush.projections import asof
-
-    _known_order(ctx, order)
-    rows = asof.consumption(open_ledger(ctx), order, at, known_at, policy)
+    rows = api_ledger(ctx).consumption(order, at=at, known_at=known_at, policy=policy)
     click.echo(render(rows, CONSUMPTION_COLUMNS, fmt))
 
 
@@ -128,13 +110,10 @@ def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
 @output_options
 @click.pass_context
 def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: datetime | None,
-              known_at: datetime | None, policy: dict | None, fmt: str) -> None:
+              known_at: datetime | None, policy: Any, fmt: str) -> None:
     """Hours per order, operation and resource: standard (setup + run x units) vs reported."""
-    from backflush.projections import asof
-
-    if order is not None:
-        _known_order(ctx, order)
-    rows = asof.hours(open_ledger(ctx), order, resource, at, known_at, policy)
+    rows = api_ledger(ctx).hours(order=order, resource=resource, at=at, known_at=known_at,
+                                 policy=policy)
     click.echo(render(rows, HOURS_COLUMNS, fmt))
 
 
@@ -142,9 +121,7 @@ def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: d
 @click.pass_context
 def rebuild_cmd(ctx: click.Context) -> None:
     """Drop every projection and rebuild it from the event log."""
-    from backflush.projections import materialise
-
-    ledger = open_ledger(ctx)
+    ledger = api_ledger(ctx)
     total = ledger.count()
     if sys.stderr.isatty() and total > 10_000:
         with click.progressbar(length=total, label="rebuilding", file=sys.stderr) as bar:
@@ -154,7 +131,7 @@ def rebuild_cmd(ctx: click.Context) -> None:
                 bar.update(n - done[0])
                 done[0] = n
 
-            n = materialise.rebuild(ledger, progress)
+            n = ledger.rebuild(progress)
     else:
-        n = materialise.rebuild(ledger)
+        n = ledger.rebuild()
     click.echo(f"rebuilt: {n} events applied")

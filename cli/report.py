@@ -1,14 +1,29 @@
 """The audit of one order as one self-contained HTML page (inline CSS and SVG, no scripts,
-no external URL). Every text goes through ``html.escape``."""
+no external URL). Every text goes through ``html.escape``.
+
+The page says where it comes from (ledger, backflush version, generated at, ``--at``,
+``--known-at``, the policy in force, the verify status and chain heads' digest); a what-if
+policy is a red banner at the top and in the title. The timeline shows when each event was
+recorded beside when it happened, so late syncs are visible; quantities carry their unit of
+measure. A print stylesheet lays it out on A4 without splitting a row across pages.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from html import escape
+from html import escape as _html_escape
 from typing import Any
 
-from backflush.cli.output import _plain
+from backflush.cli.output import _plain, escape_text
+from backflush.cli.provenance import footer_lines, what_if_banner
+
+
+def escape(s: str) -> str:
+    """HTML-escape ``s`` after showing its control and bidi characters as visible escapes, so
+    a name cannot reverse the text around it (U+202E) or hide in the page."""
+    return _html_escape(escape_text(s))
+
 
 COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 BACKGROUNDS = {"error": "#fdecea", "warning": "#fff4e5", "info": "#e8f1fb"}
@@ -29,6 +44,26 @@ CSS = (
     'rder-radius:3px;color:#fff;font-size:11px;padding:1px 5px;margin:1px 0;font-weight:600}tr.'
     'hit td{background:#fffaf2}.legend span{display:inline-block;width:12px;height:12px;margin:'
     '0 4px 0 12px;vertical-align:middle}'
+    '.whatif{background:#b71c1c;color:#fff;font-size:18px;font-weight:700;padding:12px 16px;'
+    'margin:0 0 14px;border:4px solid #7f0000;border-radius:4px;-webkit-print-color-adjust:exa'
+    'ct;print-color-adjust:exact}.whatif small{display:block;font-size:12px;font-weight:400;'
+    'word-break:break-all}.prov{font-size:12px;color:#52606d;border:1px solid #d5dbe3;padding:'
+    '6px 10px;margin:0 0 12px;border-radius:3px}.prov div{overflow-wrap:anywhere}.late{color:'
+    '#ad1457;font-weight:600}.unit{color:#52606d;font-size:11px;margin-left:2px}'
+    '.neutral{background:#fff4e5;border-left:6px solid #ef6c00;padding:8px 12px}'
+    'small.id{overflow-wrap:anywhere}td.when{white-space:nowrap}.nw{white-space:nowrap}'
+)
+
+# Print: A4 portrait; a row never splits across pages; headers repeat on each page; cells
+# may wrap (ids, long names) rather than squeeze a neighbouring column to nothing.
+PRINT_CSS = (
+    "@page{size:A4;margin:12mm 10mm}"
+    "@media print{body{margin:0;font-size:10px}h1{font-size:17px}h2{font-size:13px;"
+    "break-after:avoid;page-break-after:avoid}table{width:100%}thead{display:table-header-gro"
+    "up}tr,.finding,.whatif,.prov{break-inside:avoid;page-break-inside:avoid}th,td{padding:2p"
+    "x 4px}.flush,.run{white-space:normal}td{overflow-wrap:break-word}td.when{white-space:norm"
+    "al}td.num{white-space:nowrap}svg{max-width:100%;height:auto}"
+    "*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"
 )
 
 def _t(v: Any) -> str:
@@ -40,7 +75,10 @@ def _when(v: Any) -> str:
     """A timestamp for a table cell: '2026-11-03 12:00:00Z' (offset kept when not UTC)."""
     if isinstance(v, datetime):
         text = v.isoformat(sep=" ")
-        return escape(text[:-6] + "Z" if text.endswith("+00:00") else text)
+        text = text[:-6] + "Z" if text.endswith("+00:00") else text
+        day, _, clock = text.partition(" ")
+        # date and time may go on two lines in print, never break inside either
+        return f'<span class="nw">{escape(day)}</span> <span class="nw">{escape(clock)}</span>'
     return _t(v)
 
 
@@ -107,21 +145,156 @@ def _finding_block(f: dict[str, Any]) -> str:
             f' · events {escape(", ".join(f["events"]))}</span></div>')
 
 
-def _details(t: dict[str, Any]) -> str:
+def _details(t: dict[str, Any], units: dict[str, str]) -> str:
     keys = ("op", "good", "error", "qty", "item", "line", "location", "from_location",
             "to_location", "batch", "lp", "reverses")
-    return "<br>".join(f"{escape(k)} {_t(t[k])}" for k in keys if k in t)
+    unit = units.get(t.get("item") or "", "") if "qty" in t else ""
+    out = []
+    for k in keys:
+        if k in t:
+            extra = _u(unit) if k == "qty" else ""
+            out.append(f"{escape(k)} {_t(t[k])}{extra}")
+    return "<br>".join(out)
 
 
-def audit_html(a: dict[str, Any]) -> str:
-    """The audit ``a`` (from ``compute_audit``) as a complete HTML document."""
+def _u(unit: str | None) -> str:
+    return f'<span class="unit">{escape(unit)}</span>' if unit else ""
+
+
+def _lookup(ledger: Any, a: dict[str, Any], at: datetime | None) -> dict[str, Any]:
+    """Recorded time of each timeline event and the items' units, read from the ledger."""
+    from backflush.ledger.store import from_us, to_us
+    from backflush.projections import materialise as mat
+
+    ids = [t["id"] for t in a.get("timeline", ())]
+    recorded: dict[str, datetime] = {}
+    with ledger.transaction(commit=False) as cur:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in cur.execute(
+                f"SELECT id, rec_us FROM bf_events WHERE id IN ({marks})", chunk
+            ).fetchall():
+                recorded[r["id"]] = from_us(r["rec_us"])
+    units: dict[str, str] = {}
+    # The unit in force at the as-of time (a later definition replaces an earlier one).
+    for ev in mat.events_for_replay(ledger, types=["ItemDefined"],
+                                    at_lte=to_us(at) if at is not None else None):
+        if ev.get("unit"):
+            units[ev["item"]] = ev["unit"]
+    return {"recorded": recorded, "units": units}
+
+
+def enrich(a: dict[str, Any], ledger: Any = None, at: datetime | None = None) -> dict[str, Any]:
+    """``a`` with ``recorded`` on every timeline event and ``units`` (item → unit).
+
+    Values already in the audit dict win; the rest are read from ``ledger`` (the one the
+    current command opened when not given).
+    """
+    if ledger is None:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+        root = {} if ctx is None else (ctx.find_root().obj or {})
+        ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
+        raw = None if ctx is None or at is not None else ctx.params.get("at")
+        if isinstance(raw, datetime):
+            at = raw
+        elif isinstance(raw, str):
+            from backflush.cli.app import parse_when
+
+            try:
+                at = parse_when(raw, "--at")
+            except click.ClickException:
+                at = None
+    need_rec = any("recorded" not in t for t in a.get("timeline", ()))
+    if ledger is None or not (need_rec or "units" not in a):
+        return a
+    try:
+        found = _lookup(ledger, a, at)
+    except Exception:  # the page still renders, without the extras
+        return a
+    out = dict(a)
+    out.setdefault("units", found["units"])
+    out["timeline"] = [
+        t if "recorded" in t else {**t, "recorded": found["recorded"].get(t["id"])}
+        for t in a.get("timeline", ())
+    ]
+    return out
+
+
+def _as_dt(v: Any) -> datetime | None:
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v)
+        except ValueError:
+            return None
+    return v if isinstance(v, datetime) else None
+
+
+def late_events(timeline: list[dict[str, Any]]) -> set[str]:
+    """Ids of events recorded after an event that happened later (a late sync).
+
+    Relative to the order's own history, so a whole history imported at once is not "late".
+    """
+    pts = [(_as_dt(t.get("at")), _as_dt(t.get("recorded")), t["id"]) for t in timeline]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    pts.sort(key=lambda p: p[0])
+    late: set[str] = set()
+    later_min: datetime | None = None  # earliest recording among events that happened later
+    i = len(pts) - 1
+    while i >= 0:
+        j = i
+        while j >= 0 and pts[j][0] == pts[i][0]:  # events at the same instant: not "later"
+            j -= 1
+        for _at, rec, eid in pts[j + 1 : i + 1]:
+            if later_min is not None and rec > later_min:
+                late.add(eid)
+        for _at, rec, _eid in pts[j + 1 : i + 1]:
+            later_min = rec if later_min is None else min(later_min, rec)
+        i = j
+    return late
+
+
+def _provenance_html(meta: dict[str, Any]) -> str:
+    banner = what_if_banner(meta)
+    out = []
+    if banner:
+        pol = meta["policy"]
+        out.append(
+            '<div class="whatif" role="alert">WHAT-IF: this page replays the history under '
+            f'a policy that was never recorded<small>policy file {escape(pol["file"])} · '
+            f'sha256 {escape(pol["sha256"])} — what the floor did is unchanged; only the '
+            "flushing is recomputed</small></div>"
+        )
+    out.append('<div class="prov">' + "".join(
+        f"<div>{escape(line)}</div>" for line in footer_lines(meta)) + "</div>")
+    return "".join(out)
+
+
+def audit_html(a: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
+    """The audit ``a`` (from ``compute_audit``) as a complete HTML document.
+
+    ``meta`` is the provenance (`backflush.cli.provenance.collect`); by default it is
+    collected from the current command.
+    """
+    if meta is None:
+        from backflush.cli.provenance import collect
+
+        meta = collect()
+    a = enrich(a)
+    units: dict[str, str] = a.get("units") or {}
+    what_if = what_if_banner(meta) is not None
+    title = ("WHAT-IF " if what_if else "") + f"Audit {a['order']}"
     h = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Audit {escape(a['order'])}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>Production order {escape(a['order'])}</h1>",
-        f'<div class="meta">{_t(a["qty"])} × {escape(a["item"])} · BOM {_t(a["bom"])} · '
+        f"<title>{escape(title)}</title>",
+        f"<style>{CSS}{PRINT_CSS}</style></head><body>",
+        _provenance_html(meta),
+        f"<h1>{'WHAT-IF · ' if what_if else ''}Production order {escape(a['order'])}</h1>",
+        f'<div class="meta">{_t(a["qty"])}{_u(units.get(a["item"]))} × {escape(a["item"])}'
+        f' · BOM {_t(a["bom"])} · '
         f'route {_t(a["route"])} · <span class="status">{escape(a["status"])}</span></div>',
         f"<h2>Findings ({len(a['findings'])})</h2>",
     ]
@@ -129,34 +302,41 @@ def audit_html(a: dict[str, Any]) -> str:
         order = {"error": 0, "warning": 1, "info": 2}
         for f in sorted(a["findings"], key=lambda f: order[f["severity"]]):
             h.append(_finding_block(f))
+    elif what_if:
+        h.append('<div class="neutral">No findings <b>under the what-if policy</b> named '
+                 "above; the recorded history may still have findings.</div>")
     else:
         h.append('<div class="ok">No findings: every line posted what its units required.</div>')
     h.append("<h2>Expected vs posted per line</h2>")
     h.append(_chart(a["lines"]))
-    h.append("<h2>Lines</h2><table><tr><th>line</th><th>item</th><th>principle</th><th>op</th>"
-             "<th>location</th><th>expected</th><th>posted</th><th>variance</th>"
-             "<th>by trigger</th></tr>")
+    h.append("<h2>Lines</h2><table><thead><tr><th>line</th><th>item</th><th>principle</th>"
+             "<th>op</th><th>location</th><th>expected</th><th>posted</th><th>variance</th>"
+             "<th>by trigger</th></tr></thead><tbody>")
     for ln in a["lines"]:
-        bt = ", ".join(f"{k} {_t(v)}" for k, v in ln["by_trigger"].items())
+        u = _u(units.get(ln["item"]))
+        bt = ", ".join(f"{escape(str(k))} {_t(v)}" for k, v in ln["by_trigger"].items())
         h.append(f"<tr><td>{_t(ln['line'])}</td><td>{_t(ln['item'])}</td>"
                  f"<td>{_t(ln['principle'])}</td><td>{_t(ln['op'])}</td>"
-                 f"<td>{_t(ln['location'])}</td><td class='num'>{_t(ln['expected'])}</td>"
-                 f"<td class='num'>{_t(ln['posted'])}</td>"
-                 f"<td class='num'>{_t(ln['variance'])}</td><td>{escape(bt)}</td></tr>")
-    h.append("</table>")
-    h.append("<h2>Timeline</h2><table><tr><th>#</th><th>at</th><th>event</th><th>details</th>"
-             "<th>flushed</th><th>posted / expected after</th><th>findings arising</th></tr>")
+                 f"<td>{_t(ln['location'])}</td><td class='num'>{_t(ln['expected'])}{u}</td>"
+                 f"<td class='num'>{_t(ln['posted'])}{u}</td>"
+                 f"<td class='num'>{_t(ln['variance'])}{u}</td><td>{bt}</td></tr>")
+    h.append("</tbody></table>")
+    h.append("<h2>Timeline</h2><table><thead><tr><th>#</th><th>at</th><th>recorded</th>"
+             "<th>event</th><th>details</th><th>flushed</th><th>posted / expected after</th>"
+             "<th>findings arising</th></tr></thead><tbody>")
+    line_units = {ln["line"]: units.get(ln["item"]) for ln in a["lines"]}
+    late = late_events(a["timeline"])
     for t in a["timeline"]:
         flushed = "<br>".join(
             f'<span class="flush">line {_t(fl["line"])} {_t(fl["item"])} '
-            f'<b>{_t(fl["qty"])}</b> from {_t(fl["location"])}'
+            f'<b>{_t(fl["qty"])}</b>{_u(units.get(fl["item"]))} from {_t(fl["location"])}'
             + (f' batch {_t(fl["batch"])}' if fl["batch"] else "")
             + f' <i>({_t(fl["trigger"])})</i></span>'
             for fl in t["flushed"]
         )
         running = "<br>".join(
             f'<span class="run">line {_t(r["line"])}: {_t(r["posted"])} / {_t(r["expected"])}'
-            f"</span>" for r in t["running"]
+            f'{_u(line_units.get(r["line"]))}</span>' for r in t["running"]
         ) if t["flushed"] else ""
         fnd = "<br>".join(
             f'<span class="badge" style="background:{COLOURS[f["severity"]]}">'
@@ -164,10 +344,15 @@ def audit_html(a: dict[str, Any]) -> str:
         )
         cls = ' class="hit"' if t["findings"] else ""
         dev = f"<br><small>{escape(t['device'])}</small>" if t.get("device") else ""
+        rec = _when(t.get("recorded"))
+        if rec and t["id"] in late:
+            rec = (f'<span class="late" title="recorded after events that happened later">'
+                   f"{rec} (late)</span>")
         h.append(f"<tr{cls}><td class='num'>{t['seq']}</td>"
-                 f"<td style='white-space:nowrap'>{_when(t['at'])}</td>"
-                 f"<td><b>{escape(t['type'])}</b>{dev}<br><small>{escape(t['id'])}</small></td>"
-                 f"<td>{_details(t)}</td><td>{flushed}</td><td>{running}</td>"
+                 f"<td class='when'>{_when(t['at'])}</td><td class='when'>{rec}</td>"
+                 f"<td><b>{escape(t['type'])}</b>{dev}<br><small class='id'>{escape(t['id'])}"
+                 f"</small></td>"
+                 f"<td>{_details(t, units)}</td><td>{flushed}</td><td>{running}</td>"
                  f"<td>{fnd}</td></tr>")
-    h.append("</table></body></html>")
+    h.append("</tbody></table></body></html>")
     return "\n".join(h)

@@ -4,8 +4,10 @@ Each event is one row of ``bf_events``: its recording position ``seq`` (an INTEG
 KEY, i.e. SQLite's rowid), the sender's ``id`` (idempotency), its stream (one per
 production order, ``master`` for master data, ``inventory`` for stock moves) and position
 in it, its type, ``at`` and recorded time in microseconds (as-of and known-at), the order,
-the stream's chain hash, and the stored ``state`` (see ``ledger.codec``). A write takes the
-store's write lock first, so concurrent importers queue instead of racing for positions.
+the stream's chain hash, and the stored ``state`` (see ``ledger.codec``). Each event is also
+linked to the one recorded before it in ``bf_chain`` (the ledger-wide chain,
+``ledger.anchor``), in the same transaction. A write takes the store's write lock first, so
+concurrent importers queue instead of racing for positions.
 
 Why not eventsourcing's recorder tables. Until schema 2, events went through eventsourcing's
 application recorder into ``stored_events`` with an index row per event in ``bf_events``:
@@ -23,12 +25,15 @@ A ledger written by an older version (schema 1) is refused with a message to re-
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
+from backflush.ledger.anchor import CHAIN_DDL, link_events
 from backflush.ledger.names import MASTER_TYPES
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
@@ -43,6 +48,13 @@ SCHEMA_VERSION = 2
 
 class SchemaTooOld(BackflushError):
     """The ledger was written by an older backflush with another stored layout."""
+
+
+# Each verify's result (ledger.integrity.record): the provenance queries can show.
+VERIFY_DDL = (
+    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
+    " heads TEXT)"
+)
 
 
 def _ddl(dialect: str) -> list[str]:
@@ -77,6 +89,8 @@ def _ddl(dialect: str) -> list[str]:
         " stream AS originator_id, version AS originator_version,"
         f" '{TOPIC_PREFIX}' || type AS topic, state FROM bf_events",
         "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
+        CHAIN_DDL,  # the ledger-wide chain (ledger.anchor)
+        VERIFY_DDL,
     ] + (
         []
         if pg
@@ -90,6 +104,10 @@ def _ddl(dialect: str) -> list[str]:
             " stored_events BEGIN DELETE FROM bf_events WHERE seq = OLD.notification_id; END",
         ]
     )
+
+
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
+LOCK_NOTICE_AFTER = 1.0  # seconds of waiting before saying so on stderr
 
 
 def default_db() -> str:
@@ -158,28 +176,51 @@ class Cursor:
 class Ledger:
     """The only door to the stored events (and to the projections' tables beside them)."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        readonly: bool = False,
+        lock_timeout: float | None = None,
+    ):
+        """Open the ledger at ``url`` (a SQLite path or a ``postgresql://`` URL).
+
+        ``readonly``: open SQLite read-only (``mode=ro``; ``immutable=1`` when the folder is
+        not writable and no write-ahead log is pending, as on read-only media) and create
+        nothing. ``lock_timeout``: seconds a write waits for the write lock (default env
+        ``BACKFLUSH_LOCK_TIMEOUT``, else 60).
+        """
         self.url = url or default_db()
+        self.readonly = readonly
+        self.lock_timeout = _lock_timeout(lock_timeout)
+        wait = str(max(1, int(self.lock_timeout + 0.999)))
         if self.url.startswith(("postgresql://", "postgres://")):
             from eventsourcing.postgres import PostgresFactory  # only when asked for
 
             self.dialect = "postgres"
-            self.factory = PostgresFactory(Environment(env=_pg_env(self.url)))
+            env = _pg_env(self.url)
+            env["POSTGRES_LOCK_TIMEOUT"] = wait
+            self.factory = PostgresFactory(Environment(env=env))
         else:
             self.dialect = "sqlite"
             path = self.url.removeprefix("sqlite:///")
             self.factory = SQLiteFactory(
                 Environment(
                     env={
-                        "SQLITE_DBNAME": path,
+                        "SQLITE_DBNAME": _ro_uri(path) if readonly else path,
                         "ORIGINATOR_ID_TYPE": "text",
-                        "SQLITE_LOCK_TIMEOUT": "60",
+                        "SQLITE_LOCK_TIMEOUT": wait,
                         "CREATE_TABLE": "false",
                     }
                 )
             )
         self.datastore = self.factory.datastore
         version = self._schema_version()
+        if readonly and version is None:
+            from backflush.errors import LedgerNotFound
+
+            self.close()
+            raise LedgerNotFound(f"no backflush ledger at {self.url!r}")
         if version is None:
             with self._schema_lock(), self.transaction(commit=True) as cur:
                 for ddl in _ddl(self.dialect):
@@ -268,15 +309,35 @@ class Ledger:
 
         Taking the lock before any read means stream heads read inside it cannot change
         under us: a second importer waits here instead of failing on a position clash.
+        The wait is bounded by ``lock_timeout`` (then ``OperationalError``, exit 3) and
+        said on stderr once it lasts more than a second.
         """
         with self.transaction(commit=commit) as cur:
-            if self.dialect == "postgres":
-                cur.execute("LOCK TABLE bf_events IN EXCLUSIVE MODE")
-            else:
-                # An import touches every index of the events table at random places: a
-                # larger page cache (default 2 MiB) keeps their inner pages in memory.
-                cur.execute("PRAGMA cache_size = -32768")
-            cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
+            notice = threading.Timer(LOCK_NOTICE_AFTER, _say_waiting)
+            notice.daemon = True
+            notice.start()
+            try:
+                if self.dialect == "postgres":
+                    cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+                    cur.execute("LOCK TABLE bf_events IN EXCLUSIVE MODE")
+                else:
+                    cur.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+                    # An import touches every index of the events table at random places: a
+                    # larger page cache (default 2 MiB) keeps their inner pages in memory.
+                    cur.execute("PRAGMA cache_size = -32768")
+                cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
+            except Exception as exc:
+                if _is_lock_timeout(exc):
+                    from backflush.errors import OperationalError
+
+                    raise OperationalError(
+                        f"the ledger's write lock was not free within {self.lock_timeout:g} s"
+                        " (another import or catch-up holds it; BACKFLUSH_LOCK_TIMEOUT sets"
+                        " the wait)"
+                    ) from None
+                raise
+            finally:
+                notice.cancel()
             yield cur
 
     # --- writing -------------------------------------------------------------------------
@@ -345,6 +406,9 @@ class Ledger:
                 write = copy.write_row
                 for q, r, s in zip(seqs, rows, states, strict=True):
                     write((q, *r, s))
+        # The ledger-wide chain (ledger.anchor), in the same transaction as the events.
+        chained = zip(seqs, rows, strict=True)
+        link_events(cur, [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained])
         return seqs
 
     # --- reading -------------------------------------------------------------------------
@@ -427,6 +491,48 @@ class Ledger:
         """Number of events recorded."""
         with self.transaction(commit=False) as cur:
             return cur.execute("SELECT COUNT(*) AS n FROM bf_events").fetchone()["n"]
+
+
+def _lock_timeout(value: float | None) -> float:
+    if value is not None:
+        return float(value)
+    env = os.environ.get("BACKFLUSH_LOCK_TIMEOUT", "").strip()
+    try:
+        return float(env) if env else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        from backflush.errors import BadInput
+
+        raise BadInput(f"BACKFLUSH_LOCK_TIMEOUT: not a number of seconds: {env!r}") from None
+
+
+def _say_waiting() -> None:
+    print("waiting for the ledger's write lock…", file=sys.stderr, flush=True)
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "lock timeout" in text or "locknotavailable" in (
+        type(exc).__name__.lower()
+    )
+
+
+def _ro_uri(path: str) -> str:
+    """SQLite URI opening ``path`` read-only, and immutable when on read-only media.
+
+    A WAL database needs its ``-shm`` file; where the folder cannot be written it cannot be
+    made, and ``immutable=1`` is the way to read it. That is only safe when no write-ahead
+    log is waiting to be checkpointed (a cleanly closed ledger has none).
+    """
+    from urllib.parse import quote
+
+    apath = os.path.abspath(path)
+    folder = os.path.dirname(apath) or "."
+    uri = "file:" + quote(apath) + "?mode=ro"
+    wal = apath + "-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+    if not os.access(folder, os.W_OK) and not pending and not os.path.exists(apath + "-shm"):
+        uri += "&immutable=1"
+    return uri
 
 
 def _pg_env(url: str) -> dict[str, str]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backflush.ledger.events import MASTER_TYPES
 from backflush.ledger.store import Ledger, to_us
 from backflush.projections import materialise as mat
-from backflush.projections.engine import Replay
+
+if TYPE_CHECKING:  # the engine loads only when a replay runs (not for materialised answers)
+    from backflush.projections.engine import Replay
 
 RETIRE_EVERY = 2000  # events between checks for orders whose findings are final
 
@@ -35,6 +36,8 @@ def replay(
     policy: dict[str, Any] | None = None,
 ) -> Replay:
     """A full in-memory replay of what happened by ``at`` and was recorded by ``known_at``."""
+    from backflush.projections.engine import Replay
+
     engine = Replay(policy=policy)
     with mat.no_gc():
         for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
@@ -57,6 +60,7 @@ def findings_replay(
     An order's findings are final once no later event refers to it: they are taken then,
     and the order is forgotten, so memory follows the orders in progress, not the history.
     """
+    from backflush.projections.engine import Replay
     from backflush.projections.findings import findings_of_orders, sort_key
 
     plan = mat.last_event_of_orders(ledger)
@@ -90,6 +94,8 @@ def order_events(
     ledger: Ledger, order: str, at: datetime | None = None, known_at: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
     """Master data plus one order's events (its picks, puts and reversals too), by ``at``."""
+    from backflush.ledger.events import MASTER_TYPES
+
     f = {"at_lte": _us(at), "rec_lte": _us(known_at)}
     master = mat.events_for_replay(ledger, types=sorted(MASTER_TYPES), **f)
     own = mat.events_for_replay(ledger, order=order, **f)
@@ -104,6 +110,8 @@ def order_replay(
     policy: dict[str, Any] | None = None,
 ) -> Replay:
     """Replay of one order in isolation (fast; exact for quantities, not for batches)."""
+    from backflush.projections.engine import Replay
+
     engine = Replay(policy=policy)
     for ev in order_events(ledger, order, at, known_at):
         engine.apply(ev)

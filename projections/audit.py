@@ -180,7 +180,9 @@ def audit_order(
 def _cap_residual(f: Finding, onhand_at) -> Finding | None:
     if f.code != "RESIDUAL_AT_INPUT":
         return f
-    there = onhand_at(f.item, f.where, f.events[-1])
+    # where = "location<TAB>batch": the cap is per batch, as the finding is
+    loc, _, batch = f.where.partition("\t")
+    there = onhand_at(f.item, loc, f.events[-1], batch or None)
     if there >= f.qty:
         return f
     if there <= 0:
@@ -189,8 +191,10 @@ def _cap_residual(f: Finding, onhand_at) -> Finding | None:
                    f.message.replace(fmt_qty(f.qty), fmt_qty(there), 1), f.where)
 
 
-def onhand_after(ledger, item: str, location: str, at_us: int, seq: int) -> Decimal:
-    """Materialised on-hand of item at location (all batches/lps) after event (at_us, seq)."""
+def onhand_after(ledger, item: str, location: str, at_us: int, seq: int,
+                 batch: Any = ...) -> Decimal:
+    """Materialised on-hand of item at location (all lps; all batches unless ``batch`` is
+    given, None meaning no batch) after event (at_us, seq)."""
     from backflush.projections.materialise import alive_keys_sql
 
     total = ZERO
@@ -198,10 +202,12 @@ def onhand_after(ledger, item: str, location: str, at_us: int, seq: int) -> Deci
     with ledger.transaction(commit=False) as cur:
         # Only keys that may be non-zero then: not every batch the location ever held.
         keys = cur.execute(
-            "SELECT key_id FROM bf_onhand_keys WHERE item = ? AND location = ?"
+            "SELECT key_id, batch FROM bf_onhand_keys WHERE item = ? AND location = ?"
             f" AND key_id IN ({alive})",
             (item, location, *params),
         ).fetchall()
+        if batch is not ...:
+            keys = [k for k in keys if k["batch"] == batch]
         for k in keys:
             row = cur.execute(
                 "SELECT balance FROM bf_onhand_hist WHERE key_id = ? AND (at_us < ? OR"
@@ -222,8 +228,8 @@ def unresolved_from_rows(order: str, flush_rows: list[dict[str, Any]], tracked: 
     for r in flush_rows:
         if r["item"] not in tracked or r["batch"] is not None or r["qty"] <= 0:
             continue
-        if r["trigger"] in ("manual", "reversal"):
-            continue
+        if r["trigger"] == "reversal":
+            continue  # manual consumption with no batch to take is unresolved too (engine)
         k = (r["line"], r["item"], r["location"])
         qty, ids = acc.get(k, (ZERO, ()))
         qty, ids = qty + r["qty"], (*ids, r["event_id"])

@@ -33,12 +33,26 @@ Semantics where DESIGN is silent (what an experienced D365 / AX user expects):
   on hand at the location (order of arrival of the batch/lp there; a bin that ran empty and is
   refilled queues again at the back); the remainder is unresolved (batch None). A flush split
   over several batches gives one FlushRecord per batch with the same units_before/after.
+- An unresolved take (a batch/serial-tracked component flushed or consumed with no batch on
+  hand or put to take it from) is reported as UNRESOLVED_BATCH, whose quantity is the
+  shortfall; the no-batch bucket it drives below zero is *not* also NEGATIVE_ON_HAND (one
+  shortage, one finding). Picks, moves and takes that name a batch, and untracked items,
+  still record negative on-hand.
+- RESIDUAL_AT_INPUT is computed per item, location and batch at ``OrderEnded``: per batch, what
+  was put for the order there minus what the order consumed of that batch there, capped by
+  that batch's on-hand; another batch below zero at the location does not hide it.
 - Manual consumption (``MaterialConsumed``) books against the named line, else the order's first
   line of that item, else an *unplanned* line (line None, expected 0). A negative quantity is a
   return: on-hand goes back up at the location (batch as given).
-- WIP waiting follows DESIGN literally, operation by operation along the route: an operation
-  nobody reports on (seed 001's robot packing) shows its successor's units as negative waiting
-  and its predecessor's as not moved on; ``wip_at_end`` keeps both for WIP_NOT_CLEARED.
+- WIP waiting after an operation: good out of it not yet processed at the next operation (or
+  not reported as finished after the last), with DESIGN §5's fallback on both sides (an
+  operation nobody reports on, seed 001's robot packing, is deemed to have processed what was
+  finished), never negative (over-reporting is OUT_OF_SEQUENCE, not negative WIP).
+  ``wip_at_end`` keeps it for WIP_NOT_CLEARED: an ended order's WIP is zero or flagged.
+- Staged WIP: material on hand at a resource's input location, one row per item and batch
+  under that resource (several resources sharing an input location: the first by name;
+  the default input location: no resource only when no resource has it as input). It mirrors
+  on-hand but never goes below zero: a shortage there is NEGATIVE_ON_HAND, not WIP.
 - Hours: reported hours come from ``OperationReported`` only (actual, else the report's standard
   share); standard hours follow DESIGN §5.
 - Reversal undoes, from its own ``at``, every effect the reversed event had: it posts exact
@@ -82,7 +96,7 @@ ORDER_EVENTS = ORDER_TYPES
 REVERSIBLE = INVENTORY_EVENTS | ORDER_EVENTS
 
 # Effect-log opcodes (undo information for reversals).
-_OH, _CTR, _ATTR, _SET, _APP, _WAIT, _FLUSH = range(7)
+_OH, _CTR, _ATTR, _SET, _APP, _FLUSH = range(6)
 
 
 # --- records ------------------------------------------------------------------------------
@@ -166,6 +180,7 @@ class Residual:
     qty: Decimal
     put_events: tuple
     end_event: str
+    batch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,9 +327,9 @@ class OrderState:
     # material put for the order
     puts: dict = field(default_factory=dict)  # item -> list of put entries (dicts)
     put_qty: dict = field(default_factory=dict)  # line no -> qty put for that line
-    put_at: dict = field(default_factory=dict)  # (item, location) -> qty put there
+    put_at: dict = field(default_factory=dict)  # (item, location, batch) -> qty put there
     put_events: list = field(default_factory=list)  # (event id, item, location)
-    consumed_at: dict = field(default_factory=dict)  # (item, location) -> posted there
+    consumed_at: dict = field(default_factory=dict)  # (item, location, batch) -> posted
     # records for findings
     out_of_sequence: list = field(default_factory=list)  # OutOfSequence
     negative_onhand: list = field(default_factory=list)  # NegativeOnHand caused by this order
@@ -337,15 +352,22 @@ class OrderState:
         return self.fin_error
 
     def waiting(self, op: int) -> Decimal:
-        """Units waiting after ``op``: good at op minus processed at the next op (or finished)."""
+        """Units waiting after ``op``: good out of op not yet processed at the next op (or, after
+        the last, not reported as finished); never negative.
+
+        DESIGN §5's fallback applies on both sides: an operation nobody reported on is deemed
+        to have processed (and passed on) what was finished, so a robot cell outside MES
+        leaves no WIP and its successor's units never show as negative waiting. More
+        processed at the next operation than came out of this one (over-reporting, flagged
+        OUT_OF_SEQUENCE) leaves nothing waiting.
+        """
         idx = next((i for i, o in enumerate(self.ops) if o.op == op), None)
         if idx is None:
             return ZERO
-        out = self.op_good.get(op, ZERO)
-        if idx + 1 < len(self.ops):
-            nxt = self.ops[idx + 1].op
-            return out - self.op_good.get(nxt, ZERO) - self.op_error.get(nxt, ZERO)
-        return out - self.fin_good - self.fin_error
+        finished = self.fin_good + self.fin_error
+        out = self.op_good.get(op, ZERO) if self.op_reports.get(op, 0) > 0 else finished
+        nxt = self.units(self.ops[idx + 1].op) if idx + 1 < len(self.ops) else finished
+        return max(ZERO, out - nxt)
 
     def standard_hours(self, op: int) -> Decimal:
         """Standard hours of ``op`` for the units processed there."""
@@ -490,7 +512,7 @@ class Replay:
         rows = []
         for src in (self._staged, self._waiting):
             for (res, loc, kind, order, op, item, batch), q in src.items():
-                if q:
+                if q > 0:
                     rows.append({"resource": res, "location": loc, "kind": kind, "order": order,
                                  "op": op, "item": item, "batch": batch, "qty": q})
         rows.sort(key=lambda r: tuple(_sk(r[k]) for k in (
@@ -647,24 +669,29 @@ class Replay:
                     staged[sk] = v
                 else:
                     staged.pop(sk, None)
-                self.balance_changes.append(("wip", sk, v, eid, at, seq))
+                # staged material is never negative: a shortage is NEGATIVE_ON_HAND, not WIP
+                self.balance_changes.append(("wip", sk, v if v > 0 else ZERO, eid, at, seq))
         if self._fx is not None:
             self._fx.append((_OH, item, loc, batch, lp, delta))
 
-    def _wait(self, o: OrderState, info: OpInfo, delta) -> None:
-        """Change the units waiting at the output of ``info`` for order ``o``."""
-        if not delta:
-            return
-        k = (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
-        v = self._waiting.get(k, ZERO) + delta
-        if v:
-            self._waiting[k] = v
-        else:
-            self._waiting.pop(k, None)
+    def _rewait(self, o: OrderState) -> None:
+        """Bring the units waiting after each operation of ``o`` up to date (``waiting``).
+
+        Recomputed from the order's counters, not moved by deltas: with DESIGN §5's fallback
+        one report changes the waiting of its predecessors too, and a reversal (which undoes
+        the counters) only needs to call this again.
+        """
         ev = self._cur
-        self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
-        if self._fx is not None:
-            self._fx.append((_WAIT, o, info, delta))
+        for info in o.ops:
+            k = (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
+            v = o.waiting(info.op)
+            if v == self._waiting.get(k, ZERO):
+                continue
+            if v:
+                self._waiting[k] = v
+            else:
+                self._waiting.pop(k, None)
+            self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; emit the WIP moves.
@@ -672,12 +699,12 @@ class Replay:
         Runs only on master-data changes (resource input location, default input location).
         """
         new: dict = {}
-        for res, rd in self._resources.items():
-            il = rd.get("input_location")
-            if il:
-                new.setdefault(il, []).append(res)
-        new.setdefault(self._params.default_input_location, []).append(None)
-        new = {k: tuple(v) for k, v in new.items()}
+        # one resource per staging location, so a staged quantity is shown (and summed) once
+        for res in sorted(self._resources):
+            il = self._resources[res].get("input_location")
+            if il and il not in new:
+                new[il] = (res,)
+        new.setdefault(self._params.default_input_location, (None,))
         if new == self._staged_map:
             return
         old_pairs = {(loc, r) for loc, rs in self._staged_map.items() for r in rs}
@@ -697,7 +724,8 @@ class Replay:
                     self._staged[sk] = self._staged.get(sk, ZERO) + q
             for sk in sorted((k for k in self._staged if k[0] == r and k[1] == loc),
                              key=lambda k: tuple(_sk(x) for x in k)):
-                self.balance_changes.append(("wip", sk, self._staged[sk], eid, at, seq))
+                self.balance_changes.append(("wip", sk, max(ZERO, self._staged[sk]), eid, at,
+                                             seq))
         self._staged_map = new
 
     # --- master data -----------------------------------------------------------------------
@@ -810,7 +838,7 @@ class Replay:
         self._append(entries, entry)
         if lines:
             self._add(o.put_qty, lines[0].line, qty)
-        self._add(o.put_at, (item, loc), qty)
+        self._add(o.put_at, (item, loc, b), qty)
         self._append(o.put_events, (ev["id"], item, loc))
         # the put trigger: consume the quantity put, once, on the first line whose principle
         # the matching rule lists
@@ -939,10 +967,7 @@ class Replay:
             self._oos(o, "beyond order qty", op)
         hours = ev.get("hours")
         if info is not None:
-            idx = o.ops.index(info)
-            self._wait(o, info, good)
-            if idx > 0:
-                self._wait(o, o.ops[idx - 1], -units)
+            self._rewait(o)
             if hours is None:
                 hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
         if hours is not None:
@@ -966,7 +991,7 @@ class Replay:
         self._add_attr(o, "fin_reports", 1)
         last = o.ops[-1] if o.ops else None
         if last is not None:
-            self._wait(o, last, -(good + error))
+            self._rewait(o)
         if good:
             loc = ev.get("location") or (last.output_location if last else None) \
                 or DEFAULT_OUTPUT_LOCATION
@@ -1015,13 +1040,16 @@ class Replay:
         o.timeline.append(("ended", ev["id"], ev["at"]))
         # residual material put for the order and still at its location (RESIDUAL_AT_INPUT)
         residual = []
-        for (item, loc), put in sorted(o.put_at.items()):
-            left = put - o.consumed_at.get((item, loc), ZERO)
-            there = sum((q for q in (self._bins.get((item, loc)) or {}).values()), ZERO)
+        # per item, location and batch: another batch below zero there must not hide it
+        for (item, loc, b), put in sorted(o.put_at.items(), key=lambda kv: (
+                kv[0][0], kv[0][1], _sk(kv[0][2]))):
+            left = put - o.consumed_at.get((item, loc, b), ZERO)
+            bins = self._bins.get((item, loc)) or {}
+            there = sum((q for (bb, _lp), q in bins.items() if bb == b), ZERO)
             q = min(left, there)
             if q > 0:
                 ids = tuple(e for e, i, lc in o.put_events if i == item and lc == loc)
-                residual.append(Residual(item, loc, q, ids, ev["id"]))
+                residual.append(Residual(item, loc, q, ids, ev["id"], b))
         self._set(o, "residual_at_end", tuple(residual))
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := o.waiting(x.op))})
 
@@ -1062,7 +1090,11 @@ class Replay:
         item = ln.item
         parts = self._allocate(o, ln, loc, qty, batch) if qty > 0 else ((batch, None, qty),)
         for b, lp, q in parts:
-            self._oh(item, loc, b, lp, -q)
+            # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
+            # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
+            self._oh(item, loc, b, lp, -q,
+                     record_negative=not (b is None and ln.tracking in TRACKED))
+            self._add(o.consumed_at, (item, loc, b), q)
             rec = FlushRecord(eid, at, seq, o.order, ln.line, item, kind, device, q, loc, b, lp,
                               ub, ua, basis, rule)
             self.flushes.append(rec)
@@ -1072,7 +1104,6 @@ class Replay:
         if kind == "manual":
             self._add_attr(ln, "manual_posted", qty)
         self._add(ln.by_trigger, kind, qty)
-        self._add(o.consumed_at, (item, loc), qty)
         self._add(self._consumed, item, qty)
         self._append(ln.flush_events, (kind, device, eid))
 
@@ -1170,11 +1201,10 @@ class Replay:
                     if lst[i] is value:
                         del lst[i]
                         break
-            elif code == _WAIT:
-                _, oo, info, delta = step
-                self._wait(oo, info, -delta)
             elif code == _FLUSH:
                 r = step[1]
                 self.flushes.append(FlushRecord(eid, at, seq, r.order, r.line, r.item,
                                                 "reversal", r.device, -r.qty, r.location,
                                                 r.batch, r.lp, None, None, None, None))
+        if o is not None:
+            self._rewait(o)  # the counters are back: so is the waiting

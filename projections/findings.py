@@ -1,7 +1,9 @@
 """Findings: what an auditor must look at, derived from the replay engine's state (DESIGN §5).
 
 Pure functions: no I/O, no clock. ``findings(engine)`` reads a ``Replay`` after (part of) a
-history was applied; ``policy_overlaps(policy)`` inspects flushing rules alone.
+history was applied; ``policy_overlaps(policy)`` inspects flushing rules alone. Each code is one
+small function in a registry (``LINE_CHECKS`` per order line, ``ORDER_CHECKS`` per order,
+``GLOBAL_CHECKS``), so ``codes=`` runs only the checks asked for.
 
 Severities (DESIGN is silent; chosen as a controller would rank them):
 
@@ -27,7 +29,9 @@ Decisions where DESIGN is silent:
   is MANUAL_NOT_POSTED instead. Quantities are positive (the size of the variance).
 - NEGATIVE_ON_HAND: one finding per order, item, location and batch (and one per key for
   takes outside any order, e.g. a put without a pick driving in-transit negative); its
-  quantity is how far on-hand went below zero at the deepest point.
+  quantity is how far on-hand went below zero at the deepest point. An unresolved take of a
+  tracked item is UNRESOLVED_BATCH only (see the engine's decisions).
+- RESIDUAL_AT_INPUT: one finding per order, item, location and batch.
 - WIP_NOT_CLEARED: per operation, good units at that operation not processed at the next one
   (or, after the last, not reported as finished), with DESIGN §5's fallback: an operation
   nobody reported on is deemed to have processed what was finished (so a robot cell outside
@@ -165,7 +169,11 @@ def _describe_triggers(flush_events, op=None) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-# --- per-line consumption findings -----------------------------------------------------------
+# --- per-line consumption findings: one small function per code ------------------------------
+#
+# Each takes (order state, line state) and returns a Finding or None. The quantities they share
+# (what a double flush or a scrap shortfall explains of the variance) are the helpers below,
+# so OVER/UNDER_CONSUMPTION covers exactly "any other variance" (DESIGN §5).
 
 
 def _errors_downstream(o, op) -> Decimal:
@@ -177,16 +185,30 @@ def _errors_downstream(o, op) -> Decimal:
     return total
 
 
-def _scrap_shortfall(ln) -> Decimal:
-    """Quantity missing because a good-only trigger left error units unflushed (0 if none)."""
-    if ln.line is None or not ln.good_basis_flushes:
+def _rule_kinds(ln) -> set:
+    return {k for k, _, _ in ln.flush_events if k in _RULE_TRIGGERS}
+
+
+def _double_qty(ln) -> Decimal:
+    """posted − expected when two or more trigger kinds flushed the line and posted exceeds
+    expected (DOUBLE_FLUSH), else 0."""
+    if len(_rule_kinds(ln)) >= 2:
+        over = ln.posted - ln.expected
+        if over > 0:
+            return over
+    return ZERO
+
+
+def _short_qty(ln) -> Decimal:
+    """Quantity missing because a good-only trigger left error units unflushed (0 if none,
+    or when the line is a double flush: that explains its variance)."""
+    if ln.line is None or not ln.good_basis_flushes or _double_qty(ln):
         return ZERO
     expected = ln.expected
     posted = ln.posted
     if posted >= expected:
         return ZERO
-    o = ln.order
-    errors = _errors_downstream(o, ln.op)
+    errors = _errors_downstream(ln.order, ln.op)
     if errors <= 0:
         return ZERO
     processed = ln.units_processed
@@ -199,66 +221,86 @@ def _scrap_shortfall(ln) -> Decimal:
     return max(ZERO, min(share, expected - posted))
 
 
-def _line_findings(o, ln, out: list) -> None:
-    expected, posted = ln.expected, ln.posted
-    label = _line_label(ln)
-    kinds = {k for k, _, _ in ln.flush_events if k in _RULE_TRIGGERS}
-    trig_ids = [e for k, _, e in ln.flush_events if k in _RULE_TRIGGERS]
-    explained = ZERO
-    double = False
-    if len(kinds) >= 2 and posted > expected:
-        double = True
-        qty = posted - expected
-        explained = qty
-        out.append(_mk(
-            "DOUBLE_FLUSH", o.order, ln.line, ln.item, qty, trig_ids,
-            f"{label} flushed {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
-            f"{_describe_triggers(ln.flush_events, ln.op)} both flushed it",
-        ))
-    short = ZERO if double else _scrap_shortfall(ln)
-    if short > 0:
-        explained = -short
-        good_ids = [e for _, e in ln.good_basis_flushes]
-        devices = sorted({d for k, d, _ in ln.flush_events
-                          if any(k == gk for gk, _ in ln.good_basis_flushes) and d})
-        out.append(_mk(
-            "SCRAP_SHORTFALL", o.order, ln.line, ln.item, short, good_ids,
-            f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: error "
-            f"units were reported but {' and '.join(devices) or 'a trigger'} flushed on good "
-            f"quantity only, so the scrap's {fmt_qty(short)} was never consumed",
-        ))
-    if o.ended is None:
-        return
-    end_id = o.ended[0]
-    if ln.manual and ln.line is not None and expected > 0 and posted == 0:
-        out.append(_mk(
-            "MANUAL_NOT_POSTED", o.order, ln.line, ln.item, expected, [end_id],
-            f"{label} is a manual line with {fmt_qty(expected)} expected, but nothing was "
-            f"consumed when the order ended",
-        ))
-        return
-    rest = (posted - expected) - explained
-    if rest and abs(rest) > tolerance(expected, o.tolerance_pct):
-        ids = [e for _, _, e in ln.flush_events] + [end_id]
-        if rest > 0:
-            out.append(_mk(
-                "OVER_CONSUMPTION", o.order, ln.line, ln.item, rest, ids,
-                f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
-                f"{fmt_qty(rest)} over"
-                + (" (beyond the tolerance of " + fmt_qty(o.tolerance_pct) + " %)"
-                   if o.tolerance_pct else ""),
-            ))
-        else:
-            out.append(_mk(
-                "UNDER_CONSUMPTION", o.order, ln.line, ln.item, -rest, ids,
-                f"{label} posted {fmt_qty(posted)} against {fmt_qty(expected)} expected: "
-                f"{fmt_qty(-rest)} under"
-                + (" (beyond the tolerance of " + fmt_qty(o.tolerance_pct) + " %)"
-                   if o.tolerance_pct else ""),
-            ))
+def _not_posted(o, ln) -> bool:
+    return (o.ended is not None and ln.manual and ln.line is not None and ln.expected > 0
+            and ln.posted == 0)
 
 
-# --- order-level findings ----------------------------------------------------------------------
+def _rest(ln) -> Decimal:
+    """The variance no double flush or scrap shortfall explains (signed)."""
+    double = _double_qty(ln)
+    explained = double if double else -_short_qty(ln)
+    return (ln.posted - ln.expected) - explained
+
+
+def double_flush(o, ln) -> Finding | None:
+    """DOUBLE_FLUSH: two or more trigger kinds flushed the line and posted > expected."""
+    qty = _double_qty(ln)
+    if not qty:
+        return None
+    return _mk(
+        "DOUBLE_FLUSH", o.order, ln.line, ln.item, qty,
+        [e for k, _, e in ln.flush_events if k in _RULE_TRIGGERS],
+        f"{_line_label(ln)} flushed {fmt_qty(ln.posted)} against {fmt_qty(ln.expected)} "
+        f"expected: {_describe_triggers(ln.flush_events, ln.op)} both flushed it",
+    )
+
+
+def scrap_shortfall(o, ln) -> Finding | None:
+    """SCRAP_SHORTFALL: error units reported, a good-only trigger left their share unflushed."""
+    short = _short_qty(ln)
+    if short <= 0:
+        return None
+    good_ids = [e for _, e in ln.good_basis_flushes]
+    devices = sorted({d for k, d, _ in ln.flush_events
+                      if any(k == gk for gk, _ in ln.good_basis_flushes) and d})
+    return _mk(
+        "SCRAP_SHORTFALL", o.order, ln.line, ln.item, short, good_ids,
+        f"{_line_label(ln)} posted {fmt_qty(ln.posted)} against {fmt_qty(ln.expected)} "
+        f"expected: error units were reported but {' and '.join(devices) or 'a trigger'} "
+        f"flushed on good quantity only, so the scrap's {fmt_qty(short)} was never consumed",
+    )
+
+
+def manual_not_posted(o, ln) -> Finding | None:
+    """MANUAL_NOT_POSTED: a manual line expected > 0 with nothing posted at the order's end."""
+    if not _not_posted(o, ln):
+        return None
+    return _mk(
+        "MANUAL_NOT_POSTED", o.order, ln.line, ln.item, ln.expected, [o.ended[0]],
+        f"{_line_label(ln)} is a manual line with {fmt_qty(ln.expected)} expected, but nothing "
+        "was consumed when the order ended",
+    )
+
+
+def _variance(o, ln, over: bool) -> Finding | None:
+    if o.ended is None or _not_posted(o, ln):
+        return None
+    rest = _rest(ln)
+    if not rest or (rest > 0) != over or abs(rest) <= tolerance(ln.expected, o.tolerance_pct):
+        return None
+    code, word = ("OVER_CONSUMPTION", "over") if over else ("UNDER_CONSUMPTION", "under")
+    return _mk(
+        code, o.order, ln.line, ln.item, abs(rest),
+        [e for _, _, e in ln.flush_events] + [o.ended[0]],
+        f"{_line_label(ln)} posted {fmt_qty(ln.posted)} against {fmt_qty(ln.expected)} "
+        f"expected: {fmt_qty(abs(rest))} {word}"
+        + (" (beyond the tolerance of " + fmt_qty(o.tolerance_pct) + " %)"
+           if o.tolerance_pct else ""),
+    )
+
+
+def over_consumption(o, ln) -> Finding | None:
+    """OVER_CONSUMPTION: any other variance above expected beyond tolerance, once ended."""
+    return _variance(o, ln, True)
+
+
+def under_consumption(o, ln) -> Finding | None:
+    """UNDER_CONSUMPTION: any other variance below expected beyond tolerance, once ended."""
+    return _variance(o, ln, False)
+
+
+# --- order-level findings: one small function per code, (order state) -> findings -----------
 
 
 def _line_for(o, item, location=None):
@@ -272,35 +314,24 @@ def _line_for(o, item, location=None):
 
 
 def _wip_left(o) -> list[tuple]:
-    """(op, units) left after each operation, with DESIGN §5's fallback for unreported ops."""
-    ops = o.ops
-    if not ops:
-        return []
-    finished = o.fin_good + o.fin_error
-
-    def good(op):
-        if o.op_reports.get(op, 0) > 0:
-            return o.op_good.get(op, ZERO)
-        return finished
-
+    """(op, info, units) left after each operation: the engine's ``waiting`` (DESIGN §5's
+    fallback for unreported operations, never negative), so WIP and findings agree."""
     out = []
-    for i, info in enumerate(ops):
-        nxt = o.units(ops[i + 1].op) if i + 1 < len(ops) else finished
-        left = good(info.op) - nxt
+    for info in o.ops:
+        left = o.waiting(info.op)
         if left > 0:
             out.append((info.op, info, left))
     return out
 
 
-def _order_findings(o, out: list) -> None:
-    for ln in o.all_lines():
-        _line_findings(o, ln, out)
-    # unresolved batches, per line and location
+def unresolved_batch(o) -> list[Finding]:
+    """UNRESOLVED_BATCH per line and location: tracked material taken with no batch."""
     groups: dict = {}
     for u in o.unresolved:
         g = groups.setdefault((u.line, u.item, u.location), [ZERO, []])
         g[0] += u.qty
         g[1].append(u.event_id)
+    out = []
     for (line, item, loc), (qty, ids) in groups.items():
         if qty <= 0:
             continue
@@ -310,29 +341,50 @@ def _order_findings(o, out: list) -> None:
             f"{label} is batch-tracked: {fmt_qty(qty)} flushed from {loc} with no batch "
             "on hand or put for the order to take it from", loc,
         ))
-    if o.ended is not None:
-        end_id = o.ended[0]
-        for r in o.residual_at_end:
-            ln = _line_for(o, r.item, r.location)
-            out.append(_mk(
-                "RESIDUAL_AT_INPUT", o.order, ln.line if ln else None, r.item, r.qty,
-                list(r.put_events) + [r.end_event],
-                f"{fmt_qty(r.qty)} {r.item} put for the order was still at "
-                f"{r.location} when the order ended", r.location,
-            ))
-        for op, info, left in _wip_left(o):
-            nxt = next((x.op for x in o.ops if x.op > op), None)
-            where = (f"waiting for operation {nxt}" if nxt is not None
-                     else "not reported as finished")
-            at = f" at {info.output_location}" if info.output_location else ""
-            out.append(_mk(
-                "WIP_NOT_CLEARED", o.order, None, o.item, left, [end_id],
-                f"{fmt_qty(left)} units good at operation {op} were still {where}{at} "
-                "when the order ended", str(op),
-            ))
+    return out
+
+
+def residual_at_input(o) -> list[Finding]:
+    """RESIDUAL_AT_INPUT per item, location and batch, once the order is ended."""
+    if o.ended is None:
+        return []
+    out = []
+    for r in o.residual_at_end:
+        ln = _line_for(o, r.item, r.location)
+        b = f" batch {r.batch}" if r.batch else ""
+        out.append(_mk(
+            "RESIDUAL_AT_INPUT", o.order, ln.line if ln else None, r.item, r.qty,
+            list(r.put_events) + [r.end_event],
+            f"{fmt_qty(r.qty)} {r.item}{b} put for the order was still at "
+            f"{r.location} when the order ended", f"{r.location}\t{r.batch or ''}",
+        ))
+    return out
+
+
+def wip_not_cleared(o) -> list[Finding]:
+    """WIP_NOT_CLEARED per operation with units left after it, once the order is ended."""
+    if o.ended is None:
+        return []
+    out = []
+    for op, info, left in _wip_left(o):
+        nxt = next((x.op for x in o.ops if x.op > op), None)
+        where = (f"waiting for operation {nxt}" if nxt is not None
+                 else "not reported as finished")
+        at = f" at {info.output_location}" if info.output_location else ""
+        out.append(_mk(
+            "WIP_NOT_CLEARED", o.order, None, o.item, left, [o.ended[0]],
+            f"{fmt_qty(left)} units good at operation {op} were still {where}{at} "
+            "when the order ended", str(op),
+        ))
+    return out
+
+
+def out_of_sequence(o) -> list[Finding]:
+    """OUT_OF_SEQUENCE per reason and operation (qty: units beyond the order quantity)."""
     oos: dict = {}
     for r in o.out_of_sequence:
         oos.setdefault((r.reason, r.op), []).append(r.event_id)
+    out = []
     for (reason, op), ids in oos.items():
         qty = ZERO
         if reason == "beyond order qty":
@@ -354,9 +406,11 @@ def _order_findings(o, out: list) -> None:
         }.get(reason, f"{times} out of sequence on {what}: {reason}")
         out.append(_mk("OUT_OF_SEQUENCE", o.order, None, o.item, qty, ids, text,
                        f"{op} {reason}"))
+    return out
 
 
-def _negative_findings(engine, orders: set | None, out: list) -> None:
+def negative_on_hand(engine, orders: set | None) -> list[Finding]:
+    """NEGATIVE_ON_HAND per order, item, location and batch (deepest point)."""
     groups: dict = {}
     for r in engine.negative_onhand:
         if orders is not None and r.order not in orders:
@@ -365,6 +419,7 @@ def _negative_findings(engine, orders: set | None, out: list) -> None:
         g = groups.setdefault((r.order, item, loc, batch), [ZERO, []])
         g[0] = max(g[0], -r.balance)
         g[1].append(r.event_id)
+    out = []
     for (order, item, loc, batch), (depth, ids) in groups.items():
         o = engine.order_state(order) if order is not None else None
         ln = _line_for(o, item, loc) if o is not None else None
@@ -380,6 +435,24 @@ def _negative_findings(engine, orders: set | None, out: list) -> None:
             f"on-hand of {item}{b} at {loc} went {fmt_qty(depth)} below zero: {why}",
             f"{loc} {batch}",
         ))
+    return out
+
+
+#: The registry: code -> check. POLICY_OVERLAP is ``policy_overlaps`` (rules, not history).
+LINE_CHECKS = {
+    "DOUBLE_FLUSH": double_flush,
+    "SCRAP_SHORTFALL": scrap_shortfall,
+    "MANUAL_NOT_POSTED": manual_not_posted,
+    "OVER_CONSUMPTION": over_consumption,
+    "UNDER_CONSUMPTION": under_consumption,
+}
+ORDER_CHECKS = {
+    "UNRESOLVED_BATCH": unresolved_batch,
+    "RESIDUAL_AT_INPUT": residual_at_input,
+    "WIP_NOT_CLEARED": wip_not_cleared,
+    "OUT_OF_SEQUENCE": out_of_sequence,
+}
+GLOBAL_CHECKS = {"NEGATIVE_ON_HAND": negative_on_hand}
 
 
 def findings(engine, order: str | None = None, codes: Iterable[str] | None = None
@@ -394,17 +467,30 @@ def findings(engine, order: str | None = None, codes: Iterable[str] | None = Non
 
 def findings_of_orders(engine, orders: set | None, codes: Iterable[str] | None = None
                        ) -> list[Finding]:
-    """Findings of the orders in ``orders`` (None: every order, and stock moves of none)."""
+    """Findings of the orders in ``orders`` (None: every order, and stock moves of none).
+
+    Only the checks of ``codes`` run (all when None).
+    """
+    keep = None if codes is None else set(codes)
+    line_checks = [f for c, f in LINE_CHECKS.items() if keep is None or c in keep]
+    order_checks = [f for c, f in ORDER_CHECKS.items() if keep is None or c in keep]
     out: list[Finding] = []
     names = engine.orders() if orders is None else sorted(orders)
     for k in names:
         o = engine.order_state(k)
-        if o is not None:
-            _order_findings(o, out)
-    _negative_findings(engine, orders, out)
-    if codes is not None:
-        keep = set(codes)
-        out = [f for f in out if f.code in keep]
+        if o is None:
+            continue
+        if line_checks:
+            for ln in o.all_lines():
+                for check in line_checks:
+                    f = check(o, ln)
+                    if f is not None:
+                        out.append(f)
+        for check in order_checks:
+            out.extend(check(o))
+    for c, check in GLOBAL_CHECKS.items():
+        if keep is None or c in keep:
+            out.extend(check(engine, orders))
     out.sort(key=sort_key)
     return out
 

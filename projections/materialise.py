@@ -25,12 +25,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from backflush.ledger.codec import replay_dict
 from backflush.ledger.store import Cursor, Ledger, to_us
-from backflush.projections.engine import Replay
+
+if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay runs
+    from backflush.projections.engine import Replay
 
 ENGINE_VERSION = "6"  # bump when the engine's rules change: stored projections rebuild
 
@@ -217,6 +218,8 @@ class _Writer:
 
 def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
     """Stored events as the engine wants them, in (at, seq) order, streamed."""
+    from backflush.ledger.codec import replay_dict
+
     loads = orjson.loads
     for row in ledger.iter_rows(by="at", **filters):
         yield replay_dict(loads(row["state"])["e"], row["seq"])
@@ -298,6 +301,8 @@ def _rebuild(ledger: Ledger, progress: Callable[[int], None] | None) -> int:
             cur.execute(f"DELETE FROM {t}")
         cur.execute("DELETE FROM bf_proj")
         cur.execute("DELETE FROM bf_proj_blob")
+        from backflush.projections.engine import Replay
+
         engine = Replay(reversible=_reversal_targets(cur))
         writer = _Writer(cur)
         retire = _retirement_plan(cur)
@@ -315,6 +320,8 @@ def _apply_rows(
     progress: Callable[[int], None] | None,
     retire: list[tuple[int, str]] | None = None,
 ) -> tuple[int, int, tuple[int, int]]:
+    from backflush.ledger.codec import replay_dict
+
     n = 0
     last_seq = seq_gt or 0
     high = (0, 0)  # (at_us, seq) of the last event applied: the next one must not be older

@@ -231,8 +231,27 @@ def test_demo_runs_from_a_fresh_ledger(tmp_path):
     assert "DOUBLE_FLUSH" in r.output and "SCRAP_SHORTFALL" in r.output
     assert "audit P001T-2" in r.output and "what if" in r.output
     r = invoke(str(path), "demo")  # again: the old ledger is replaced, not appended to
-    assert r.exit_code == 0 and "removed the existing ledger" in r.output
+    assert r.exit_code == 0 and "replaced the previous demo ledger" in r.output
     assert "0 findings as recorded" not in r.output
+
+
+def test_demo_never_deletes_a_ledger_it_did_not_create(tmp_path, monkeypatch):
+    """Issue 9: `BACKFLUSH_DB=prod.db backflush demo` used to wipe prod.db."""
+    prod = tmp_path / "prod.db"
+    staged = Path(__file__).resolve().parents[1] / "examples/002-staged-backflush/events.jsonl"
+    assert invoke(str(prod), "import", str(staged)).exit_code == 0
+    before = invoke(str(prod), "export").output
+    r = invoke(str(prod), "demo")  # --db given explicitly: refused without --force
+    assert r.exit_code == 2 and "--force" in r.output
+    assert invoke(str(prod), "export").output == before
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BACKFLUSH_DB", str(prod))
+    r = CliRunner().invoke(cli, ["demo"])  # the env var is ignored: the demo's own file
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "backflush-demo.db").exists() and "backflush-demo.db" in r.output
+    assert invoke(str(prod), "export").output == before
+    r = invoke(str(prod), "demo", "--force")
+    assert r.exit_code == 0 and "DOUBLE_FLUSH" in r.output
 
 
 def test_demo_refuses_to_delete_a_non_ledger(tmp_path):

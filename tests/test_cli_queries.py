@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -132,3 +134,95 @@ def test_bad_policy_file_names_file_and_field(db, tmp_path):
     p.write_text('{"rules": [{"trigger": "finish", "flush": ["finish"], "devcie": "mobile"}]}')
     out = run(db, "consumption", "--order", "P001T-2", "--policy", str(p), code=2)
     assert f"{p}:1: rules[0].devcie: unknown field" in out
+
+
+# --- short processes and streaming (issue 7 items 4 and 5) ----------------------------------
+
+PROBE = """
+import sys
+sys.argv = ["backflush", *sys.argv[1:]]
+from backflush.cli.main import main
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+heavy = [m for m in ("pydantic", "eventsourcing.application", "psycopg", "hypothesis",
+                     "backflush.projections.engine", "backflush.ledger.events",
+                     "backflush.ledger.importer") if m in sys.modules]
+print("HEAVY", ",".join(heavy), file=sys.stderr)
+"""
+
+
+def _heavy_modules(*args: str) -> set[str]:
+    p = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stderr.splitlines() if x.startswith("HEAVY")][-1]
+    return set(filter(None, line.removeprefix("HEAVY").strip().split(",")))
+
+
+def test_version_loads_no_ledger_module():
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "backflush", "--version"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "backflush, version" in p.stdout
+    loaded = {line.split("|")[-1].strip() for line in p.stderr.splitlines()}
+    assert not {m for m in loaded if m.startswith(("backflush.ledger", "backflush.projections",
+                                                   "eventsourcing", "pydantic"))}
+
+
+def test_queries_on_a_caught_up_ledger_load_no_engine(db):
+    run(db, "onhand")  # catch up once
+    for args in (["onhand", "--at", "2026-11-03T12:00:00Z"], ["wip", "--at", "2026-11-03"],
+                 ["onhand", "--item", "WHS6", "--json"]):
+        assert _heavy_modules("--db", db, *args) == set(), args
+
+
+def test_events_stream_in_every_format(db):
+    rows = json.loads(run(db, "events", "--json"))
+    assert len(rows) > 50 and rows == sorted(rows, key=lambda r: (r["at"], r["seq"]))
+    assert json.loads(run(db, "events", "--json", "--type", "Reversal")) == []
+    csv_rows = list(csv.DictReader(io.StringIO(run(db, "events", "--csv"))))
+    assert [r["id"] for r in csv_rows] == [r["id"] for r in rows]
+    table = run(db, "events").splitlines()
+    # header (2 lines), one line per event, then one provenance footer after "--"
+    assert table.count("--") == 1
+    body = table[: table.index("--")]
+    assert table[0].split()[:3] == ["seq", "stream", "version"] and len(body) == len(rows) + 2
+    assert any(line.startswith("# ") for line in table[table.index("--"):])
+
+
+def test_events_and_export_are_iterators_not_lists(db):
+    import backflush
+
+    with backflush.Ledger(db) as ledger:
+        events, lines = ledger.events(), ledger.export()
+        assert iter(events) is events and iter(lines) is lines
+        first = next(events)
+        assert first["seq"] and json.loads(next(lines))["id"]
+
+
+def test_events_streams_past_the_chunk_size(tmp_path, monkeypatch):
+    from backflush.cli import ledger_cmds
+
+    monkeypatch.setattr(ledger_cmds, "STREAM_CHUNK", 7)
+    path = str(tmp_path / "l.db")
+    assert CliRunner().invoke(cli, ["--db", path, "import", str(STAGED)]).exit_code == 0
+    table = run(path, "events").splitlines()
+    assert table[0].startswith(" seq") or table[0].lstrip().startswith("seq")
+    assert sum(1 for line in table if line.lstrip().startswith("seq")) == 1  # one header
+    assert table.count("--") == 1  # one provenance footer, at the end
+    body = table[: table.index("--")]
+    assert len(body) == len(json.loads(run(path, "events", "--json"))) + 2
+    assert len(list(csv.DictReader(io.StringIO(run(path, "events", "--csv"))))) == len(body) - 2
+    meta = json.loads(run(path, "events", "--json", "--meta"))
+    assert meta["meta"]["backflush"] and len(meta["rows"]) == len(body) - 2
+    nl = run(path, "events", "--nl", "--meta").splitlines()
+    assert "meta" in json.loads(nl[0]) and len(nl) == len(body) - 1
+
+
+def test_a_command_moved_to_another_module_still_runs(db):
+    """main() loads only the mapped module, but everything when the map is out of date."""
+    code = ("import sys; import backflush.cli.main as m; m.COMMAND_HOME['verify'] = 'tools'; "
+            f"sys.argv = ['backflush', '--db', {db!r}, 'verify']; m.main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("ok:"), p.stderr

@@ -1,12 +1,13 @@
-"""Hypothesis properties of the replay engine, on histories from projections/strategies.py."""
+"""Hypothesis properties of the replay engine, on histories from backflush.testing.strategies."""
 
 from collections import defaultdict
 from decimal import Decimal
 
 from backflush.projections.engine import Replay
-from backflush.projections.strategies import histories, policies, split_histories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from backflush.testing.strategies import histories, policies, split_histories
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -248,7 +248,8 @@ def test_unresolved_batch(tmp_path):
     rows = found(tmp_path, _batch_history(None))
     f = one(rows, "UNRESOLVED_BATCH")
     assert (f["line"], f["item"], D(f["qty"])) == (10, "BAT", 10)
-    assert "NEGATIVE_ON_HAND" in codes(rows)
+    # the engine's documented decision: the unresolved take is not also NEGATIVE_ON_HAND
+    assert codes(rows) == ["UNRESOLVED_BATCH"]
 
 
 def test_unresolved_batch_absent_with_batch_on_hand(tmp_path):
@@ -333,7 +334,8 @@ def test_code_and_order_filters(tmp_path):
     h = h_double(False)
     assert codes(found(tmp_path, h, "--code", "double_flush")) == ["DOUBLE_FLUSH"]
     (tmp_path / "b").mkdir()
-    assert found(tmp_path / "b", h, "--order", "NOPE") == []
+    r = run(tmp_path / "b", h, "--json", "--order", "NOPE")  # issue 9: never a clean bill
+    assert r.exit_code == 2 and "unknown order 'NOPE'" in r.output
 
 
 def test_unknown_code_is_bad_input(tmp_path):

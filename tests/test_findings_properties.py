@@ -1,4 +1,4 @@
-"""Properties of findings over generated histories (projections.strategies)."""
+"""Properties of findings over generated histories (backflush.testing.strategies)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import timedelta
 from backflush.projections.engine import Replay
 from backflush.projections.findings import findings, policy_overlaps
 from backflush.projections.rules import default_rules
-from backflush.projections.strategies import BASE_TIME, histories, normalise, policies
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
+from backflush.testing.strategies import BASE_TIME, histories, normalise, policies
 
 
 @given(histories(parameters=False), policies())

@@ -434,6 +434,24 @@ def test_import_dash_reads_standard_input_and_names_it_in_errors(tmp_path):
         assert ledger.count() == 3
 
 
+def test_failed_import_from_standard_input_leaves_no_new_ledger(tmp_path):
+    db = tmp_path / "new.db"
+    bad = json.dumps(VALID[0]) + "\n" + json.dumps({"type": "Bogus"}) + "\n"
+    r = CliRunner().invoke(cli, ["--db", str(db), "import", "-"], input=bad)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[0].startswith("<stdin>:2: type:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_future_dated_events_from_standard_input_are_counted(tmp_path):
+    """Standard input cannot be read twice to name the lines: the stored ones are counted."""
+    db = str(tmp_path / "stdin.db")
+    ahead = dict(VALID[0], id="ahead", at="2099-06-01T06:00:00Z")
+    r = CliRunner().invoke(cli, ["--db", db, "import", "-"], input=json.dumps(ahead) + "\n")
+    assert r.exit_code == 0, r.output
+    assert "warning: 1 event dated more than" in r.stderr
+
+
 def test_lines_are_split_alike_whatever_the_read_size(monkeypatch):
     """The chunked reader numbers lines and drops overlong ones across chunk boundaries."""
     import io

@@ -266,8 +266,8 @@ def test_events_filters_by_order_and_type(db_url, tmp_path):
     body = r.stdout.strip().splitlines()
     assert len(body) == 2 and "rt-21" in body[1] and "rt-10" not in r.stdout
 
-    r = run(db_url, "events", "--order", "NOPE", "--json")
-    assert r.exit_code == 0 and orjson.loads(r.stdout) == []
+    r = run(db_url, "events", "--order", "NOPE", "--json")  # issue 9: unknown is an error
+    assert r.exit_code == 2 and "unknown order 'NOPE'" in r.stderr
 
     r = run(db_url, "events", "--type", "Teleported")
     assert r.exit_code == 2

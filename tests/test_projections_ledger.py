@@ -15,9 +15,10 @@ from backflush.ledger.importer import run_import
 from backflush.ledger.store import Ledger, to_us
 from backflush.projections import asof, materialise
 from backflush.projections.engine import Replay
-from backflush.projections.strategies import histories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from backflush.testing.strategies import histories
 
 PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

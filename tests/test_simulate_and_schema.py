@@ -27,7 +27,7 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path):
 
 def test_simulated_history_imports_and_its_faults_are_found(tmp_path):
     hist = _simulate(
-        tmp_path, "h.jsonl", "--orders", "6", "--seed", "1", "--fault", "double-flush"
+        tmp_path, "h.jsonl", "--orders", "6", "--seed", "1", "--fault", "double-flush:1"
     )
     db = str(tmp_path / "l.db")
     runner = CliRunner()

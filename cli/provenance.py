@@ -1,0 +1,236 @@
+"""Provenance of a report: which ledger, which backflush, when, as of what, under which
+policy, and whether the hash chains verified.
+
+Everything is read from click's current context (the root ``--db``, the command's
+``--at``/``--known-at``/``--policy`` parameters and the ledger the command opened), so the
+commands themselves need not pass anything: `backflush.cli.output.render` and the HTML audit
+ask for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import click
+
+from backflush import __version__
+
+_SECRET_PARAMS = {"password", "passfile", "sslpassword", "sslkey"}
+
+
+def redact_url(db: str) -> str:
+    """The ledger location fit to print: a URL's password (and password parameters) removed."""
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _SECRET_PARAMS])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def heads_digest(ledger: Any) -> tuple[str, int, int]:
+    """(sha256 over the sorted chain heads, number of streams, number of events).
+
+    A chain head is the hash of a stream's highest version; the digest is sha256 of the
+    lines ``"<stream> <hash>"`` sorted by stream, joined by newlines. Two reports with the
+    same digest were made from the same recorded history.
+    """
+    with ledger.transaction(commit=False) as cur:
+        heads = cur.execute(
+            "SELECT e.stream AS stream, e.hash AS hash FROM bf_events e JOIN"
+            " (SELECT stream, MAX(version) AS v FROM bf_events GROUP BY stream) m"
+            " ON e.stream = m.stream AND e.version = m.v"
+        ).fetchall()
+        count = cur.execute("SELECT COUNT(*) AS n FROM bf_events").fetchone()["n"]
+    lines = sorted(f"{r['stream']} {r['hash']}" for r in heads)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines), int(count)
+
+
+def _table_exists(ledger: Any, name: str) -> bool:
+    with ledger.transaction(commit=False) as cur:
+        if ledger.dialect == "postgres":
+            row = cur.execute("SELECT to_regclass(?) AS t", (name,)).fetchone()
+            return row["t"] is not None
+        row = cur.execute(
+            "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+
+def verify_status(ledger: Any, events_now: int) -> dict[str, Any]:
+    """The latest ``bf_verify`` row (written by every ``backflush verify``), if any."""
+    if not _table_exists(ledger, "bf_verify"):
+        return {"status": "not verified"}
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT verified_at, events, ok, heads FROM bf_verify"
+            " ORDER BY verified_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return {"status": "not verified"}
+    when = row["verified_at"]
+    if isinstance(when, int):  # microseconds since the epoch
+        when = datetime.fromtimestamp(when / 1_000_000, tz=UTC)
+    if isinstance(when, datetime):
+        when = when.isoformat()
+    ok = bool(row["ok"])
+    out: dict[str, Any] = {
+        "status": "ok" if ok else "FAILED",
+        "verified_at": when,
+        "events": int(row["events"]),
+        "heads": row["heads"],
+    }
+    if ok and int(row["events"]) != events_now:
+        out["status"] = "ok, but the ledger changed since"
+    return out
+
+
+def _when(v: Any, option: str) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.isoformat()
+    from backflush.cli.app import parse_when
+
+    try:
+        d = parse_when(str(v), option)
+    except click.ClickException:
+        return str(v)
+    return d.isoformat() if d is not None else None
+
+
+def _sha_of(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _policy(params: dict[str, Any], command: str | None) -> dict[str, Any]:
+    if command == "check" and params.get("file"):  # `policy check FILE`: no replay at all
+        return {"mode": "file checked", "file": str(params["file"]),
+                "sha256": _sha_of(str(params["file"]))}
+    pol = params.get("policy_file")
+    if pol is None:
+        pol = params.get("policy")
+    if pol is None:
+        return {"mode": "as recorded"}
+    if isinstance(pol, dict):  # already parsed by the command: name what we can
+        import orjson
+
+        loaded = _loaded_policy()
+        if loaded is not None:
+            return loaded
+        digest = hashlib.sha256(orjson.dumps(pol, default=str,
+                                             option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return {"mode": "what-if", "file": "(parsed parameters)", "sha256": digest}
+    source = getattr(pol, "source", None)
+    sha = getattr(pol, "sha256", None)
+    if source is None:
+        source = str(pol)
+        sha = _sha_of(source)
+    return {"mode": "what-if", "file": source, "sha256": sha}
+
+
+def _loaded_policy() -> dict[str, Any] | None:
+    ctx = click.get_current_context(silent=True)
+    pol = None if ctx is None else ctx.meta.get("backflush.policy")
+    if pol is None:
+        return None
+    return {"mode": "what-if", "file": pol.source, "sha256": pol.sha256}
+
+
+def note_policy(policy: Any) -> None:
+    """Remember the `Policy` the current command replays under (for its provenance)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["backflush.policy"] = policy
+
+
+def collect(ctx: click.Context | None = None) -> dict[str, Any]:
+    """Provenance of the current command's output, as a JSON-ready dict."""
+    ctx = ctx or click.get_current_context(silent=True)
+    generated = datetime.now(UTC).isoformat()
+    if ctx is None:
+        return {"backflush": __version__, "generated_at": generated}
+    root = ctx.find_root().obj or {}
+    params = ctx.params
+    out: dict[str, Any] = {
+        "ledger": redact_url(str(root.get("db", ""))),
+        "backflush": __version__,
+        "generated_at": generated,
+    }
+    # as-of and policy only for the commands that take them (moves has --from/--to instead)
+    if "at" in params or "known_at" in params:
+        # no --at means now (the API's default); no --known-at means everything recorded
+        out["at"] = _when(params.get("at"), "--at") or f"now ({generated})"
+        out["known_at"] = _when(params.get("known_at"), "--known-at")
+    out["policy"] = _policy(params, ctx.info_name)
+    for opt in ("from_", "to"):
+        if params.get(opt) is not None:
+            out[opt.rstrip("_")] = _when(params[opt], "--" + opt.rstrip("_"))
+    # the store the command opened (provenance never opens one itself: a read-only open
+    # decided by the command must stay read-only)
+    ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
+    if ledger is None:
+        out["verify"] = {"status": "ledger not opened"}
+        return out
+    try:
+        digest, streams, events = heads_digest(ledger)
+        out["heads_sha256"] = digest
+        out["streams"], out["events"] = streams, events
+        out["verify"] = verify_status(ledger, events)
+    except Exception as exc:  # provenance must never hide the answer it describes
+        out["verify"] = {"status": f"unknown ({type(exc).__name__})"}
+    return out
+
+
+def what_if_banner(meta: dict[str, Any]) -> str | None:
+    """The one-line what-if warning, or None when the recorded policy is in force."""
+    pol = meta.get("policy") or {}
+    if pol.get("mode") != "what-if":
+        return None
+    return (f"WHAT-IF: replayed under policy {pol['file']} sha256 {pol['sha256']}"
+            " - NOT the recorded policy")
+
+
+def verify_text(meta: dict[str, Any]) -> str:
+    """``verified ok 2026-11-03T…, 120 events`` or ``not verified``."""
+    v = meta.get("verify") or {}
+    if "verified_at" not in v:
+        return v.get("status", "not verified")
+    return f"verify {v['status']} at {v['verified_at']} ({v['events']} events)"
+
+
+def footer_lines(meta: dict[str, Any]) -> list[str]:
+    """Provenance as short human lines (the table footer and the HTML header use them)."""
+    asof = []
+    if "at" in meta or "known_at" in meta:
+        asof = [f"at {meta.get('at') or 'now'}", f"known-at {meta.get('known_at') or 'now'}"]
+    if meta.get("from"):
+        asof.append(f"from {meta['from']}")
+    if meta.get("to"):
+        asof.append(f"to {meta['to']}")
+    pol = meta.get("policy") or {}
+    mode = pol.get("mode", "as recorded")
+    policy = mode if "file" not in pol else f"{mode} {pol['file']} sha256 {pol['sha256']}"
+    if mode == "what-if":
+        policy = f"WHAT-IF {pol['file']} sha256 {pol['sha256']}"
+    lines = [
+        f"ledger {meta.get('ledger', '?')} · backflush {meta['backflush']} · "
+        f"generated {meta['generated_at']}",
+        " · ".join([*asof, f"policy {policy}"]),
+    ]
+    chain = verify_text(meta)
+    if meta.get("heads_sha256"):
+        chain += f" · chain heads sha256 {meta['heads_sha256']} ({meta['events']} events)"
+    lines.append(chain)
+    return lines

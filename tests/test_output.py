@@ -1,0 +1,184 @@
+"""Output people can use: --tsv/--nl/--meta, flat CSV, formula-safe cells, escaped and
+terminal-fitting tables, severity markers, findings --summary (issue 9 item 4, issue 11 item 7).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from backflush.cli.main import cli
+from backflush.cli.output import (
+    escape_text,
+    spreadsheet_safe,
+    to_csv,
+    to_table,
+    use_colour,
+)
+from click.testing import CliRunner
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TERMINALS = EXAMPLES / "001-terminals-and-scanner" / "events.jsonl"
+
+
+def run(db: str, *args: str, code: int = 0, env: dict | None = None) -> str:
+    r = CliRunner().invoke(cli, ["--db", db, *args], env=env)
+    assert r.exit_code == code, (r.output, r.exception)
+    return r.stdout
+
+
+@pytest.fixture
+def db(db_url: str) -> str:
+    run(db_url, "import", str(TERMINALS))
+    return db_url
+
+
+EVIL = [
+    "=HYPERLINK(\"http://x\",\"click\")",
+    "+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\tTAB",
+    "\rCR",
+]
+
+
+@pytest.mark.parametrize("text", EVIL)
+def test_formula_cells_are_prefixed(text: str) -> None:
+    assert spreadsheet_safe(text, numeric=False) == "'" + text
+    out = to_csv([{"item": text, "qty": Decimal("-5")}], ["item", "qty"])
+    row = list(csv.reader(io.StringIO(out, newline="")))[1]
+    assert row == ["'" + text, "-5"]
+
+
+def test_numbers_stay_numbers() -> None:
+    # A negative quantity is a number to a spreadsheet, not a formula: left as is.
+    assert spreadsheet_safe("-5", numeric=True) == "-5"
+    assert spreadsheet_safe("-5", numeric=False) == "-5"
+    assert spreadsheet_safe("-5.25", numeric=False) == "-5.25"
+    assert spreadsheet_safe("-5 apples", numeric=False) == "'-5 apples"
+    assert spreadsheet_safe("plain", numeric=False) == "plain"
+
+
+def test_csv_has_no_json_and_flattens(db: str) -> None:
+    out = run(db, "consumption", "--order", "P001T-2", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and "by_trigger" not in rows[0]
+    assert {"by_trigger.finish", "by_trigger.operation"} <= set(rows[0])
+    assert not any(c.startswith(("{", "[")) for r in rows for c in r.values())
+    as_json = json.loads(run(db, "consumption", "--order", "P001T-2", "--json"))
+    for j, c in zip(as_json, rows, strict=True):
+        for k, v in j["by_trigger"].items():
+            assert c[f"by_trigger.{k}"] == v
+    # lists (finding event ids) are joined, not JSON
+    f = list(csv.DictReader(io.StringIO(run(db, "findings", "--csv"))))
+    fj = json.loads(run(db, "findings", "--json"))
+    assert [r["events"] for r in f] == [";".join(x["events"]) for x in fj]
+
+
+def test_tsv_round_trips(db: str) -> None:
+    out = run(db, "findings", "--tsv")
+    lines = out.rstrip("\n").split("\n")
+    head = lines[0].split("\t")
+    assert head == ["code", "severity", "order", "line", "item", "qty", "events", "message"]
+    fj = json.loads(run(db, "findings", "--json"))
+    assert len(lines) == len(fj) + 1
+    for line, j in zip(lines[1:], fj, strict=True):
+        cells = dict(zip(head, line.split("\t"), strict=True))
+        assert cells["code"] == j["code"] and cells["qty"] == j["qty"]
+
+
+def test_tsv_escapes_tabs_and_newlines() -> None:
+    out = to_csv([{"a": "x\ty\nz\\"}], ["a"], "\t")
+    assert out == "a\nx\\ty\\nz\\\\\n"
+
+
+def test_nl_and_meta(db: str) -> None:
+    out = run(db, "onhand", "--nl")
+    objs = [orjson.loads(x) for x in out.splitlines()]
+    assert objs == json.loads(run(db, "onhand", "--json"))
+    out = run(db, "onhand", "--nl", "--meta").splitlines()
+    meta = orjson.loads(out[0])
+    assert list(meta) == ["meta"] and meta["meta"]["events"] == 33
+    assert [orjson.loads(x) for x in out[1:]] == objs
+    wrapped = json.loads(run(db, "onhand", "--json", "--meta"))
+    assert set(wrapped) == {"meta", "rows"} and wrapped["rows"] == objs
+    run(db, "onhand", "--csv", "--meta", code=2)
+    run(db, "onhand", "--csv", "--tsv", code=2)
+    run(db, "onhand", "--json", "--nl", code=2)
+
+
+def test_table_escapes_control_and_bidi() -> None:
+    rows = [
+        {"item": "A\x1b[2J\x1b[HALL GOOD", "location": "L", "qty": Decimal(1)},
+        {"item": "B\nC  fake-row  99", "location": "L\u202eX", "qty": Decimal(2)},
+        {"item": "D\u2066\x07\x9b", "location": "L", "qty": Decimal(3)},
+    ]
+    out = to_table(rows, ["item", "location", "qty"], width=200)
+    assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out and "\x9b" not in out
+    assert len(out.splitlines()) == 2 + len(rows)  # no forged row
+    assert "\\x1b[2J" in out and "\\n" in out and "\\u202e" in out and "\\u2066" in out
+    assert escape_text("plain – ünïcode") == "plain – ünïcode"
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_tables_fit_the_terminal(db: str, width: int) -> None:
+    env = {"COLUMNS": str(width)}
+    for args in (["findings"], ["consumption", "--order", "P001T-2"], ["onhand"],
+                 ["events"], ["findings", "--summary"]):
+        out = run(db, *args, env=env)
+        long = [x for x in out.splitlines() if len(x) > width]
+        assert not long, (args, width, long)
+    # wide enough: nothing is cut
+    if width >= 200:
+        assert "…" not in run(db, "onhand", env=env)
+
+
+def test_severity_markers_and_colour(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = run(db, "findings", env={"COLUMNS": "200"})
+    body = [x for x in out.splitlines()[2:] if x and not x.startswith(("#", "--", " "))]
+    assert body and all(" ERROR " in x or " WARN " in x or " info " in x for x in body)
+    assert "\x1b" not in out  # not a terminal: no colour
+    coloured = to_table([{"severity": "error", "code": "X"}], ["severity", "code"], 80, True)
+    assert "\x1b[1;31mERROR" in coloured
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Tty())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour(Tty())
+    assert not use_colour(io.StringIO())
+
+
+def test_findings_summary(db: str) -> None:
+    found = json.loads(run(db, "findings", "--json"))
+    expect = Counter((f["severity"], f["code"]) for f in found)
+    summary = json.loads(run(db, "findings", "--summary", "--json"))
+    assert {(s["severity"], s["code"]): s["count"] for s in summary} == dict(expect)
+    assert sum(s["count"] for s in summary) == len(found) > 0
+    rows = list(csv.DictReader(io.StringIO(run(db, "findings", "--summary", "--csv"))))
+    assert [(r["code"], int(r["count"])) for r in rows] == [
+        (s["code"], s["count"]) for s in summary
+    ]
+    nl = [orjson.loads(x) for x in run(db, "findings", "--summary", "--nl").splitlines()]
+    assert nl == summary
+    table = run(db, "findings", "--summary")
+    assert "DOUBLE_FLUSH" in table and "count" in table.splitlines()[0]
+    # --fail-on still applies to the summary
+    run(db, "findings", "--summary", "--fail-on", "error", code=1)
+
+
+def test_escape_lines_keeps_only_the_line_breaks() -> None:
+    from backflush.cli.output import escape_lines
+
+    out = escape_lines("Order A\x1b[2J\nline 10 \u202eX\tY")
+    assert out.split("\n") == ["Order A\\x1b[2J", "line 10 \\u202eX\\tY"]

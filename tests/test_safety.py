@@ -1,0 +1,296 @@
+"""Nothing destroyed or invented by accident (issue 9 item 1), outputs never touch the ledger,
+operational errors exit 3 as one line, default ``--at`` is now (issue 11 items 6, 8, 10)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from backflush.cli.main import cli
+from click.testing import CliRunner
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+STAGED = EXAMPLES / "002-staged-backflush" / "events.jsonl"
+TERMINALS = EXAMPLES / "001-terminals-and-scanner" / "events.jsonl"
+
+
+def run(db: str, *args: str):
+    return CliRunner().invoke(cli, ["--db", db, *args])
+
+
+@pytest.fixture
+def ledger(db_url):
+    for f in (STAGED, TERMINALS):
+        r = run(db_url, "import", str(f))
+        assert r.exit_code == 0, r.output
+    return db_url
+
+
+# --- reads never create a ledger -------------------------------------------------------------
+
+READS = [
+    ["onhand"], ["wip"], ["hours"], ["findings", "--fail-on", "error"], ["events"], ["export"],
+    ["verify"], ["audit", "P1"], ["consumption", "--order", "P1"], ["policy", "check"],
+    ["rebuild"],
+]
+
+
+@pytest.mark.parametrize("args", READS, ids=lambda a: a[0])
+def test_read_on_a_missing_path_is_an_error_and_creates_nothing(tmp_path, args):
+    db = tmp_path / "typo.db"
+    r = run(str(db), *args)
+    assert r.exit_code == 2, r.output
+    assert "import first or pass --db" in r.stderr
+    assert "Traceback" not in r.output
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_failed_import_leaves_no_new_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "ItemDefined", "at": "2026-01-01T00:00:00Z", "item": "A"}\n'
+                   '{"type": "Nope", "at": "2026-01-01T00:00:00Z"}\n')
+    db = tmp_path / "new.db"
+    r = run(str(db), "import", str(bad))
+    assert r.exit_code == 2 and f"{bad}:2: type" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.jsonl"]
+    # A dry run on a new path leaves nothing either; a good import then creates the ledger.
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"type": "ItemDefined", "at": "2026-01-01T00:00:00Z", "item": "A"}\n')
+    assert run(str(db), "import", "--dry-run", str(good)).exit_code == 0
+    assert not db.exists()
+    assert run(str(db), "import", str(good)).exit_code == 0 and db.exists()
+
+
+def test_failed_import_keeps_an_existing_ledger(tmp_path):
+    db = tmp_path / "l.db"
+    assert run(str(db), "import", str(STAGED)).exit_code == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json}\n")
+    assert run(str(db), "import", str(bad)).exit_code == 2
+    assert db.exists() and run(str(db), "onhand", "--item", "WHS6").exit_code == 0
+
+
+# --- every filter value the ledger never saw: exit 2 with a did-you-mean ---------------------
+
+UNKNOWN = [
+    (["findings", "--order", "p001t-2"], "unknown order 'p001t-2'", "P001T-2"),
+    (["findings", "--order", "P001T-3"], "unknown order 'P001T-3'", "P001T-2"),
+    (["findings", "--code", "dubble_flush"], "unknown finding code", "DOUBLE_FLUSH"),
+    (["events", "--order", "P002-9"], "unknown order 'P002-9'", "P002-1"),
+    (["events", "--type", "orderreleased"], "--type: unknown event type", "OrderReleased"),
+    (["export", "--order", "p002-1"], "unknown order 'p002-1'", "P002-1"),
+    (["onhand", "--item", "whs6"], "--item: unknown item 'whs6'", "WHS6"),
+    (["onhand", "--location", "BULK-1"], "--location: unknown location", "BULK-01"),
+    (["wip", "--resource", "assy-002"], "--resource: unknown resource", "ASSY-002"),
+    (["consumption", "--order", "P002-3"], "unknown order", "P002-"),
+    (["hours", "--order", "P002-3"], "unknown order", "P002-"),
+    (["hours", "--resource", "T-CUTT"], "--resource: unknown resource", "T-CUT"),
+    (["audit", "p002-2"], "unknown order 'p002-2'", "P002-2"),
+]
+
+
+@pytest.mark.parametrize("args,message,hint", UNKNOWN, ids=lambda v: str(v))
+def test_unknown_filter_value_is_an_error_with_did_you_mean(ledger, args, message, hint):
+    r = run(ledger, *args, *(["--fail-on", "error"] if args[0] == "findings" else []))
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "did you mean" in r.stderr and hint in r.stderr
+    assert r.stdout == ""
+
+
+def test_known_filter_values_with_no_rows_are_fine(ledger):
+    # A real item at a time before anything was received: no rows, not an error.
+    r = run(ledger, "onhand", "--item", "WHS6", "--at", "2026-01-01T00:00:00Z", "--json")
+    assert r.exit_code == 0 and orjson.loads(r.stdout) == []
+    r = run(ledger, "events", "--order", "P002-1", "--type", "Reversal", "--json")
+    assert r.exit_code == 0 and orjson.loads(r.stdout) == []
+
+
+def test_never_seen_name_without_a_close_one(ledger):
+    r = run(ledger, "onhand", "--item", "ZZZZZZZZZZ")
+    assert r.exit_code == 2 and "never seen" in r.stderr
+
+
+# --- outputs never touch the ledger ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_outputs_refuse_the_ledger_files(tmp_path, suffix):
+    db = tmp_path / "l.db"
+    assert run(str(db), "import", str(STAGED)).exit_code == 0
+    before = run(str(db), "export").stdout_bytes
+    target = str(db) + suffix
+    for args in (["audit", "P002-1", "--html", target], ["export", "-o", target],
+                 ["simulate", "--orders", "1", "-o", target]):
+        r = run(str(db), *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "refusing to overwrite" in r.stderr
+        assert db.read_bytes().startswith(b"SQLite format 3\x00")
+    # The same file through another spelling of its path is refused too.
+    other = os.path.join(str(tmp_path), ".", "l.db")
+    assert run(str(db), "export", "-o", other).exit_code == 2
+    assert run(str(db), "export").stdout_bytes == before
+
+
+def test_outputs_are_written_whole_through_a_temporary_file(tmp_path):
+    db = tmp_path / "l.db"
+    assert run(str(db), "import", str(STAGED)).exit_code == 0
+    out = tmp_path / "out.jsonl"
+    assert run(str(db), "export", "-o", str(out)).exit_code == 0
+    assert out.read_bytes() == run(str(db), "export").stdout_bytes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# --- operational errors: one line, exit 3 ---------------------------------------------------
+
+
+def _cli(*args: str, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "backflush", *args], timeout=120, **kw)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full_on_output_exits_3_with_one_line(tmp_path):
+    db = str(tmp_path / "l.db")
+    assert run(db, "import", str(STAGED)).exit_code == 0
+    for args in (["export", "-o", "/dev/full"], ["simulate", "--orders", "3", "-o", "/dev/full"]):
+        p = _cli("--db", db, *args)
+        err = p.stderr.decode()
+        assert p.returncode == 3, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "No space left on device" in err
+    with open("/dev/full", "wb") as full:  # stdout itself is the full disk
+        p = _cli("--db", db, "events", "--json", stdout=full)
+    assert p.returncode == 3 and b"Traceback" not in p.stderr
+
+
+def test_closed_pipe_exits_3_without_traceback(tmp_path):
+    db = str(tmp_path / "l.db")
+    big = tmp_path / "sim.jsonl"
+    assert run(db, "simulate", "--orders", "30", "-o", str(big)).exit_code == 0
+    assert run(db, "import", str(big)).exit_code == 0
+    p = subprocess.Popen([sys.executable, "-m", "backflush", "--db", db, "events", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline()  # the first row arrives...
+    p.stdout.close()  # ...and the reader goes away, like `| head -1`
+    err = p.stderr.read().decode() if p.stderr else ""
+    assert p.wait(timeout=120) == 3
+    assert "Traceback" not in err and "broken pipe" in err
+
+
+@pytest.mark.slow  # eventsourcing's pool retries for its connect timeout (30 s) first
+def test_database_unavailable_exits_3(tmp_path):
+    p = _cli("--db", "postgresql://postgres@127.0.0.1:1/nothing", "onhand")
+    err = p.stderr.decode()
+    assert p.returncode == 3, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_not_a_database_is_bad_input(tmp_path):
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes, not a ledger\n" * 100)
+    r = run(str(notes), "onhand")
+    assert r.exit_code == 2 and "not a backflush ledger" in r.stderr
+    assert notes.read_text().startswith("my notes")
+
+
+# --- default --at is now; events far ahead of their recording are flagged -------------------
+
+
+def test_future_event_is_flagged_at_import_and_hidden_until_its_time(db_url, tmp_path):
+    soon = datetime.now(UTC) + timedelta(hours=2)  # inside the margin: no warning
+    later = datetime(2030, 6, 1, 8, tzinfo=UTC)
+    lines = [
+        {"type": "ItemDefined", "at": "2026-01-01T00:00:00Z", "id": "f1", "item": "A"},
+        {"type": "InventoryReceived", "at": "2026-01-02T00:00:00Z", "id": "f2", "item": "A",
+         "qty": 5, "location": "L"},
+        {"type": "InventoryReceived", "at": soon.isoformat(), "id": "f3", "item": "A",
+         "qty": 1, "location": "L"},
+        {"type": "InventoryReceived", "at": later.isoformat(), "id": "f4", "item": "A",
+         "qty": 100, "location": "L"},
+    ]
+    src = tmp_path / "future.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    r = run(db_url, "import", str(src))
+    assert r.exit_code == 0, r.output
+    warnings = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
+    assert len(warnings) == 1 and f"{src}:4: at:" in warnings[0]
+    now_rows = orjson.loads(run(db_url, "onhand", "--item", "A", "--json").stdout)
+    assert [r["qty"] for r in now_rows] == ["5"]
+    then = orjson.loads(run(db_url, "onhand", "--item", "A", "--json", "--at", "2030-06-02")
+                        .stdout)
+    assert [r["qty"] for r in then] == ["106"]
+    assert [e["id"] for e in orjson.loads(run(db_url, "events", "--json").stdout)] == \
+        ["f1", "f2"]
+    # Re-importing the same file appends nothing, and says so without a warning flood.
+    assert run(db_url, "import", str(src)).exit_code == 0
+
+
+def test_help_documents_exit_codes():
+    r = CliRunner().invoke(cli, ["--help"])
+    assert "Exit codes" in r.output and "3  operational error" in r.output
+
+
+def test_many_future_events_give_a_bounded_warning(tmp_path):
+    lines = [{"type": "ItemDefined", "at": "2026-01-01T00:00:00Z", "id": "g0", "item": "A"}]
+    lines += [{"type": "InventoryReceived", "at": f"2031-01-{d:02d}T00:00:00Z", "id": f"g{d}",
+               "item": "A", "qty": 1, "location": "L"} for d in range(1, 26)]
+    src = tmp_path / "f.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    for args in (["import", "--dry-run", str(src)], ["import", str(src)]):
+        r = run(str(tmp_path / "l.db"), *args)
+        assert r.exit_code == 0, r.output
+        warnings = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
+        assert len(warnings) == 11 and f"{src}:2: at:" in warnings[0]
+        assert "15 more events dated more than 24 h ahead" in warnings[-1]
+
+
+def test_error_classification_is_in_one_place():
+    import errno
+    import sqlite3
+
+    from backflush.cli.app import classify
+    from eventsourcing.persistence import OperationalError as ESOperationalError
+
+    import backflush
+
+    assert classify(sqlite3.OperationalError("database is locked"))[1] == 3
+    assert classify(sqlite3.OperationalError("database or disk is full"))[1] == 3
+    assert classify(sqlite3.OperationalError("attempt to write a readonly database"))[1] == 3
+    assert classify(ESOperationalError("database is locked"))[1] == 3
+    assert classify(sqlite3.DatabaseError("file is not a database"))[1] == 2
+    assert classify(OSError(errno.ENOSPC, "No space left on device", "/x"))[1] == 3
+    assert classify(BrokenPipeError(errno.EPIPE, "Broken pipe"))[1] == 3
+    lines, code = classify(backflush.BadInput(["f:1: qty: bad", "f:2: at: bad"], summary="2"))
+    assert code == 2 and lines == ["f:1: qty: bad", "f:2: at: bad", "Error: 2"]
+    assert classify(backflush.OperationalError("gone"))[1] == 3
+    assert classify(ValueError("a bug")) is None  # a real bug keeps its traceback
+
+
+def test_operational_error_in_a_command_is_one_line_exit_3(tmp_path, monkeypatch):
+    import sqlite3
+
+    import backflush.api
+
+    db = str(tmp_path / "l.db")
+    assert run(db, "import", str(STAGED)).exit_code == 0
+
+    def full(*a, **k):  # what SQLite raises when the disk fills during catch-up
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(backflush.api.Ledger, "onhand", full)
+    r = run(db, "onhand")
+    assert r.exit_code == 3 and r.stderr == "Error: database: database or disk is full\n"
+
+
+def test_demo_against_an_existing_ledger_changes_nothing(db_url):
+    assert run(db_url, "import", str(STAGED)).exit_code == 0
+    before = run(db_url, "export").stdout_bytes
+    r = run(db_url, "demo")
+    assert r.exit_code == 2 and "--force" in r.stderr
+    assert run(db_url, "export").stdout_bytes == before
