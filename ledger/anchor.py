@@ -35,10 +35,17 @@ if TYPE_CHECKING:  # store imports this module: no import of the store at run ti
 GENESIS = "0" * 64
 ANCHOR_FORMAT = 1
 
-CHAIN_DDL = (
-    "CREATE TABLE IF NOT EXISTS bf_chain (seq BIGINT PRIMARY KEY, link TEXT NOT NULL,"
-    " stream TEXT, version INTEGER, id TEXT)"
-)
+def chain_ddl(dialect: str) -> str:
+    """``bf_chain``'s DDL. On SQLite ``INTEGER PRIMARY KEY`` makes seq the rowid: no second
+    b-tree to write per event (``BIGINT PRIMARY KEY`` would be one)."""
+    seq = "seq BIGINT PRIMARY KEY" if dialect == "postgres" else "seq INTEGER PRIMARY KEY"
+    return (
+        f"CREATE TABLE IF NOT EXISTS bf_chain ({seq}, link TEXT NOT NULL, stream TEXT,"
+        " version INTEGER, id TEXT)"
+    )
+
+
+CHAIN_DDL = chain_ddl("postgres")  # portable form (SQLite accepts it too)
 
 
 def link_of(prev: str, seq: int, stream: str, version: int, hash_: str, rec_us: int) -> str:
@@ -52,21 +59,31 @@ def last_link(cur: Cursor) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (row["seq"], row["link"])
 
 
+def chain_rows(
+    prev: str, rows: Sequence[tuple[int, str, int, str, int, str]]
+) -> list[tuple[int, str, str, int, str]]:
+    """``bf_chain`` rows (seq, link, stream, version, id) of ``rows`` (seq, stream, version,
+    hash, rec_us, id; by seq), linked on from ``prev``: ``link_of`` inlined (import's path)."""
+    dumps, sha = orjson.dumps, hashlib.sha256
+    out = []
+    for seq, stream, version, h, rec_us, eid in rows:
+        prev = sha(dumps([prev, seq, stream, version, h, rec_us])).hexdigest()
+        out.append((seq, prev, stream, version, eid))
+    return out
+
+
 def link_events(cur: Cursor, rows: Sequence[tuple[int, str, int, str, int, str]]) -> None:
     """Chain just-appended events: ``rows`` are (seq, stream, version, hash, rec_us, id) by seq.
 
-    Called by ``Ledger.append`` inside the append's transaction (under the write lock), so
-    the last link read here cannot change before these are written.
+    Called inside the append's transaction (under the write lock), so the last link read
+    here cannot change before these are written. (``Ledger.append`` does the same with
+    ``chain_rows`` and a bulk write of its own.)
     """
     if not rows:
         return
-    prev = last_link(cur)[1]
-    out = []
-    for seq, stream, version, h, rec_us, eid in rows:
-        prev = link_of(prev, seq, stream, version, h, rec_us)
-        out.append((seq, prev, stream, version, eid))
     cur.executemany(
-        "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)", out
+        "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+        chain_rows(last_link(cur)[1], rows),
     )
 
 

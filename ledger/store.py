@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
-from backflush.ledger.anchor import CHAIN_DDL, link_events
+from backflush.ledger.anchor import chain_ddl, chain_rows, last_link
 from backflush.ledger.names import MASTER_TYPES
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
@@ -89,7 +89,7 @@ def _ddl(dialect: str) -> list[str]:
         " stream AS originator_id, version AS originator_version,"
         f" '{TOPIC_PREFIX}' || type AS topic, state FROM bf_events",
         "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
-        CHAIN_DDL,  # the ledger-wide chain (ledger.anchor)
+        chain_ddl(dialect),  # the ledger-wide chain (ledger.anchor)
         VERIFY_DDL,
     ] + (
         []
@@ -130,6 +130,7 @@ def from_us(us: int) -> datetime:
 
 
 _COPY_TYPES = ["int8", "text", "text", "int4", "text", "int8", "int8", "text", "text", "bytea"]
+_CHAIN_COPY_TYPES = ["int8", "text", "text", "int4", "text"]
 
 
 class IndexRow(NamedTuple):
@@ -390,11 +391,21 @@ class Ledger:
         """
         first = (cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0) + 1
         seqs = range(first, first + len(rows))
+        # The ledger-wide chain (ledger.anchor), in the same transaction as the events.
+        chained = zip(seqs, rows, strict=True)
+        links = chain_rows(
+            last_link(cur)[1],
+            [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained],
+        )
         if self.dialect == "sqlite":
             cur.raw.executemany(
                 "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord,"
                 " hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)],
+            )
+            cur.raw.executemany(
+                "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+                links,
             )
         else:
             # Binary COPY: no text escaping of the states (bytea) and the integers.
@@ -406,9 +417,13 @@ class Ledger:
                 write = copy.write_row
                 for q, r, s in zip(seqs, rows, states, strict=True):
                     write((q, *r, s))
-        # The ledger-wide chain (ledger.anchor), in the same transaction as the events.
-        chained = zip(seqs, rows, strict=True)
-        link_events(cur, [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained])
+            with cur.raw.copy(
+                "COPY bf_chain (seq, link, stream, version, id) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_CHAIN_COPY_TYPES)
+                write = copy.write_row
+                for link in links:
+                    write(link)
         return seqs
 
     # --- reading -------------------------------------------------------------------------
