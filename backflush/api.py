@@ -371,6 +371,8 @@ class Ledger:
         out: list[str] = []
         seen = 0
         for path in paths:
+            if path == "-":  # standard input cannot be read twice: only counted, below
+                continue
             try:
                 fh = open(path, "rb")  # noqa: SIM115
             except OSError:
@@ -397,7 +399,8 @@ class Ledger:
                 break
         rest = (total if total is not None else seen) - len(out)
         if rest > 0:
-            out.append(f"{rest} more event{'s' if rest != 1 else ''} dated more than "
+            more = " more" if out else ""  # none named: standard input is not read twice
+            out.append(f"{rest}{more} event{'s' if rest != 1 else ''} dated more than "
                        f"{_days(FUTURE_MARGIN)} ahead of their recording")
         return out
 

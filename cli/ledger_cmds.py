@@ -17,6 +17,8 @@ STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
 def _count_lines(paths: tuple[str, ...]) -> int:
     total = 0
     for p in paths:
+        if p == "-":  # standard input: not known in advance
+            continue
         try:
             with open(p, "rb") as fh:
                 total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
@@ -26,7 +28,7 @@ def _count_lines(paths: tuple[str, ...]) -> int:
 
 
 @cli.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--dry-run", is_flag=True, help="Validate and count, append nothing.")
 @click.option(
     "--anchor", "anchor_file", default=None, type=click.Path(dir_okay=False),
@@ -41,7 +43,7 @@ def import_cmd(
     ctx: click.Context, files: tuple[str, ...], dry_run: bool, anchor_file: str | None,
     anchor_key: str | None,
 ) -> None:
-    """Import JSON Lines event files: all or nothing, idempotent by event id.
+    """Import JSON Lines event files (- reads stdin): all or nothing, idempotent by id.
 
     Creates the ledger if needed (and removes it again if the import fails). Events dated
     more than 24 h after the import are accepted with a warning naming FILE:LINE.

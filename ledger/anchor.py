@@ -3,12 +3,14 @@
 Each stream is hash-chained by itself (``ledger.codec``), which cannot show a stream's tail
 removed, a whole stream removed, or an event appended with a recomputed hash. So every
 event is also linked to the event recorded before it, whatever its stream, in
-``bf_chain(seq, link)``, written in the same transaction as the event::
+``bf_chain(seq, link, stream, version, id)``, written in the same transaction as the event::
 
     link(n) = sha256(json([link(n-1), seq, stream, version, event hash, rec_us]))
 
 (the JSON array makes the fields unambiguous; ``link(0)`` is ``GENESIS``). Removing,
-altering or inserting any event then breaks the links of every later event.
+altering or inserting any event then breaks the links of every later event. ``stream``,
+``version`` and ``id`` are labels, not links: the ledger keeps each event in one row, so
+when that row is removed they are what lets ``verify`` name the event that is gone.
 
 Someone with write access can still recompute every link. An *anchor* is the answer: a
 checkpoint (event count, last seq, its link, a Merkle root over the streams' heads) kept
@@ -33,7 +35,17 @@ if TYPE_CHECKING:  # store imports this module: no import of the store at run ti
 GENESIS = "0" * 64
 ANCHOR_FORMAT = 1
 
-CHAIN_DDL = "CREATE TABLE IF NOT EXISTS bf_chain (seq BIGINT PRIMARY KEY, link TEXT NOT NULL)"
+def chain_ddl(dialect: str) -> str:
+    """``bf_chain``'s DDL. On SQLite ``INTEGER PRIMARY KEY`` makes seq the rowid: no second
+    b-tree to write per event (``BIGINT PRIMARY KEY`` would be one)."""
+    seq = "seq BIGINT PRIMARY KEY" if dialect == "postgres" else "seq INTEGER PRIMARY KEY"
+    return (
+        f"CREATE TABLE IF NOT EXISTS bf_chain ({seq}, link TEXT NOT NULL, stream TEXT,"
+        " version INTEGER, id TEXT)"
+    )
+
+
+CHAIN_DDL = chain_ddl("postgres")  # portable form (SQLite accepts it too)
 
 
 def link_of(prev: str, seq: int, stream: str, version: int, hash_: str, rec_us: int) -> str:
@@ -47,35 +59,32 @@ def last_link(cur: Cursor) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (row["seq"], row["link"])
 
 
-def link_events(cur: Cursor, rows: Sequence[tuple[int, str, int, str, int]]) -> None:
-    """Chain just-appended events: ``rows`` are (seq, stream, version, hash, rec_us) by seq.
+def chain_rows(
+    prev: str, rows: Sequence[tuple[int, str, int, str, int, str]]
+) -> list[tuple[int, str, str, int, str]]:
+    """``bf_chain`` rows (seq, link, stream, version, id) of ``rows`` (seq, stream, version,
+    hash, rec_us, id; by seq), linked on from ``prev``: ``link_of`` inlined (import's path)."""
+    dumps, sha = orjson.dumps, hashlib.sha256
+    out = []
+    for seq, stream, version, h, rec_us, eid in rows:
+        prev = sha(dumps([prev, seq, stream, version, h, rec_us])).hexdigest()
+        out.append((seq, prev, stream, version, eid))
+    return out
 
-    Called by ``Ledger.append`` inside the append's transaction (under the write lock), so
-    the last link read here cannot change before these are written.
+
+def link_events(cur: Cursor, rows: Sequence[tuple[int, str, int, str, int, str]]) -> None:
+    """Chain just-appended events: ``rows`` are (seq, stream, version, hash, rec_us, id) by seq.
+
+    Called inside the append's transaction (under the write lock), so the last link read
+    here cannot change before these are written. (``Ledger.append`` does the same with
+    ``chain_rows`` and a bulk write of its own.)
     """
     if not rows:
         return
-    prev = last_link(cur)[1]
-    out = []
-    for seq, stream, version, h, rec_us in rows:
-        prev = link_of(prev, seq, stream, version, h, rec_us)
-        out.append((seq, prev))
-    cur.executemany("INSERT INTO bf_chain (seq, link) VALUES (?, ?)", out)
-
-
-def chain_unlinked(cur: Cursor) -> int:
-    """Link events recorded before the chain existed (an older ledger); returns how many.
-
-    Runs once, when the schema is brought up to date: the chain then vouches only for the
-    ledger as it was at that moment, which ``verify`` cannot check further back.
-    """
-    top = last_link(cur)[0]
-    rows = cur.execute(
-        "SELECT seq, stream, version, hash, rec_us FROM bf_events WHERE seq > ? ORDER BY seq",
-        (top,),
-    ).fetchall()
-    link_events(cur, [(r["seq"], r["stream"], r["version"], r["hash"], r["rec_us"]) for r in rows])
-    return len(rows)
+    cur.executemany(
+        "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+        chain_rows(last_link(cur)[1], rows),
+    )
 
 
 # --- Merkle root over stream heads --------------------------------------------------------

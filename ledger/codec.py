@@ -59,6 +59,20 @@ def encode_state(payload: dict[str, Any], recorded: str, prev: str, hash_: str) 
     return orjson.dumps({"e": payload, "rec": recorded, "prev": prev, "hash": hash_})
 
 
+def state_of(body: bytes, eid: str, recorded: bytes, prev: str, hash_: str) -> bytes:
+    """``encode_state`` from the canonical body, without decoding it again (import's path).
+
+    The payload is the body with its ``id`` added last; ``body_of`` of it gives the body.
+    """
+    return b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
+        body[:-1],
+        orjson.dumps(eid),
+        recorded,
+        prev.encode(),
+        hash_.encode(),
+    )
+
+
 def decode_state(state: bytes) -> dict[str, Any]:
     """Inverse of ``encode_state``."""
     return orjson.loads(state)

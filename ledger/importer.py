@@ -9,13 +9,17 @@ ledger as it was, and memory stays bounded by the batch size, not by the file.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from hashlib import sha256
+from typing import Any, BinaryIO
 
-from backflush.ledger.codec import GENESIS, canonical, chain_hash, content_digest, encode_state
+import orjson
+from backflush.ledger import fastpath
+from backflush.ledger.codec import GENESIS, body_of, content_digest
 from backflush.ledger.events import (
     INVENTORY_TYPES,
     MASTER_TYPES,
@@ -66,10 +70,16 @@ class _Names:
     orders: dict[str, str | None] = field(default_factory=dict)  # order -> route
 
     @classmethod
-    def load(cls, ledger: Ledger) -> _Names:
+    def load(cls, ledger: Ledger, cur: Cursor) -> _Names:
         names = cls()
-        for row in ledger.iter_rows(types=sorted(MASTER_TYPES | {"OrderCreated"}), by="seq"):
-            names.add(_state_payload(row["state"]))
+        # Master data is the "master" stream; orders are named by their OrderCreated (a
+        # partial index): both without reading the rest of the ledger.
+        for sql in (
+            "SELECT state FROM bf_events WHERE stream = 'master' ORDER BY version",
+            "SELECT state FROM bf_events WHERE type = 'OrderCreated' AND ord IS NOT NULL",
+        ):
+            for row in cur.execute(sql).fetchall():
+                names.add(_state_payload(row["state"]))
         return names
 
     def add(self, p: dict[str, Any]) -> None:
@@ -120,8 +130,6 @@ class _Names:
 
 
 def _state_payload(state: bytes) -> dict[str, Any]:
-    import orjson
-
     return orjson.loads(state)["e"]
 
 
@@ -162,26 +170,62 @@ def _cannot_reverse(target: tuple[str, str, int], at_us: int) -> str | None:
 MAX_LINE = 1 << 20  # bytes: one event is small; a longer line is a broken file, not an event
 
 
+STDIN = "-"
+STDIN_LABEL = "<stdin>"
+
+
+def label_of(path: str) -> str:
+    """How errors name an input: the path, or ``<stdin>`` for ``-``."""
+    return STDIN_LABEL if path == STDIN else path
+
+
 def read_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, raw bytes) of the non-blank lines of a file, streamed.
+    """(line number, raw bytes) of the non-blank lines of a file (``-``: stdin), streamed.
 
     A line longer than ``MAX_LINE`` comes as ``None`` (it is skipped, not held in memory).
     """
+    if path == STDIN:
+        yield from _lines(sys.stdin.buffer)
+        return
     with open(path, "rb") as fh:
-        n = 0
-        while True:
-            raw = fh.readline(MAX_LINE + 1)
-            if not raw:
-                return
+        yield from _lines(fh)
+
+
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    # Read in chunks and split in C (a readline per line costs more than the split); a
+    # line that grows past MAX_LINE is dropped as it is read, so memory stays bounded.
+    n = 0
+    carry = b""
+    overlong = False
+    while chunk := fh.read(1 << 20):
+        parts = chunk.split(b"\n")
+        rest = parts.pop()
+        if parts:
             n += 1
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):
-                    raw = fh.readline(MAX_LINE)
+            first = parts[0]
+            if overlong or len(carry) + len(first) > MAX_LINE:
                 yield n, None
-                continue
-            raw = raw.strip()
-            if raw:
-                yield n, raw
+            else:
+                first = (carry + first).strip()
+                if first:
+                    yield n, first
+            overlong, carry = False, b""
+            for raw in parts[1:]:
+                n += 1
+                if len(raw) > MAX_LINE:
+                    yield n, None
+                    continue
+                raw = raw.strip()
+                if raw:
+                    yield n, raw
+        if overlong or len(carry) + len(rest) > MAX_LINE:
+            overlong, carry = True, b""
+        else:
+            carry += rest
+    if overlong:
+        yield n + 1, None
+    elif carry.strip():
+        yield n + 1, carry.strip()
 
 
 def import_files(
@@ -198,19 +242,21 @@ def import_files(
     rec_text = recorded.isoformat()
     rec_us = to_us(recorded)
     result = ImportResult()
-    names = _Names.load(ledger)
     with ledger.writing(commit=not dry_run) as cur:
+        names = _Names.load(ledger, cur)
         state = _Appender(ledger, cur, rec_text, rec_us, result)
         for path in paths:
             occurrences: dict[str, int] = {}
             try:
                 _validate(path, names, occurrences, state, result, progress)
             except OSError as exc:
-                result.errors.append(ImportError_(path, 0, "(file)", exc.strerror or str(exc)))
+                result.errors.append(
+                    ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+                )
         state.flush()
         if result.errors:
             # Some checks run per batch: list the problems in file and line order.
-            rank = {p: i for i, p in reversed(list(enumerate(paths)))}
+            rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
             result.errors.sort(key=lambda e: (rank.get(e.file, len(rank)), e.line))
             # Leaving the context with an exception rolls the whole import back.
             raise _Rollback(result)
@@ -240,7 +286,10 @@ def _validate(
     result: ImportResult,
     progress: Callable[[int], None] | None,
 ) -> None:
-    for lineno, raw in read_lines(path):
+    source, path = path, label_of(path)
+    items, orders = names.items, names.orders
+    pending, pending_ids, errors = appender.pending, appender.pending_ids, result.errors
+    for lineno, raw in read_lines(source):
         result.lines += 1
         if progress is not None and result.lines % 10_000 == 0:
             progress(result.lines)
@@ -250,20 +299,50 @@ def _validate(
             )
             continue
         try:
-            event = parse_event(raw)
-        except EventErrors as exc:
-            for e in exc.errors:
-                result.errors.append(ImportError_(path, lineno, e.field, e.reason))
-            continue
-        payload = normalise(event)
-        bad = names.check(payload)
-        if payload["type"] == "Reversal":
+            d = loads(raw)
+        except JSONDecodeError:
+            d = None
+        fast = None
+        if type(d) is dict and (
+            (raw.isascii() and b"\\" not in raw and b"\x7f" not in raw) or plain(raw)
+        ):
+            # fastpath.plain and fastpath.check, inline (they run once per line).
+            try:
+                fn = checks.get(d.get("type"))
+            except TypeError:  # an unhashable "type"
+                fn = None
+            if fn is not None:
+                fast = fn(d, raw)
+        if fast is None:
+            # The reference reading: exact parse + the pydantic models (and their reasons).
+            try:
+                event = parse_event(raw)
+            except EventErrors as exc:
+                for e in exc.errors:
+                    result.errors.append(ImportError_(path, lineno, e.field, e.reason))
+                continue
+            payload, sender_id, at_us = normalise(event), event.id, to_us(event.at)
+            body = None
+        else:
+            payload, sender_id, at_us, body = fast
+        t = payload["type"]
+        # The common lines name a known item and/or order: a set lookup says so; only the
+        # others take the full check (which also words the reasons).
+        if t in INVENTORY_TYPES:
+            o = payload.get("order")
+            ok = payload["item"] in items and (o is None or o in orders)
+        elif t in _ORDER_ONLY:
+            ok = payload["order"] in orders
+        else:
+            ok = False
+        bad = [] if ok else names.check(payload)
+        if t == "Reversal":
             target = appender.find(payload["reverses"])
             payload_order = None
             if target is None:
                 bad.append(("reverses", f"unknown event id {payload['reverses']!r}"))
             else:
-                why = _cannot_reverse(target, to_us(event.at))
+                why = _cannot_reverse(target, at_us)
                 if why:
                     bad.append(("reverses", why))
                 payload_order = target[0]
@@ -273,17 +352,32 @@ def _validate(
             for f, r in bad:
                 result.errors.append(ImportError_(path, lineno, f, r))
             continue
-        names.add(payload)
-        body = canonical(payload)
-        digest = content_digest(body)
-        if event.id is None:
+        if t in _DEFINES:
+            names.add(payload)
+        if body is None:
+            body = dumps(payload, option=OPT_SORT_KEYS)
+        if sender_id is None:
+            digest = content_digest(body)
             n = occurrences.get(digest, 0)
             occurrences[digest] = n + 1
             sender_id = str(uuid.uuid5(_ID_NAMESPACE, f"{digest}/{n}"))
-        else:
-            sender_id = event.id
-        payload["id"] = sender_id
-        appender.add(payload, body, digest, to_us(event.at), payload_order, path, lineno)
+        if errors or sender_id in pending_ids:
+            appender.add(sender_id, t, body, at_us, payload_order, path, lineno)
+            continue
+        # appender.add's common case, inline (it runs once per line).
+        order = payload_order or None
+        pending_ids[sender_id] = (body, path, payload_order or "", t, at_us)
+        pending.append((sender_id, t, body, at_us, order, path, lineno))
+        if len(pending) >= BATCH:
+            appender.flush()
+
+
+loads, dumps, OPT_SORT_KEYS = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
+JSONDecodeError = orjson.JSONDecodeError
+plain = fastpath.plain
+checks = fastpath._CHECKS  # noqa: SLF001 - the importer is fastpath's one caller
+_DEFINES = MASTER_TYPES | {"OrderCreated"}
+_ORDER_ONLY = frozenset({"OrderReleased", "OrderStarted", "ReportedAsFinished", "OrderEnded"})
 
 
 class _Appender:
@@ -294,22 +388,25 @@ class _Appender:
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
-        self.pending: list[tuple[dict[str, Any], bytes, str, int, str | None, str, int]] = []
-        self.pending_ids: dict[str, tuple[str, str, str, str, int]] = {}
+        # A ledger empty when the import began has no stream heads to look up.
+        self.fresh = cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] is None
+        # (id, type, body, at_us, order, path, line)
+        self.pending: list[tuple[str, str, bytes, int, str | None, str, int]] = []
+        self.pending_ids: dict[str, tuple[bytes, str, str, str, int]] = {}
         # Once a line is bad nothing is written, but later lines may still refer to ids
         # of good earlier lines, or reuse them with other content: remember them as
-        # id -> (digest, order) (memory only matters on the error path), and check them
-        # against the ledger in batches so every id conflict is still reported.
-        self.ids_after_error: dict[str, tuple[str, str, str, int]] = {}
-        self.unchecked: list[tuple[str, str, str, int]] = []
+        # id -> (body, order, type, at_us) (memory only matters on the error path), and
+        # check them against the ledger in batches so every id conflict is still reported.
+        self.ids_after_error: dict[str, tuple[bytes, str, str, int]] = {}
+        self.unchecked: list[tuple[str, bytes, str, int]] = []
 
     def find(self, event_id: str) -> tuple[str, str, int] | None:
         """(order or '', type, at_us) of an already known event id, or None when unknown."""
         if event_id in self.pending_ids:
-            _digest, _path, order, type_, at_us = self.pending_ids[event_id]
+            _body, _path, order, type_, at_us = self.pending_ids[event_id]
             return order, type_, at_us
         if event_id in self.ids_after_error:
-            _digest, order, type_, at_us = self.ids_after_error[event_id]
+            _body, order, type_, at_us = self.ids_after_error[event_id]
             return order, type_, at_us
         row = self.cur.execute(
             "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
@@ -319,65 +416,64 @@ class _Appender:
         return row["ord"] or "", row["type"], row["at_us"]
 
     def add(
-        self,
-        p: dict[str, Any],
-        body: bytes,
-        digest: str,
-        at_us: int,
-        order: str | None,
-        path: str,
+        self, eid: str, type_: str, body: bytes, at_us: int, order: str | None, path: str,
         line: int,
     ) -> None:
         if self.result.errors:
             # Nothing will be written: keep validating, stop doing write work.
-            self._check_only(p["id"], digest, order, p["type"], at_us, path, line)
+            self._check_only(eid, body, order, type_, at_us, path, line)
             return
-        seen = self.pending_ids.get(p["id"])
+        seen = self.pending_ids.get(eid)
         if seen is not None:
-            self._duplicate_or_conflict(p["id"], digest, seen[0], path, line)
+            self._duplicate_or_conflict(eid, body, seen[0], path, line)
             return
-        self.pending_ids[p["id"]] = (digest, path, order or "", p["type"], at_us)
-        self.pending.append((p, body, digest, at_us, order or None, path, line))
+        self.pending_ids[eid] = (body, path, order or "", type_, at_us)
+        self.pending.append((eid, type_, body, at_us, order or None, path, line))
         if len(self.pending) >= BATCH:
             self.flush()
 
-    def _duplicate_or_conflict(self, eid: str, digest: str, known: str, path: str, line: int):
-        if digest == known:
+    def _duplicate_or_conflict(self, eid: str, body: bytes, known: bytes, path: str, line: int):
+        if body == known:
             self.result.duplicates += 1
         else:
             self.result.errors.append(
                 ImportError_(path, line, "id", f"id {eid!r} already recorded with other content")
             )
 
+    def _known(self, ids: list[str]) -> dict[str, bytes]:
+        """Canonical body (without id) of each of ``ids`` the ledger holds."""
+        states = self.ledger.known_states(self.cur, ids)
+        return {i: body_of(orjson.loads(s)["e"]) for i, s in states.items()}
+
     def _check_only(
-        self, eid: str, digest: str, order: str | None, type_: str, at_us: int, path: str,
+        self, eid: str, body: bytes, order: str | None, type_: str, at_us: int, path: str,
         line: int,
     ):
         seen = self.pending_ids.get(eid) or self.ids_after_error.get(eid)
         if seen is not None:
-            self._duplicate_or_conflict(eid, digest, seen[0], path, line)
+            self._duplicate_or_conflict(eid, body, seen[0], path, line)
             return
-        self.ids_after_error[eid] = (digest, order or "", type_, at_us)
-        self.unchecked.append((eid, digest, path, line))
+        self.ids_after_error[eid] = (body, order or "", type_, at_us)
+        self.unchecked.append((eid, body, path, line))
         if len(self.unchecked) >= BATCH:
             self._check_known()
 
     def _check_known(self) -> None:
         """Report ids of the error path that the ledger holds with other content."""
-        known = self.ledger.known_digests(self.cur, [u[0] for u in self.unchecked])
-        for eid, digest, path, line in self.unchecked:
+        known = self._known([u[0] for u in self.unchecked])
+        for eid, body, path, line in self.unchecked:
             if eid in known:
-                self._duplicate_or_conflict(eid, digest, known[eid], path, line)
+                self._duplicate_or_conflict(eid, body, known[eid], path, line)
         self.unchecked.clear()
 
     def flush(self) -> None:
         """Append the buffered batch (after dropping duplicates of earlier imports)."""
         if self.result.errors:
             # Still report conflicts with the ledger of lines that will not be written.
-            for p, _body, digest, at_us, order, path, line in self.pending:
-                self.unchecked.append((p["id"], digest, path, line))
+            for eid, type_, body, at_us, order, path, line in self.pending:
+                self.unchecked.append((eid, body, path, line))
                 # Later lines may still name these ids (a Reversal): keep them findable.
-                self.ids_after_error[p["id"]] = (digest, order or "", p["type"], at_us)
+                self.ids_after_error[eid] = (body, order or "", type_, at_us)
             if self.unchecked:
                 self._check_known()
             self.pending.clear()
@@ -385,29 +481,53 @@ class _Appender:
             return
         if not self.pending:
             return
-        known = self.ledger.known_digests(self.cur, [p[0]["id"] for p in self.pending])
+        known = self._known(list(self.pending_ids))
+        heads = self.heads
+        if not self.fresh:
+            streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
+            found = self.ledger.stream_heads(self.cur, sorted(streams))
+            for s in streams:
+                heads[s] = found.get(s, (0, GENESIS))
         rows: list[IndexRow] = []
         states: list[bytes] = []
-        for p, body, digest, at_us, order, path, line in self.pending:
-            eid = p["id"]
-            if eid in known:
-                self._duplicate_or_conflict(eid, digest, known[eid], path, line)
+        rec_us = self.rec_us
+        rec_b = self.rec_text.encode()
+        new_row = tuple.__new__
+        for eid, t, body, at_us, order, path, line in self.pending:
+            if known and eid in known:
+                self._duplicate_or_conflict(eid, body, known[eid], path, line)
                 continue
-            t = p["type"]
-            stream = stream_of(p, order)
-            head = self.heads.get(stream)
-            if head is None:
-                version, h = self.ledger.stream_head(self.cur, stream)
-                head = (version, h or GENESIS)
-            version = head[0] + 1
-            h = chain_hash(head[1], stream, version, self.rec_text, body, eid)
-            self.heads[stream] = (version, h)
-            rows.append(
-                IndexRow(eid, stream, version, t, at_us, self.rec_us, order, digest, h)
+            if t in MASTER_TYPES:
+                stream = "master"
+            elif order and (t in ORDER_TYPES or t == "Reversal"):
+                stream = "order:" + order
+            else:
+                stream = "inventory"
+            version, prev = heads.get(stream) or (0, GENESIS)
+            version += 1
+            # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
+            eid_b, prev_b = eid.encode(), prev.encode()
+            h = sha256(
+                b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
+                % (prev_b, stream.encode(), version, rec_b, eid_b, body)
+            ).hexdigest()
+            heads[stream] = (version, h)
+            rows.append(new_row(IndexRow, (eid, stream, version, t, at_us, rec_us, order, h)))
+            states.append(
+                b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}'
+                % (body[:-1], dumps(eid), rec_b, prev_b, h.encode())
             )
-            states.append(encode_state(p, self.rec_text, head[1], h))
         if not self.result.errors:
             self.ledger.append(self.cur, rows, states)
             self.result.appended += len(rows)
         self.pending.clear()
         self.pending_ids.clear()
+
+
+def stream_of_parts(type_: str, order: str | None) -> str:
+    """The stream of an event of ``type_`` for ``order`` (see ``stream_of``)."""
+    if type_ in MASTER_TYPES:
+        return "master"
+    if order and (type_ in ORDER_TYPES or type_ == "Reversal"):
+        return "order:" + order
+    return "inventory"

@@ -1,16 +1,16 @@
 """``verify``: prove that no stored event, index row or projection was altered, removed,
 reordered or forged.
 
-One pass over the ledger in recording order (seq) reads three tables side by side: the
-stored events (what the hashes cover), their index rows (``bf_events``: what queries
-filter on) and the ledger-wide chain (``bf_chain``, see ``ledger.anchor``). For every seq:
+One pass over the ledger in recording order (seq) reads two tables side by side: the
+events (``bf_events``: the stored state the hashes cover, and the columns queries filter
+on) and the ledger-wide chain (``bf_chain``, see ``ledger.anchor``). For every seq:
 
 - the stored event's stream chain: its hash recomputes from its content, it points to its
   stream's previous hash, and positions run 1, 2, 3 without a gap;
 - every index column agrees with the hashed payload: ``id``, ``type``, ``stream``,
   ``version``, ``at_us``, ``rec_us`` (the recorded time, covered by the stream hash and the
-  ledger-wide link), ``ord``, ``digest``, ``hash``, and the index row sits at the seq of its
-  stored event (a swapped ``seq`` shows as a row naming another event);
+  ledger-wide link), ``ord``, ``hash`` (a moved ``seq`` breaks the stream's positions and
+  the ledger-wide chain; a duplicated event is refused by the unique ``id``);
 - the ledger-wide link recomputes from the previous one, so a removed stream tail, a whole
   removed stream or an appended forged event breaks the chain at the next event.
 
@@ -37,11 +37,9 @@ from backflush.ledger.anchor import (
     link_of,
     merkle_root,
 )
-from backflush.ledger.codec import GENESIS, body_of, chain_hash, content_digest
+from backflush.ledger.codec import GENESIS, body_of, chain_hash
 from backflush.ledger.importer import stream_of
-from backflush.ledger.store import INDEX_DDL, TOPIC_PREFIX, Ledger, from_us, to_us
-
-VERIFY_DDL = next(d for d in INDEX_DDL if "bf_verify" in d)
+from backflush.ledger.store import VERIFY_DDL, Ledger, from_us, to_us
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,8 @@ class _Checker:
             self.problem(st, v, eid, "not on the ledger-wide chain (bf_chain row missing)",
                          seq, "link")
         elif key is None:
-            self.problem("ledger", None, None,
+            # The event's row is gone: the chain's labels say which event it was.
+            self.problem(c.get("stream") or "ledger", c.get("version"), c.get("id"),
                          "chain link for an event the ledger does not hold (removed)", seq,
                          "link")
             self.resync = c["link"]
@@ -184,7 +183,8 @@ class _Checker:
     def _who(s: dict | None, i: dict | None, payload: dict | None) -> tuple[str, int | None,
                                                                              str | None]:
         if s is not None:
-            return s["stream"], s["version"], payload.get("id") if payload else None
+            # An unreadable state: the indexed id (one row holds both) still names it.
+            return s["stream"], s["version"], payload.get("id") if payload else s.get("id")
         if i is not None:
             return i["stream"], i["version"], i["id"]
         return "ledger", None, None
@@ -200,7 +200,7 @@ class _Checker:
             d["_rec_us"] = _at_us(rec)
             d["_body"] = body = body_of(payload)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
-            self.problem(st, v, None, "stored state is not a ledger event", seq, "state")
+            self.problem(st, v, s.get("id"), "stored state is not a ledger event", seq, "state")
             self.heads[st] = (v, "")
             return None, None
         if v != last_v + 1:
@@ -216,9 +216,6 @@ class _Checker:
                          seq, "prev")
         if chain_hash(prev, st, v, rec, body, eid or "") != h:
             self.problem(st, v, eid, "content does not match its hash (altered)", seq, "state")
-        if s["topic"] != TOPIC_PREFIX + str(payload.get("type")):
-            self.problem(st, v, eid, f"topic {s['topic']!r} is not the payload's type", seq,
-                         "topic")
         self.heads[st] = (v, h)
         return payload, d
 
@@ -263,7 +260,6 @@ class _Checker:
         except (KeyError, TypeError, ValueError):
             self.problem(st, v, eid, "payload has no readable at", seq, "at_us")
         differ("rec_us", i["rec_us"], d["_rec_us"])
-        differ("digest", i["digest"], content_digest(d["_body"]))
         differ("hash", i["hash"], d["hash"])
         ord_, why = self._expected_ord(payload)
         if why:
@@ -313,14 +309,6 @@ class _Checker:
                          "heads_root")
 
 
-def _stored_sql(ledger: Ledger) -> str:
-    key = "rowid" if ledger.dialect == "sqlite" else "notification_id"
-    return (
-        f"SELECT {key} AS seq, originator_id AS stream, originator_version AS version, topic,"
-        f" state FROM stored_events WHERE {key} > ? ORDER BY {key}"
-    )
-
-
 def check(
     ledger: Ledger,
     anchors: Sequence[tuple[str, dict[str, Any]]] = (),
@@ -341,36 +329,32 @@ def check(
                 ck.problem(f"anchor {where}", None, None, why, a["last_seq"], "sig")
         elif a.get("sig"):
             ck.report.notes.append(f"anchor {where}: signed, signature not checked (no --pubkey)")
-    stored = _by_seq(ledger, _stored_sql(ledger))
-    index = _by_seq(
+    # One table holds each event's state and its index columns: both sides of a seq.
+    events = _by_seq(
         ledger,
-        "SELECT seq, id, stream, version, type, at_us, rec_us, ord, digest, hash FROM bf_events"
+        "SELECT seq, id, stream, version, type, at_us, rec_us, ord, hash, state FROM bf_events"
         " WHERE seq > ? ORDER BY seq",
     )
     try:
-        chain = _by_seq(ledger, "SELECT seq, link FROM bf_chain WHERE seq > ? ORDER BY seq")
-        c = _peek(chain)
-    except Exception:  # no chain table: a ledger opened read-only before its upgrade
-        ck.report.notes.append(
-            "this ledger has no ledger-wide chain yet (made by an older backflush and opened"
-            " read-only): only the streams' chains and the index were checked"
+        chain = _by_seq(
+            ledger,
+            "SELECT seq, link, stream, version, id FROM bf_chain WHERE seq > ? ORDER BY seq",
         )
+        c = _peek(chain)
+    except Exception:  # every ledger this version opens is made with it: it was dropped
+        ck.problem("ledger", None, None, "the ledger-wide chain (table bf_chain) is missing"
+                   " (removed): only the streams' chains and the index were checked",
+                   None, "link")
         chain, c = iter(()), None
         ck.has_chain = False
-    s, i = _peek(stored), _peek(index)
-    while s is not None or i is not None or c is not None:
-        seq = min(r["seq"] for r in (s, i, c) if r is not None)
+    e = _peek(events)
+    while e is not None or c is not None:
+        seq = min(r["seq"] for r in (e, c) if r is not None)
         ck.anchors_before(seq)
-        ck.visit(
-            seq,
-            s if s is not None and s["seq"] == seq else None,
-            i if i is not None and i["seq"] == seq else None,
-            c if c is not None and c["seq"] == seq else None,
-        )
-        if s is not None and s["seq"] == seq:
-            s = _peek(stored)
-        if i is not None and i["seq"] == seq:
-            i = _peek(index)
+        here = e if e is not None and e["seq"] == seq else None
+        ck.visit(seq, here, here, c if c is not None and c["seq"] == seq else None)
+        if here is not None:
+            e = _peek(events)
         if c is not None and c["seq"] == seq:
             c = _peek(chain)
     ck.anchors_before(None)

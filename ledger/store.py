@@ -1,12 +1,25 @@
-"""The event store: eventsourcing's recorders on SQLite (embedded default) or PostgreSQL.
+"""The event store: one table of events on SQLite (embedded default) or PostgreSQL.
 
-Events live in eventsourcing's ``stored_events`` table, written through its application
-recorder (one stream per production order, ``master`` for master data, ``inventory`` for
-stock moves), so notification ids give the recording order. Beside it the ledger keeps
-``bf_events``, an index row per event in the same transaction: the sender's id (for
-idempotency), ``at`` and recorded time in microseconds (for as-of and known-at), the order,
-and the chain hash. A write takes the store's write lock first, so concurrent importers
-queue instead of racing for stream positions.
+Each event is one row of ``bf_events``: its recording position ``seq`` (an INTEGER PRIMARY
+KEY, i.e. SQLite's rowid), the sender's ``id`` (idempotency), its stream (one per
+production order, ``master`` for master data, ``inventory`` for stock moves) and position
+in it, its type, ``at`` and recorded time in microseconds (as-of and known-at), the order,
+the stream's chain hash, and the stored ``state`` (see ``ledger.codec``). Each event is also
+linked to the one recorded before it in ``bf_chain`` (the ledger-wide chain,
+``ledger.anchor``), in the same transaction. A write takes the store's write lock first, so
+concurrent importers queue instead of racing for positions.
+
+Why not eventsourcing's recorder tables. Until schema 2, events went through eventsourcing's
+application recorder into ``stored_events`` with an index row per event in ``bf_events``:
+two rows, a composite text primary key and eight b-trees per event, and the only bulk path
+was the recorder's private ``_insert_events`` (pinning eventsourcing ``<9.6``). Its public
+API (``insert_events``) inserts and reads back one notification id per event and offers no
+COPY on PostgreSQL. Import spent ~30% of its time there (issue 7). So the ledger writes its
+one table itself, with ``executemany`` on SQLite and ``COPY`` on PostgreSQL, and uses
+eventsourcing for what it does well: connections, transactions, WAL and lock timeouts (its
+datastores). A ``stored_events`` view keeps eventsourcing's column names for readers.
+
+A ledger written by an older version (schema 1) is refused with a message to re-import.
 """
 
 from __future__ import annotations
@@ -16,23 +29,45 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
-from backflush.ledger.anchor import CHAIN_DDL, chain_unlinked, link_events
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteFactory
+from backflush.ledger.anchor import chain_ddl, chain_rows, last_link
+from backflush.ledger.names import MASTER_TYPES
+from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
+
+from backflush.errors import BackflushError
 
 DEFAULT_DB = "./backflush.db"
 SCHEMA_LOCK_KEY = 0x6266_6C65_6467_6572  # "bfledger": advisory lock for schema creation
 TOPIC_PREFIX = "ledger.events:"
+SCHEMA_VERSION = 2
 
-INDEX_DDL = [
-    """CREATE TABLE IF NOT EXISTS bf_events (
-        seq BIGINT PRIMARY KEY,
+
+class SchemaTooOld(BackflushError):
+    """The ledger was written by an older backflush with another stored layout."""
+
+
+# Each verify's result (ledger.integrity.record): the provenance queries can show.
+VERIFY_DDL = (
+    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
+    " heads TEXT)"
+)
+
+
+def _ddl(dialect: str) -> list[str]:
+    pg = dialect == "postgres"
+    # On SQLite ``INTEGER PRIMARY KEY`` makes seq the rowid (no extra b-tree), and an index
+    # on (at_us) carries the rowid, so it already orders ties by seq.
+    seq = "seq BIGINT PRIMARY KEY" if pg else "seq INTEGER PRIMARY KEY"
+    blob = "BYTEA" if pg else "BLOB"
+    tail = ", seq" if pg else ""
+    rowid = "" if pg else "seq AS rowid, "
+    return [
+        f"""CREATE TABLE IF NOT EXISTS bf_events (
+        {seq},
         id TEXT NOT NULL UNIQUE,
         stream TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -40,19 +75,37 @@ INDEX_DDL = [
         at_us BIGINT NOT NULL,
         rec_us BIGINT NOT NULL,
         ord TEXT,
-        digest TEXT NOT NULL,
         hash TEXT NOT NULL,
+        state {blob} NOT NULL,
         UNIQUE (stream, version))""",
-    "CREATE INDEX IF NOT EXISTS bf_events_at ON bf_events (at_us, seq)",
-    "CREATE INDEX IF NOT EXISTS bf_events_ord ON bf_events (ord, at_us, seq)",
-    "CREATE INDEX IF NOT EXISTS bf_events_rec ON bf_events (rec_us, at_us)",
-    "CREATE INDEX IF NOT EXISTS bf_events_type ON bf_events (type, at_us, seq)",
-    "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
-    CHAIN_DDL,  # the ledger-wide chain (ledger.anchor)
-    # Each verify's result (ledger.integrity.record): the provenance queries can show.
-    "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
-    " heads TEXT)",
-]
+        f"CREATE INDEX IF NOT EXISTS bf_events_at ON bf_events (at_us{tail})",
+        f"CREATE INDEX IF NOT EXISTS bf_events_ord ON bf_events (ord, at_us{tail})",
+        "CREATE INDEX IF NOT EXISTS bf_events_rec ON bf_events (rec_us, at_us)",
+        # Only one event in ~40 is an OrderCreated: a partial index costs little per import.
+        "CREATE INDEX IF NOT EXISTS bf_events_created ON bf_events (ord)"
+        " WHERE type = 'OrderCreated'",
+        # eventsourcing's column names, for readers that join stored states by position.
+        f"CREATE VIEW stored_events AS SELECT {rowid}seq AS notification_id,"
+        " stream AS originator_id, version AS originator_version,"
+        f" '{TOPIC_PREFIX}' || type AS topic, state FROM bf_events",
+        "CREATE TABLE IF NOT EXISTS bf_lock (k INTEGER PRIMARY KEY, v INTEGER)",
+        chain_ddl(dialect),  # the ledger-wide chain (ledger.anchor)
+        VERIFY_DDL,
+    ] + (
+        []
+        if pg
+        else [
+            # Keep the view writable as the table was (tamper tests alter stored states).
+            "CREATE TRIGGER IF NOT EXISTS stored_events_update INSTEAD OF UPDATE ON"
+            " stored_events BEGIN UPDATE bf_events SET state = NEW.state,"
+            " stream = NEW.originator_id, version = NEW.originator_version"
+            " WHERE seq = OLD.notification_id; END",
+            "CREATE TRIGGER IF NOT EXISTS stored_events_delete INSTEAD OF DELETE ON"
+            " stored_events BEGIN DELETE FROM bf_events WHERE seq = OLD.notification_id; END",
+        ]
+    )
+
+
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
 LOCK_NOTICE_AFTER = 1.0  # seconds of waiting before saying so on stderr
 
@@ -76,9 +129,12 @@ def from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
-@dataclass(frozen=True)
-class IndexRow:
-    """One row of ``bf_events`` to write beside the stored event."""
+_COPY_TYPES = ["int8", "text", "text", "int4", "text", "int8", "int8", "text", "text", "bytea"]
+_CHAIN_COPY_TYPES = ["int8", "text", "text", "int4", "text"]
+
+
+class IndexRow(NamedTuple):
+    """The columns of one event row beside its stored state (a tuple: cheap per event)."""
 
     id: str
     stream: str
@@ -87,7 +143,6 @@ class IndexRow:
     at_us: int
     rec_us: int
     ord: str | None
-    digest: str
     hash: str
 
 
@@ -161,35 +216,58 @@ class Ledger:
                 )
             )
         self.datastore = self.factory.datastore
-        self.recorder = self.factory.application_recorder()
-        if readonly:
-            if not self._schema_ready(chain=False):
-                from backflush.errors import LedgerNotFound
+        version = self._schema_version()
+        if readonly and version is None:
+            from backflush.errors import LedgerNotFound
 
-                self.close()
-                raise LedgerNotFound(f"no backflush ledger at {self.url!r}")
-        elif not self._schema_ready():
-            with self._schema_lock():
-                self.recorder.create_table()
-                with self.transaction(commit=True) as cur:
-                    for ddl in INDEX_DDL:
-                        cur.execute(ddl)
-                    cur.execute("SELECT k FROM bf_lock WHERE k = 1")
-                    if cur.fetchone() is None:
-                        cur.execute("INSERT INTO bf_lock VALUES (1, 0)")
-                    # A ledger made before the ledger-wide chain: link what it holds.
-                    chain_unlinked(cur)
+            self.close()
+            raise LedgerNotFound(f"no backflush ledger at {self.url!r}")
+        if version is None:
+            with self._schema_lock(), self.transaction(commit=True) as cur:
+                for ddl in _ddl(self.dialect):
+                    if ddl.startswith("CREATE VIEW"):
+                        if self.dialect == "sqlite":
+                            ddl = ddl.replace("CREATE VIEW", "CREATE VIEW IF NOT EXISTS", 1)
+                        elif self._has_relation(cur, "stored_events"):
+                            # No IF NOT EXISTS for views on PostgreSQL (the advisory lock
+                            # makes asking first safe there).
+                            continue
+                    cur.execute(ddl)
+                # Two processes creating one SQLite ledger at once: the second inserts
+                # nothing. The version row (k=2) says the layout.
+                cur.execute("INSERT INTO bf_lock VALUES (1, 0) ON CONFLICT DO NOTHING")
+                cur.execute(
+                    "INSERT INTO bf_lock VALUES (2, ?) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,)
+                )
+            version = self._schema_version()
+        if version != SCHEMA_VERSION:
+            self.close()
+            raise SchemaTooOld(
+                f"{self.url}: this ledger was written by an older backflush (stored layout"
+                f" {version or 1}, this version reads {SCHEMA_VERSION}); export it with the"
+                " version that wrote it and import the export into a new ledger"
+            )
 
-    def _schema_ready(self, *, chain: bool = True) -> bool:
+    def _has_relation(self, cur: Cursor, name: str) -> bool:
+        if self.dialect == "postgres":
+            cur.execute("SELECT to_regclass(?) AS r", (name,))
+            return cur.fetchone()["r"] is not None
+        cur.execute("SELECT 1 AS x FROM sqlite_master WHERE name = ?", (name,))
+        return cur.fetchone() is not None
+
+    def _schema_version(self) -> int | None:
+        """The stored layout's version: None for no ledger yet, 1 for the old layout."""
         # The lock row is written last when the schema is made: if it is there, opening
         # must not run DDL again, which on PostgreSQL would queue behind a running import.
         try:
             with self.transaction(commit=False) as cur:
-                if chain:  # a ledger older than the chain table is brought up to date
-                    cur.execute("SELECT seq FROM bf_chain LIMIT 1").fetchall()
-                return cur.execute("SELECT k FROM bf_lock WHERE k = 1").fetchone() is not None
+                rows = cur.execute("SELECT k, v FROM bf_lock WHERE k IN (1, 2)").fetchall()
         except Exception:  # missing table: each driver names it differently
-            return False
+            return None
+        found = {r["k"]: r["v"] for r in rows}
+        if 1 not in found:
+            return None
+        return found.get(2, 1)
 
     @contextmanager
     def _schema_lock(self) -> Iterator[None]:
@@ -242,9 +320,12 @@ class Ledger:
             try:
                 if self.dialect == "postgres":
                     cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
-                    cur.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                    cur.execute("LOCK TABLE bf_events IN EXCLUSIVE MODE")
                 else:
                     cur.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+                    # An import touches every index of the events table at random places: a
+                    # larger page cache (default 2 MiB) keeps their inner pages in memory.
+                    cur.execute("PRAGMA cache_size = -32768")
                 cur.execute("UPDATE bf_lock SET v = v + 1 WHERE k = 1")
             except Exception as exc:
                 if _is_lock_timeout(exc):
@@ -271,54 +352,86 @@ class Ledger:
         row = cur.fetchone()
         return (0, None) if row is None else (row["version"], row["hash"])
 
-    def known_digests(self, cur: Cursor, ids: Sequence[str]) -> dict[str, str]:
-        """Digest of every id in ``ids`` already stored (earlier imports or batches)."""
-        out: dict[str, str] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+    def stream_heads(self, cur: Cursor, streams: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """(last version, last chain hash) of each of ``streams`` that exists."""
+        out: dict[str, tuple[int, str]] = {}
+        for i in range(0, len(streams), 500):
+            chunk = list(streams[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            cur.execute(f"SELECT id, digest FROM bf_events WHERE id IN ({marks})", chunk)
+            cur.execute(
+                "SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
+                f" MAX(version) AS v FROM bf_events WHERE stream IN ({marks}) GROUP BY stream)"
+                " h ON e.stream = h.stream AND e.version = h.v",
+                chunk,
+            )
             for row in cur.fetchall():
-                out[row["id"]] = row["digest"]
+                out[row["stream"]] = (row["version"], row["hash"])
         return out
 
-    def append(self, cur: Cursor, rows: Sequence[IndexRow], states: Sequence[bytes]) -> None:
-        """Append events (index rows and stored states, same order) inside ``cur``'s txn."""
-        stored = [
-            StoredEvent(
-                originator_id=r.stream,
-                originator_version=r.version,
-                topic=TOPIC_PREFIX + r.type,
-                state=s,
-            )
-            for r, s in zip(rows, states, strict=True)
-        ]
-        if self.dialect == "sqlite":
-            # eventsourcing's application recorder inserts row by row to learn each rowid;
-            # under our write lock the rowids are simply max+1.., so one executemany does.
-            top = cur.execute("SELECT COALESCE(MAX(rowid), 0) AS m FROM stored_events")
-            first = top.fetchone()["m"] + 1
-            SQLiteAggregateRecorder._insert_events(self.recorder, cur.raw, stored)  # noqa: SLF001
-            seqs = range(first, first + len(stored))
-        else:
-            self.recorder._insert_stored_events(cur.raw, stored)  # noqa: SLF001
-            seqs = self.recorder._fetch_ids_after_insert_events(cur.raw, stored)  # noqa: SLF001
-        cur.executemany(
-            "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord, digest,"
-            " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (q, r.id, r.stream, r.version, r.type, r.at_us, r.rec_us, r.ord, r.digest, r.hash)
-                for q, r in zip(seqs, rows, strict=True)
-            ],
-        )
+    def known_states(self, cur: Cursor, ids: Sequence[str]) -> dict[str, bytes]:
+        """Stored state of every id in ``ids`` already recorded (earlier imports or batches)."""
+        out: dict[str, bytes] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            cur.execute(f"SELECT id FROM bf_events WHERE id IN ({marks})", chunk)
+            hits = [row["id"] for row in cur.fetchall()]
+            if hits:  # rare: re-imports; only then read the states
+                marks = ",".join("?" * len(hits))
+                cur.execute(f"SELECT id, state FROM bf_events WHERE id IN ({marks})", hits)
+                for row in cur.fetchall():
+                    out[row["id"]] = bytes(row["state"])
+        return out
+
+    def append(self, cur: Cursor, rows: Sequence[IndexRow], states: Sequence[bytes]) -> range:
+        """Append events (rows and their stored states, same order) inside ``cur``'s txn.
+
+        The single function that writes events: returns the positions (``seq``) given.
+        Positions are max+1.. under the write lock ``writing`` holds.
+        """
+        first = (cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0) + 1
+        seqs = range(first, first + len(rows))
+        # The ledger-wide chain (ledger.anchor), in the same transaction as the events.
         chained = zip(seqs, rows, strict=True)
-        link_events(cur, [(q, r.stream, r.version, r.hash, r.rec_us) for q, r in chained])
+        links = chain_rows(
+            last_link(cur)[1],
+            [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained],
+        )
+        if self.dialect == "sqlite":
+            cur.raw.executemany(
+                "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord,"
+                " hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)],
+            )
+            cur.raw.executemany(
+                "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+                links,
+            )
+        else:
+            # Binary COPY: no text escaping of the states (bytea) and the integers.
+            with cur.raw.copy(
+                "COPY bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash,"
+                " state) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_COPY_TYPES)
+                write = copy.write_row
+                for q, r, s in zip(seqs, rows, states, strict=True):
+                    write((q, *r, s))
+            with cur.raw.copy(
+                "COPY bf_chain (seq, link, stream, version, id) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_CHAIN_COPY_TYPES)
+                write = copy.write_row
+                for link in links:
+                    write(link)
+        return seqs
 
     # --- reading -------------------------------------------------------------------------
 
     def _state_join(self) -> str:
-        key = "rowid" if self.dialect == "sqlite" else "notification_id"
-        return f"JOIN stored_events s ON s.{key} = i.seq"
+        # Until schema 2 states lived in another table; readers that still join it as
+        # ``s`` get the same row (the state is ``i.state`` now: prefer that).
+        return "JOIN bf_events s ON s.seq = i.seq"
 
     def iter_rows(
         self,
@@ -342,6 +455,10 @@ class Ledger:
         if types:
             where.append(f"i.type IN ({','.join('?' * len(types))})")
             params.extend(types)
+            if set(types) <= MASTER_TYPES:
+                # There is no index on type (it would cost every import): master data is
+                # one stream, and (stream, version) is indexed.
+                where.append("i.stream = 'master'")
         if at_lte is not None:
             where.append("i.at_us <= ?")
             params.append(at_lte)
@@ -353,9 +470,9 @@ class Ledger:
             params.append(seq_gt)
         cols = (
             "i.seq, i.id, i.stream, i.version, i.type, i.at_us, i.rec_us, i.ord, i.hash,"
-            " s.state"
+            " i.state"
         )
-        base = f"SELECT {cols} FROM bf_events i {self._state_join()}"
+        base = f"SELECT {cols} FROM bf_events i"
         key: tuple[int, int] | None = None
         while True:
             conds, ps = list(where), list(params)

@@ -67,9 +67,9 @@ def set_state(con: sqlite3.Connection, stream: str, version: int, state: bytes) 
 
 
 def delete(con: sqlite3.Connection, stream: str, version: int) -> None:
+    # One table holds the events since stored layout 2 (stored_events is a view on it).
     n = con.execute(
-        "DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?",
-        (stream, version),
+        "DELETE FROM bf_events WHERE stream = ? AND version = ?", (stream, version)
     ).rowcount
     assert n == 1
 
@@ -104,7 +104,8 @@ def test_event_removed_from_the_middle_of_a_stream_is_found(sqlite_db, tmp_path)
     db = imported(sqlite_db, tmp_path)
     with sqlite3.connect(db) as con:
         delete(con, ORDER, 3)
-    err = assert_tampered(db, f"{ORDER}@3")
+    err = assert_tampered(db, f"{ORDER}@4")
+    assert "position 3" in err
     assert "removed" in err or "missing" in err
 
 
@@ -112,7 +113,7 @@ def test_last_event_of_a_stream_removed_is_found(sqlite_db, tmp_path):
     db = imported(sqlite_db, tmp_path)
     with sqlite3.connect(db) as con:
         delete(con, ORDER, 6)
-    # No gap is left behind: the index row written beside it gives it away.
+    # No gap is left behind: its ledger-wide chain row (bf_chain) gives it away.
     err = assert_tampered(db, f"{ORDER}@6 (event t-10)")
     assert "removed" in err
 
@@ -256,17 +257,14 @@ def test_bad_anchor_file_is_a_clear_error(sqlite_db, tmp_path):
     assert f"{bad}:1: events:" in r.stderr
 
 
-def test_ledger_older_than_the_chain_is_linked_when_opened(sqlite_db, tmp_path):
-    from backflush.ledger.store import Ledger
-
+def test_removed_chain_table_is_found_and_the_rest_still_checked(sqlite_db, tmp_path):
+    """Every ledger this version opens is made with bf_chain: a missing one was dropped."""
     db = imported(sqlite_db, tmp_path)
     with sqlite3.connect(db) as con:
         con.execute("DROP TABLE bf_chain")
-    Ledger(db).close()
-    r = run(db, "verify")
-    assert r.exit_code == 0, r.output
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT COUNT(*) FROM bf_chain").fetchone()[0] == len(HISTORY)
+        con.execute("UPDATE bf_events SET at_us = 0 WHERE id = 't-05'")
+    err = assert_tampered(db, "ledger [link]", f"{ORDER}@1 (event t-05)")
+    assert "bf_chain" in err and "[at_us]" in err
 
 
 def _as_nobody() -> list[str] | None:
@@ -426,15 +424,15 @@ def test_deep_on_a_read_only_ledger_behind_its_events_says_it_compared_nothing(
     assert problems == [] and "compared nothing" in notes[0]
 
 
-def test_older_ledger_opened_read_only_checks_what_it_has(sqlite_db, tmp_path):
-    from backflush.ledger.integrity import check
-    from backflush.ledger.store import Ledger
+def test_older_layout_opened_read_only_is_refused_with_the_way_out(sqlite_db, tmp_path):
+    """A ledger of the old two-table layout (no version row) is not read, even read-only."""
+    from backflush.ledger.store import Ledger, SchemaTooOld
 
     db = imported(sqlite_db, tmp_path)
     with sqlite3.connect(db) as con:
-        con.execute("DROP TABLE bf_chain")
-        con.execute("UPDATE bf_events SET at_us = 0 WHERE id = 't-05'")
-    with Ledger(db, readonly=True) as ledger:
-        rep = check(ledger)
-    assert "no ledger-wide chain" in rep.notes[0]
-    assert [(p.event_id, p.column) for p in rep.problems] == [("t-05", "at_us")]
+        con.execute("DELETE FROM bf_lock WHERE k = 2")
+    with pytest.raises(SchemaTooOld, match="import the export into a new ledger"):
+        Ledger(db, readonly=True)
+    r = run(db, "verify")
+    assert r.exit_code == 2, r.output
+    assert "older backflush" in r.stderr

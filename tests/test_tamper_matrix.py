@@ -23,7 +23,7 @@ import orjson
 import pytest
 from backflush.ledger.anchor import GENESIS as LINK_GENESIS
 from backflush.ledger.anchor import link_of
-from backflush.ledger.codec import GENESIS, body_of, chain_hash, content_digest
+from backflush.ledger.codec import GENESIS, body_of, chain_hash
 from backflush.ledger.store import to_us
 from ledger_cli import run
 
@@ -55,7 +55,11 @@ SECOND = [
 
 
 class Raw:
-    """Direct access to the store's tables, as an attacker with write access has it."""
+    """Direct access to the store's tables, as an attacker with write access has it.
+
+    Each event is one row of ``bf_events`` (its state and its index columns; stored_events
+    is only a view on it), beside its ``bf_chain`` row.
+    """
 
     def __init__(self, db: str):
         self.pg = db.startswith("postgresql://")
@@ -65,7 +69,6 @@ class Raw:
             self.con = psycopg.connect(db)
         else:
             self.con = sqlite3.connect(db)
-        self.key = "notification_id" if self.pg else "rowid"
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
         cur = self.con.execute(sql.replace("?", "%s") if self.pg else sql, params)
@@ -78,29 +81,23 @@ class Raw:
         return self.q("SELECT seq FROM bf_events WHERE id = ?", (eid,))[0][0]
 
     def state(self, seq: int) -> dict[str, Any]:
-        return orjson.loads(bytes(self.q(
-            f"SELECT state FROM stored_events WHERE {self.key} = ?", (seq,))[0][0]))
+        return orjson.loads(bytes(self.q("SELECT state FROM bf_events WHERE seq = ?",
+                                         (seq,))[0][0]))
 
     def set_state(self, seq: int, d: dict[str, Any]) -> None:
-        assert self.x(f"UPDATE stored_events SET state = ? WHERE {self.key} = ?",
-                      (orjson.dumps(d), seq)) == 1
+        assert self.x("UPDATE bf_events SET state = ? WHERE seq = ?", (orjson.dumps(d), seq)) == 1
 
-    def remove(self, seq: int, tables: str = "sic") -> None:
-        """Remove the event at ``seq`` from the (s)tore, the (i)ndex and/or the (c)hain."""
-        if "s" in tables:
-            assert self.x(f"DELETE FROM stored_events WHERE {self.key} = ?", (seq,)) == 1
-        if "i" in tables:
+    def remove(self, seq: int, tables: str = "ec") -> None:
+        """Remove the event at ``seq``: its (e)vent row and/or its (c)hain row."""
+        if "e" in tables:
             assert self.x("DELETE FROM bf_events WHERE seq = ?", (seq,)) == 1
         if "c" in tables:
             assert self.x("DELETE FROM bf_chain WHERE seq = ?", (seq,)) == 1
 
     def rechain(self) -> None:
-        """Recompute every stream hash, index hash/digest/times and ledger-wide link, and
+        """Recompute every stream hash, indexed hash/times and ledger-wide link, and
         renumber stream positions without gaps: a consistent forgery of the whole ledger."""
-        rows = self.q(
-            f"SELECT {self.key}, originator_id, originator_version, state FROM stored_events"
-            f" ORDER BY {self.key}"
-        )
+        rows = self.q("SELECT seq, stream, version, state FROM bf_events ORDER BY seq")
         heads: dict[str, tuple[int, str]] = {}
         link = LINK_GENESIS
         self.x("DELETE FROM bf_chain")
@@ -112,34 +109,30 @@ class Raw:
             h = chain_hash(prev, stream, v, d["rec"], body, d["e"]["id"])
             d["prev"], d["hash"] = prev, h
             heads[stream] = (v, h)
-            self.x(
-                f"UPDATE stored_events SET originator_version = ?, state = ? WHERE {self.key} = ?",
-                (v, orjson.dumps(d), seq),
-            )
             rec_us = to_us(_dt(d["rec"]))
             self.x(
-                "UPDATE bf_events SET version = ?, hash = ?, digest = ?, rec_us = ?, at_us = ?"
+                "UPDATE bf_events SET version = ?, state = ?, hash = ?, rec_us = ?, at_us = ?"
                 " WHERE seq = ?",
-                (v, h, content_digest(body), rec_us, to_us(_dt(d["e"]["at"])), seq),
+                (v, orjson.dumps(d), h, rec_us, to_us(_dt(d["e"]["at"])), seq),
             )
             link = link_of(link, seq, stream, v, h, rec_us)
-            self.x("INSERT INTO bf_chain (seq, link) VALUES (?, ?)", (seq, link))
+            self.x("INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+                   (seq, link, stream, v, d["e"]["id"]))
 
     def rechain_stream(self, stream: str) -> None:
-        """Recompute one stream's hashes (and its index rows), leaving ``bf_chain`` alone:
+        """Recompute one stream's hashes (and its indexed hash), leaving ``bf_chain`` alone:
         what an attacker who knows only the per-stream chain would do."""
         prev = GENESIS
         for seq, version, state in self.q(
-            f"SELECT {self.key}, originator_version, state FROM stored_events"
-            " WHERE originator_id = ? ORDER BY originator_version", (stream,)
+            "SELECT seq, version, state FROM bf_events WHERE stream = ? ORDER BY version",
+            (stream,),
         ):
             d = orjson.loads(bytes(state))
             body = body_of(d["e"])
             d["prev"] = prev
             d["hash"] = prev = chain_hash(prev, stream, version, d["rec"], body, d["e"]["id"])
             self.set_state(seq, d)
-            self.x("UPDATE bf_events SET hash = ?, digest = ? WHERE seq = ?",
-                   (prev, content_digest(body), seq))
+            self.x("UPDATE bf_events SET hash = ? WHERE seq = ?", (prev, seq))
 
     def close(self) -> None:
         self.con.commit()
@@ -194,17 +187,16 @@ def _forge(r: Raw, link: bool) -> None:
     body = body_of(payload)
     nh = chain_hash(h, stream, version + 1, last["rec"], body, "forged")
     state = orjson.dumps({"e": payload, "rec": last["rec"], "prev": h, "hash": nh})
-    r.x("INSERT INTO stored_events (originator_id, originator_version, topic, state)"
-        " VALUES (?, ?, ?, ?)", (stream, version + 1, "ledger.events:ReportedAsFinished", state))
-    seq = r.q(f"SELECT MAX({r.key}) FROM stored_events")[0][0]
+    seq = top + 1
     rec_us = to_us(_dt(last["rec"]))
-    r.x("INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord, digest, hash)"
+    r.x("INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash, state)"
         " VALUES (?, 'forged', ?, ?, 'ReportedAsFinished', ?, ?, 'P2', ?, ?)",
-        (seq, stream, version + 1, to_us(_dt(payload["at"])), rec_us, content_digest(body), nh))
+        (seq, stream, version + 1, to_us(_dt(payload["at"])), rec_us, nh, state))
     if link:
         prev = r.q("SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1")[0][0]
-        r.x("INSERT INTO bf_chain (seq, link) VALUES (?, ?)",
-            (seq, link_of(prev, seq, stream, version + 1, nh, rec_us)))
+        r.x("INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
+            (seq, link_of(prev, seq, stream, version + 1, nh, rec_us), stream, version + 1,
+             "forged"))
 
 
 def _rechained(change: Callable[[Raw], None]) -> Callable[[Raw], None]:
@@ -259,18 +251,22 @@ ATTACKS: list[Attack] = [
            ("inventory@1 (event i-rcv) seq {seq:i-rcv} [state]",)),
     Attack("alter recorded time in the state", _set_rec,
            ("seq {seq:p1-raf1} [state]", "seq {seq:p1-raf1} [rec_us]")),
-    Attack("alter topic", lambda r: r.x(
-        f"UPDATE stored_events SET topic = 'ledger.events:Reversal' WHERE {r.key} = ?",
-        (r.seq("p1-rel"),)), ("seq {seq:p1-rel} [topic]",)),
+    # The view's topic is the type column (the stored topic of layout 1).
+    Attack("alter topic (the type column)", lambda r: r.x(
+        "UPDATE bf_events SET type = 'Reversal' WHERE seq = ?",
+        (r.seq("p1-rel"),)), ("seq {seq:p1-rel} [type]",)),
     Attack("move a stored event to another position", lambda r: r.x(
-        f"UPDATE stored_events SET originator_version = 99 WHERE {r.key} = ?",
+        "UPDATE bf_events SET version = 99 WHERE seq = ?",
         (r.seq("p1-raf1"),)), ("seq {seq:p1-raf1} [version]", "seq {seq:p1-raf1} [state]")),
     Attack("move a stored event to another stream", lambda r: r.x(
-        f"UPDATE stored_events SET originator_id = 'order:P2' WHERE {r.key} = ?",
+        "UPDATE bf_events SET stream = 'order:P2' WHERE seq = ?",
         (r.seq("p1-raf1"),)), ("seq {seq:p1-raf1} [stream]", "seq {seq:p1-raf1} [state]")),
+    Attack("move a stored event through the view (SQLite: its triggers)", lambda r: r.x(
+        "UPDATE stored_events SET originator_version = 99 WHERE notification_id = ?",
+        (r.seq("p1-raf1"),)), ("seq {seq:p1-raf1} [version]", "seq {seq:p1-raf1} [state]")),
     Attack("state not an event", lambda r: r.x(
-        f"UPDATE stored_events SET state = ? WHERE {r.key} = ?", (b"garbage", r.seq("m-bom"))),
-        ("master@3 seq {seq:m-bom} [state]",)),
+        "UPDATE bf_events SET state = ? WHERE seq = ?", (b"garbage", r.seq("m-bom"))),
+        ("master@3 (event m-bom) seq {seq:m-bom} [state]",)),
     Attack("remove a middle event everywhere", lambda r: r.remove(r.seq("p1-rel")),
            ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [version]", "seq {next:p1-rel} [link]")),
     Attack("remove a stream's last event everywhere", lambda r: r.remove(r.seq("p2-rel")),
@@ -280,8 +276,14 @@ ATTACKS: list[Attack] = [
            ("seq {next:p2-rel} [link]",)),
     Attack("remove a whole order stream", lambda r: _remove_stream(r, "order:P2"),
            ("seq {next:p2-rel} [link]",)),
-    Attack("remove the stored event only", lambda r: r.remove(r.seq("p1-raf1"), "s"),
-           ("seq {seq:p1-raf1} [seq]", "[version]")),
+    # One row holds an event and its index columns: removing the stored event only is
+    # removing its row and keeping its chain row, which names it.
+    Attack("remove the event's row only", lambda r: r.remove(r.seq("p1-raf1"), "e"),
+           ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [link]", "order:P1@4 (event p1-raf2)"
+            " seq {seq:p1-raf2} [version]")),
+    Attack("remove the event's row through the view", lambda r: r.x(
+        "DELETE FROM stored_events WHERE notification_id = ?", (r.seq("p1-raf1"),)),
+           ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [link]",)),
     Attack("remove the ledger's last event everywhere",
            lambda r: r.remove(_last_seqs(r, 1)[0]),
            ("anchor {anchors}:2 seq {last} [seq]",), anchor=True),
@@ -300,20 +302,21 @@ ATTACKS: list[Attack] = [
         Attack(f"alter index {col}", _index(col, value), (f"seq {{seq:p1-raf1}} [{col}]",))
         for col, value in (
             ("at_us", 1), ("rec_us", 1), ("ord", "P2"), ("type", "OrderEnded"),
-            ("digest", "0" * 32), ("hash", "f" * 64), ("id", "someone-else"),
+            ("hash", "f" * 64), ("id", "someone-else"),
             ("stream", "order:P9"), ("version", 42),
         )
     ],
-    Attack("swap two index rows' seq", _swap_seq,
-           ("seq {seq:p1-rel} [stream]", "seq {seq:p2-new} [stream]")),
-    Attack("remove an index row only", lambda r: r.remove(r.seq("p1-raf1"), "i"),
-           ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [seq]",)),
+    # Swapping seq moves whole events (state and index columns) to each other's place.
+    Attack("swap two events' seq", _swap_seq,
+           ("order:P2@1 (event p2-new) seq {seq:p1-rel} [link]",
+            "order:P1@2 (event p1-rel) seq {seq:p2-new} [version]")),
     Attack("alter a reversal's ord", lambda r: r.x(
         "UPDATE bf_events SET ord = NULL WHERE id = 'p1-rev'"), ("seq {seq:p1-rev} [ord]",)),
-    Attack("append an index row for no event", lambda r: r.x(
-        "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord, digest,"
-        " hash) VALUES (999, 'ghost', 'order:P1', 99, 'OrderEnded', 1, 1, 'P1', 'x', 'y')"),
-        ("order:P1@99 (event ghost) seq 999 [seq]",)),
+    Attack("append an event row for no recorded event", lambda r: r.x(
+        "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash,"
+        " state) VALUES (999, 'ghost', 'order:P1', 99, 'OrderEnded', 1, 1, 'P1', 'y', ?)",
+        (b"x",)), ("order:P1@99 (event ghost) seq 999 [state]",
+                   "order:P1@99 (event ghost) seq 999 [link]")),
     # --- the ledger-wide chain ------------------------------------------------------------
     Attack("alter a link", lambda r: r.x(
         "UPDATE bf_chain SET link = ? WHERE seq = ?", ("a" * 64, r.seq("p1-raf1"))),
