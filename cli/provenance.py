@@ -36,21 +36,17 @@ def redact_url(db: str) -> str:
 
 
 def heads_digest(ledger: Any) -> tuple[str, int, int]:
-    """(sha256 over the sorted chain heads, number of streams, number of events).
+    """(Merkle root over the streams' chain heads, number of streams, number of events).
 
-    A chain head is the hash of a stream's highest version; the digest is sha256 of the
-    lines ``"<stream> <hash>"`` sorted by stream, joined by newlines. Two reports with the
-    same digest were made from the same recorded history.
+    The root is the one ``backflush anchor`` records (``ledger.integrity.heads_digest``): a
+    report and an anchor with the same root were made from the same recorded history.
     """
+    from backflush.ledger.integrity import heads_digest as root_of
+
     with ledger.transaction(commit=False) as cur:
-        heads = cur.execute(
-            "SELECT e.stream AS stream, e.hash AS hash FROM bf_events e JOIN"
-            " (SELECT stream, MAX(version) AS v FROM bf_events GROUP BY stream) m"
-            " ON e.stream = m.stream AND e.version = m.v"
-        ).fetchall()
+        streams = cur.execute("SELECT COUNT(DISTINCT stream) AS n FROM bf_events").fetchone()["n"]
         count = cur.execute("SELECT COUNT(*) AS n FROM bf_events").fetchone()["n"]
-    lines = sorted(f"{r['stream']} {r['hash']}" for r in heads)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines), int(count)
+    return root_of(ledger), int(streams), int(count)
 
 
 def _table_exists(ledger: Any, name: str) -> bool:
@@ -185,7 +181,7 @@ def collect(ctx: click.Context | None = None) -> dict[str, Any]:
         return out
     try:
         digest, streams, events = heads_digest(ledger)
-        out["heads_sha256"] = digest
+        out["heads_root"] = digest
         out["streams"], out["events"] = streams, events
         out["verify"] = verify_status(ledger, events)
     except Exception as exc:  # provenance must never hide the answer it describes
@@ -230,7 +226,7 @@ def footer_lines(meta: dict[str, Any]) -> list[str]:
         " · ".join([*asof, f"policy {policy}"]),
     ]
     chain = verify_text(meta)
-    if meta.get("heads_sha256"):
-        chain += f" · chain heads sha256 {meta['heads_sha256']} ({meta['events']} events)"
+    if meta.get("heads_root"):
+        chain += f" · chain heads root {meta['heads_root']} ({meta['events']} events)"
     lines.append(chain)
     return lines

@@ -13,6 +13,7 @@ import pytest
 from backflush.cli.main import cli
 from backflush.cli.provenance import redact_url
 from backflush.cli.report import late_events
+from backflush.ledger.anchor import merkle_root
 from backflush.ledger.store import Ledger
 from click.testing import CliRunner
 
@@ -37,15 +38,14 @@ def db(db_url: str) -> str:
 
 
 def heads_by_hand(db: str) -> tuple[str, int]:
-    """The chain heads' digest computed independently: every row, highest version wins."""
+    """The chain heads' root computed independently: every row, highest version wins."""
     heads: dict[str, tuple[int, str]] = {}
     with Ledger(db) as ledger, ledger.transaction(commit=False) as cur:
         rows = cur.execute("SELECT stream, version, hash FROM bf_events").fetchall()
     for r in rows:
         if r["stream"] not in heads or r["version"] > heads[r["stream"]][0]:
             heads[r["stream"]] = (r["version"], r["hash"])
-    text = "\n".join(sorted(f"{s} {h}" for s, (_, h) in heads.items()))
-    return hashlib.sha256(text.encode()).hexdigest(), len(rows)
+    return merkle_root(heads), len(rows)
 
 
 def test_table_footer(db: str) -> None:
@@ -56,7 +56,7 @@ def test_table_footer(db: str) -> None:
     assert f"ledger {redact_url(db)}" in foot
     assert "at 2026-11-03T23:59:59.999999+00:00" in foot and "known-at now" in foot
     assert "policy as recorded" in foot and "not verified" in foot
-    assert f"chain heads sha256 {digest} ({n} events)" in foot
+    assert f"chain heads root {digest} ({n} events)" in foot
     m = re.search(r"generated (\S+)", foot)
     gen = datetime.fromisoformat(m.group(1))
     assert abs((datetime.now(UTC) - gen).total_seconds()) < 120
@@ -64,11 +64,11 @@ def test_table_footer(db: str) -> None:
 
 
 def test_digest_follows_the_history(db: str) -> None:
-    before = json.loads(run(db, "wip", "--json", "--meta"))["meta"]["heads_sha256"]
+    before = json.loads(run(db, "wip", "--json", "--meta"))["meta"]["heads_root"]
     run(db, "import", str(STAGED))
     after = json.loads(run(db, "wip", "--json", "--meta"))["meta"]
-    assert after["heads_sha256"] != before
-    assert (after["heads_sha256"], after["events"]) == heads_by_hand(db)
+    assert after["heads_root"] != before
+    assert (after["heads_root"], after["events"]) == heads_by_hand(db)
 
 
 def test_what_if_is_loud(db: str) -> None:
@@ -89,11 +89,11 @@ def test_audit_json_and_text_carry_meta(db: str) -> None:
     assert a["order"] == "P001T-2"
     assert a["meta"]["known_at"] == "2030-01-01T23:59:59.999999+00:00"
     assert a["meta"]["policy"] == {"mode": "as recorded"}
-    assert a["meta"]["heads_sha256"] == heads_by_hand(db)[0]
+    assert a["meta"]["heads_root"] == heads_by_hand(db)[0]
     w = json.loads(run(db, "audit", "P001T-2", "--json", "--policy", str(FIX)))
     assert w["meta"]["policy"]["mode"] == "what-if"
     text = run(db, "audit", "P001T-2", "--policy", str(FIX))
-    assert text.startswith("!!! WHAT-IF") and "chain heads sha256" in text
+    assert text.startswith("!!! WHAT-IF") and "chain heads root" in text
 
 
 def test_html_provenance_banner_recorded_and_units(db: str, tmp_path: Path) -> None:
@@ -184,3 +184,10 @@ def test_html_shows_bidi_and_controls_as_escapes() -> None:
     html = audit_html(a, meta)
     assert "\u202e" not in html and "\x1b" not in html
     assert "P\\u202eX" in html and "I\\x1b[2J" in html
+
+
+def test_report_and_anchor_name_the_same_root(db: str) -> None:
+    """The footer/meta root is the anchor's: an auditor matches a report to an anchor."""
+    meta = json.loads(run(db, "onhand", "--json", "--meta"))["meta"]
+    anchor = json.loads(run(db, "anchor").strip().splitlines()[-1])
+    assert meta["heads_root"] == anchor["heads_root"] and meta["events"] == anchor["events"]
