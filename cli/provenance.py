@@ -38,10 +38,10 @@ def redact_url(db: str) -> str:
 def heads_digest(ledger: Any) -> tuple[str, int, int]:
     """(Merkle root over the streams' chain heads, number of streams, number of events).
 
-    The root is the one ``backflush anchor`` records (``ledger.integrity.heads_digest``): a
+    The root is the one ``backflush anchor`` records (``ledger.anchor.heads_digest``): a
     report and an anchor with the same root were made from the same recorded history.
     """
-    from backflush.ledger.integrity import heads_digest as root_of
+    from backflush.ledger.anchor import heads_digest as root_of
 
     with ledger.transaction(commit=False) as cur:
         streams = cur.execute("SELECT COUNT(DISTINCT stream) AS n FROM bf_events").fetchone()["n"]

@@ -266,3 +266,18 @@ def parse_anchors(path: str) -> list[tuple[int, dict[str, Any]]]:
     if not out:
         raise AnchorError(f"{path}: no anchor in the file")
     return out
+
+
+def heads_digest(ledger: Any) -> str:
+    """Merkle root over the streams' heads as the index records them (one query).
+
+    Here, not in ``ledger.integrity``, so that report provenance can name it without loading
+    the importer and the event models."""
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute(
+            "SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
+            " MAX(version) AS v FROM bf_events GROUP BY stream) h"
+            " ON e.stream = h.stream AND e.version = h.v"
+        ).fetchall()
+    return merkle_root([(r["stream"], r["version"], r["hash"]) for r in rows])
+

@@ -34,6 +34,7 @@ from backflush.ledger.anchor import GENESIS as LINK_GENESIS
 from backflush.ledger.anchor import (
     AnchorError,
     check_signature,
+    heads_digest,
     link_of,
     merkle_root,
 )
@@ -381,17 +382,6 @@ def verify(ledger: Ledger) -> tuple[int, list[Problem]]:
     """Check every event, index row and link; return (events checked, problems found)."""
     rep = check(ledger)
     return rep.events, rep.problems
-
-
-def heads_digest(ledger: Ledger) -> str:
-    """Merkle root over the streams' heads as the index records them (one query)."""
-    with ledger.transaction(commit=False) as cur:
-        rows = cur.execute(
-            "SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
-            " MAX(version) AS v FROM bf_events GROUP BY stream) h"
-            " ON e.stream = h.stream AND e.version = h.v"
-        ).fetchall()
-    return merkle_root([(r["stream"], r["version"], r["hash"]) for r in rows])
 
 
 def anchor_of(ledger: Ledger) -> dict[str, Any]:
