@@ -68,35 +68,66 @@ def findings_replay(
     An order's findings are final once no later event refers to it: they are taken then,
     and the order is forgotten, so memory follows the orders in progress, not the history.
     """
-    from backflush.projections.engine import Replay
     from backflush.projections.findings import findings_of_orders, sort_key
+
+    out: list[Any] = []
+    for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
+                                          keep_findings=True):
+        if done is None:
+            out.extend(findings_of_orders(engine, None, codes))
+            break
+        finished = set(done)
+        out.extend(findings_of_orders(engine, finished, codes))
+        engine.negative_onhand[:] = [r for r in engine.negative_onhand
+                                     if r.order not in finished]
+    out.sort(key=sort_key)
+    return out
+
+
+def _streaming_replay(
+    ledger: Ledger,
+    at: datetime | None,
+    known_at: datetime | None,
+    policy: dict[str, Any] | None,
+    retire_every: int,
+    *,
+    keep_findings: bool,
+) -> Iterator[tuple[Replay, list[str] | None]]:
+    """One replay of every event that forgets finished orders as it goes.
+
+    Every ``retire_every`` events it yields ``(engine, orders)`` for the orders whose last
+    event is behind (sorted), and retires them once the caller has read what it needs; at
+    the end it yields ``(engine, None)``: everything still held. Memory follows the orders
+    in progress, not the history. ``keep_findings``: keep the logs only findings read
+    (negative on-hand, anomalies) instead of dropping them at each pause.
+    """
+    from backflush.projections.engine import Replay
 
     plan = mat.last_event_of_orders(ledger)
     engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
-    out: list[Any] = []
     n = 0
     with mat.no_gc():
         for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
             engine.apply(ev)
             n += 1
-            if n % retire_every == 0:
-                engine.balance_changes.clear()
-                engine.flushes.clear()
-                engine.unresolved_log.clear()
-                now = to_us(ev["at"])
-                done = set()
-                while plan and plan[-1][0] < now:
-                    done.add(plan.pop()[1])
-                if done:
-                    out.extend(findings_of_orders(engine, done, codes))
-                    engine.negative_onhand[:] = [
-                        r for r in engine.negative_onhand if r.order not in done
-                    ]
-                    for o in done:
-                        engine.retire(o)
-    out.extend(findings_of_orders(engine, None, codes))
-    out.sort(key=sort_key)
-    return out
+            if n % retire_every:
+                continue
+            engine.balance_changes.clear()
+            engine.flushes.clear()
+            engine.unresolved_log.clear()
+            if not keep_findings:
+                engine.negative_onhand.clear()
+                engine.anomalies.clear()
+            now = to_us(ev["at"])
+            done = []
+            while plan and plan[-1][0] < now:
+                done.append(plan.pop()[1])
+            if done:
+                done.sort()
+                yield engine, done
+                for o in done:
+                    engine.retire(o)
+        yield engine, None
 
 
 def order_events(
@@ -207,29 +238,13 @@ def iter_hours(
     """Hours rows of every order, yielded as each order's hours become final (in the order
     orders end, not by name), by one streaming replay: memory follows the orders in
     progress, not the history."""
-    from backflush.projections.engine import Replay
-
-    plan = mat.last_event_of_orders(ledger)
-    engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
-    n = 0
-    with mat.no_gc():
-        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
-            engine.apply(ev)
-            n += 1
-            if n % retire_every == 0:
-                engine.balance_changes.clear()
-                engine.flushes.clear()
-                engine.unresolved_log.clear()
-                engine.negative_onhand.clear()
-                engine.anomalies.clear()
-                now = to_us(ev["at"])
-                done = []
-                while plan and plan[-1][0] < now:
-                    done.append(plan.pop()[1])
-                for o in sorted(done):
-                    yield from engine.hours(order=o, resource=resource)
-                    engine.retire(o)
-    yield from engine.hours(resource=resource)
+    for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
+                                          keep_findings=False):
+        if done is None:
+            yield from engine.hours(resource=resource)
+            return
+        for o in done:
+            yield from engine.hours(order=o, resource=resource)
 
 
 def order_findings(
