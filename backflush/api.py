@@ -517,6 +517,16 @@ class Ledger:
             self._check_order(order)
         return _export_lines(store, order)
 
+    def _query(self, at: Any, known_at: Any, policy: Any, order: str | None = None
+               ) -> tuple[Any, datetime, datetime | None, dict[str, Any] | None]:
+        """What every query starts with, in this order: the policy validated, the store
+        opened, the order known, the times resolved (``at`` defaults to now)."""
+        params = policy_params(policy)
+        store = self.store()
+        if order is not None:
+            self._check_order(order)
+        return store, when(at, "at", now()), when(known_at, "known_at"), params
+
     def onhand(
         self,
         *,
@@ -527,11 +537,9 @@ class Ledger:
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """On-hand rows (item, location, batch, lp, qty) as of ``at``, in transit included."""
-        params = policy_params(policy)
-        store = self.store()
+        store, at, known_at, params = self._query(at, known_at, policy)
         from backflush.projections import asof
 
-        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.onhand(store, at, known_at, params, item=item, location=location)
         if not rows:
             if item is not None:
@@ -549,11 +557,9 @@ class Ledger:
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """WIP rows per resource location: staged material, units waiting between operations."""
-        params = policy_params(policy)
-        store = self.store()
+        store, at, known_at, params = self._query(at, known_at, policy)
         from backflush.projections import asof
 
-        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.wip(store, at, known_at, params, resource=resource)
         if not rows and resource is not None:
             self._check_name("resource", resource, self.resources)
@@ -568,12 +574,9 @@ class Ledger:
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """Consumption per BOM line of ``order``: expected, posted, by trigger, variance."""
-        params = policy_params(policy)
-        store = self.store()
-        self._check_order(order)
+        store, at, known_at, params = self._query(at, known_at, policy, order)
         from backflush.projections import asof
 
-        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         return asof.consumption(store, order, at, known_at, params)
 
     def hours(
@@ -586,13 +589,9 @@ class Ledger:
         policy: Any = None,
     ) -> list[dict[str, Any]]:
         """Standard vs reported hours per order, operation and resource."""
-        params = policy_params(policy)
-        store = self.store()
-        if order is not None:
-            self._check_order(order)
+        store, at, known_at, params = self._query(at, known_at, policy, order)
         from backflush.projections import asof
 
-        at, known_at = when(at, "at", now()), when(known_at, "known_at")
         rows = asof.hours(store, order, resource, at, known_at, params)
         if not rows and resource is not None:
             self._check_name("resource", resource, self.resources)
@@ -619,11 +618,7 @@ class Ledger:
             if upper == "POLICY_OVERLAP":
                 raise BadInput("--code: POLICY_OVERLAP is reported by `backflush policy check`")
             code = upper
-        params = policy_params(policy)
-        store = self.store()
-        if order is not None:
-            self._check_order(order)
-        at, known_at = when(at, "at", now()), when(known_at, "known_at")
+        store, at, known_at, params = self._query(at, known_at, policy, order)
         return [f.as_dict() for f in _findings(store, at, known_at, params, order, code)]
 
     def audit(
@@ -635,11 +630,8 @@ class Ledger:
         policy: Any = None,
     ) -> dict[str, Any]:
         """One order's history replayed step by step: flushes, running totals, findings."""
-        params = policy_params(policy)
-        store = self.store()
-        self._check_order(order)
-        return audit_of(store, order, when(at, "at", now()), when(known_at, "known_at"),
-                        params)
+        store, at, known_at, params = self._query(at, known_at, policy, order)
+        return audit_of(store, order, at, known_at, params)
 
     def recorded_policy(
         self, *, at: datetime | None = None, known_at: datetime | None = None
