@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import random
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -15,9 +13,10 @@ import pytest
 from backflush.ledger.importer import run_import
 from backflush.ledger.store import Ledger
 from backflush.projections import asof, materialise, snapshot
-from backflush.projections.strategies import histories
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from backflush.testing.strategies import histories, plain_event
 
 PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -27,20 +26,8 @@ PROFILE = settings(
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _plain(v):
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items() if x is not None and k != "seq"}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def _import(ledger: Ledger, path: Path, events: list[dict]) -> None:
-    path.write_bytes(b"".join(orjson.dumps(_plain(e)) + b"\n" for e in events))
+    path.write_bytes(b"".join(orjson.dumps(plain_event(e)) + b"\n" for e in events))
     res = run_import(ledger, [str(path)])
     assert not res.errors, [str(e) for e in res.errors[:5]]
 

@@ -20,24 +20,11 @@ from backflush.ledger.store import Ledger
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_cli import run, snapshot
+from ledger_cli import PLANT, run, snapshot
 
 AT = "2026-05-01T08:00:00Z"
 
-SETUP = [
-    {"type": "ItemDefined", "at": "2026-05-01T06:00:00Z", "id": "s-1", "item": "FG"},
-    {"type": "ItemDefined", "at": "2026-05-01T06:00:00Z", "id": "s-2", "item": "RAW"},
-    {"type": "ResourceDefined", "at": "2026-05-01T06:00:00Z", "id": "s-3", "resource": "M1",
-     "input_location": "M1-IN", "output_location": "M1-OUT"},
-    {"type": "BomDefined", "at": "2026-05-01T06:01:00Z", "id": "s-4", "bom": "B", "item": "FG",
-     "lines": [{"line": 10, "item": "RAW", "qty": 2}]},
-    {"type": "RouteDefined", "at": "2026-05-01T06:01:00Z", "id": "s-5", "route": "R",
-     "operations": [{"op": 10, "resource": "M1"}, {"op": 20, "resource": "M1"}]},
-    {"type": "OrderCreated", "at": "2026-05-01T07:00:00Z", "id": "s-6", "order": "P1",
-     "item": "FG", "qty": 5, "bom": "B", "route": "R"},
-    {"type": "InventoryReceived", "at": "2026-05-01T07:00:00Z", "id": "s-7", "item": "RAW",
-     "qty": 100, "location": "BULK"},
-]
+SETUP = PLANT
 
 
 def ev(type_: str, **fields) -> str:

@@ -18,7 +18,7 @@ from backflush.projections.engine import Replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backflush.testing.strategies import histories
+from backflush.testing.strategies import histories, plain_event
 
 PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -27,21 +27,9 @@ PROFILE = settings(
 )
 
 
-def _plain(v):
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items() if x is not None and k != "seq"}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def write_jsonl(path: Path, events: list[dict]) -> Path:
     """Engine-shaped events (strategies) as an interchange file, in the given order."""
-    path.write_bytes(b"".join(orjson.dumps(_plain(e)) + b"\n" for e in events))
+    path.write_bytes(b"".join(orjson.dumps(plain_event(e)) + b"\n" for e in events))
     return path
 
 

@@ -428,15 +428,17 @@ def split_histories(draw, max_parts: int = 4):
     return events, split_event(events, target["id"], list(zip(goods, errors, strict=True)))
 
 
-def _plain_value(v):
+def plain_event(v):
+    """One engine-shaped event (or value) as interchange data: ``seq`` and None fields
+    dropped, quantities as decimal strings, ``at`` as ISO 8601 text."""
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, datetime):
         return v.isoformat()
     if isinstance(v, dict):
-        return {k: _plain_value(x) for k, x in v.items() if x is not None and k != "seq"}
+        return {k: plain_event(x) for k, x in v.items() if x is not None and k != "seq"}
     if isinstance(v, list):
-        return [_plain_value(x) for x in v]
+        return [plain_event(x) for x in v]
     return v
 
 
@@ -447,4 +449,4 @@ def plain(events: list[dict]) -> list[dict]:
     8601 text. ``backflush.replay(plain(events))`` gives what ``Replay().apply_all(events)``
     gives; ``to_jsonl`` writes the same as a file ``backflush import`` reads.
     """
-    return [_plain_value(e) for e in sorted(events, key=lambda e: e.get("seq", 0))]
+    return [plain_event(e) for e in sorted(events, key=lambda e: e.get("seq", 0))]
