@@ -34,9 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlparse
 
-from backflush.ledger.anchor import chain_ddl, chain_rows, last_link
 from backflush.ledger.names import MASTER_TYPES
 
 from backflush.errors import BackflushError
@@ -58,7 +56,25 @@ VERIFY_DDL = (
 )
 
 
+# The ledger-wide chain (``ledger.anchor``, with hashlib) loads when a command writes: a query
+# does not need it.
+def chain_rows(*args: Any) -> Any:
+    """``ledger.anchor.chain_rows``."""
+    from backflush.ledger.anchor import chain_rows as rows
+
+    return rows(*args)
+
+
+def last_link(cur: Cursor) -> tuple[int, str]:
+    """``ledger.anchor.last_link``."""
+    from backflush.ledger.anchor import last_link as link
+
+    return link(cur)
+
+
 def _ddl(dialect: str) -> list[str]:
+    from backflush.ledger.anchor import chain_ddl
+
     pg = dialect == "postgres"
     # On SQLite ``INTEGER PRIMARY KEY`` makes seq the rowid (no extra b-tree), and an index
     # on (at_us) carries the rowid, so it already orders ties by seq.
@@ -545,6 +561,8 @@ def _ro_uri(path: str) -> str:
 def _pg_params(url: str) -> dict[str, str]:
     """``psycopg.connect`` parameters of a ``postgresql://`` URL (defaults: 127.0.0.1:5432,
     user postgres, database backflush)."""
+    from urllib.parse import unquote, urlparse
+
     u = urlparse(url)
     return {
         "dbname": unquote(u.path.lstrip("/")) or "backflush",
