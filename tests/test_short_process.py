@@ -101,3 +101,18 @@ def test_version_loads_only_the_command_line():
     mods = loaded("--version")
     assert forbidden(mods, MATERIALISED + ("backflush.api", "backflush.ledger", "sqlite3",
                                            "psycopg", "orjson", "decimal")) == set()
+
+
+def test_version_fast_path_says_what_click_says(capsys, monkeypatch):
+    # `backflush --version` alone is answered before click loads; its text must stay
+    # click's version_option's (and a longer command line still goes through click).
+    from backflush.cli.main import cli, main
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(sys, "argv", ["backflush", "--version"])
+    main()
+    fast = capsys.readouterr().out
+    assert fast == CliRunner().invoke(cli, ["--version"]).output
+    p = subprocess.run([sys.executable, "-c", PROBE, "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert "click" not in p.stderr.split("LOADED", 1)[1].split(",")
