@@ -16,6 +16,7 @@ import argparse
 import gc
 import hashlib
 import statistics
+import sys
 import time
 
 from backflush.ledger.store import Ledger, to_us
@@ -48,9 +49,25 @@ def _drain(engine) -> None:
         lst.clear()
 
 
-def run(events, targets, plan, digest: bool):
+def _engine_class(path: str | None):
+    """``Replay`` of the installed engine, or of another version's engine.py (a baseline)."""
+    if path is None:
+        from backflush.projections.engine import Replay
+
+        return Replay
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_engine", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod.Replay
+
+
+def run(events, targets, plan, digest: bool, Replay=None):
     """Replay ``events``; returns (seconds, hex digest or None)."""
-    from backflush.projections.engine import Replay
+    if Replay is None:
+        Replay = _engine_class(None)
 
     h = hashlib.sha256() if digest else None
     retire = list(plan)
@@ -87,21 +104,33 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--digest", action="store_true", help="also digest the output (slower)")
+    ap.add_argument("--baseline", help="another engine.py, run interleaved with this one")
     a = ap.parse_args()
+    engines = [("this", _engine_class(None))]
+    if a.baseline:
+        engines.append(("baseline", _engine_class(a.baseline)))
     ledger = Ledger(a.db)
     targets = materialise.reversal_targets(ledger)
     plan = materialise.last_event_of_orders(ledger)
-    rates = []
-    for k in range(a.runs):
-        events = list(materialise.events_for_replay(ledger))
-        if a.limit:
-            events = events[:a.limit]
-        dt, dg = run(events, targets, plan, a.digest and k == 0)
-        rates.append(len(events) / dt)
-        print(f"run {k}: {len(events)} events in {dt:.2f} s = {rates[-1]:,.0f} events/s"
-              + (f"  digest {dg}" if dg else ""), flush=True)
-        del events
-    print(f"median {statistics.median(rates):,.0f} events/s")
+    rates: dict = {name: [] for name, _ in engines}
+    for k in range(a.runs + (1 if a.digest else 0)):
+        for name, cls in engines:
+            events = list(materialise.events_for_replay(ledger))
+            if a.limit:
+                events = events[:a.limit]
+            digest = a.digest and k == 0  # a digest run is not timed
+            dt, dg = run(events, targets, plan, digest, cls)
+            if not digest:
+                rates[name].append(len(events) / dt)
+            print(f"{name} run {k}: {len(events)} events in {dt:.2f} s"
+                  + (f"  digest {dg}" if dg else f" = {len(events) / dt:,.0f} events/s"),
+                  flush=True)
+            del events
+    for name, r in rates.items():
+        print(f"{name}: median {statistics.median(r):,.0f} events/s over {len(r)} runs")
+    if a.baseline:
+        print(f"ratio this/baseline: "
+              f"{statistics.median(rates['this']) / statistics.median(rates['baseline']):.2f}")
 
 
 if __name__ == "__main__":

@@ -452,6 +452,28 @@ class _OpUnits:
         return self.good.get(op, default) + self.error.get(op, ZERO)
 
 
+def _waiting_after(ops, op_good: dict, op_error: dict, op_reports: dict,
+                   finished: Decimal) -> dict:
+    """op -> units waiting after it (``OrderState.waiting`` for every op in one pass).
+
+    Walks the route backwards so each operation's successor's units are at hand; an op
+    number listed twice takes its first position's value, as ``waiting`` does.
+    """
+    vals = {}
+    nxt = finished
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i].op
+        if op_reports.get(op, 0) > 0:
+            good = op_good.get(op, ZERO)
+            x = good - nxt
+            nxt = good + op_error.get(op, ZERO)
+        else:
+            x = finished - nxt
+            nxt = finished
+        vals[op] = x if x > ZERO else ZERO
+    return vals
+
+
 def _remove_last(lst: list, value) -> None:
     """Remove ``value`` from ``lst``, searching from the end: the very object if it is there,
     else an equal one (a restored snapshot keeps records shared, not tuples, and the tuples
@@ -517,6 +539,7 @@ class Replay:
         self._reversed: dict = {}  # reversed event id -> reversal event id
         self._last = None
         self._cur: dict = {}
+        self._eid = self._at = self._seq = None  # id, at, seq of the event being applied
         self._cur_order: OrderState | None = None
         self._fx: list | None = None
         self._handlers = {
@@ -556,22 +579,25 @@ class Replay:
 
     def _apply(self, ev: dict) -> None:
         """``apply`` without its context and error translation (callers provide both)."""
-        pos = (ev["at"], ev["seq"])
+        at, seq = ev["at"], ev["seq"]
+        pos = (at, seq)
         if self._last is not None and pos < self._last:
             raise ValueError(f"event {ev.get('id')} out of (at, seq) order")
         self._last = pos
         self._cur = ev
+        eid = self._eid = ev["id"]
+        self._at, self._seq = at, seq
         self._cur_order = None
         typ = ev["type"]
         handler = self._handlers.get(typ)
         if handler is None:
             self._anomaly(f"unknown event type {typ!r}")
             return
-        keep = typ in REVERSIBLE and (self._keep is None or ev["id"] in self._keep)
+        keep = typ in REVERSIBLE and (self._keep is None or eid in self._keep)
         fx = self._fx = [] if keep else None
         handler(ev)
         if keep:
-            self._effects[ev["id"]] = (ev, fx)
+            self._effects[eid] = (ev, fx)
         self._fx = None
 
     def apply_all(self, events) -> Replay:
@@ -765,9 +791,10 @@ class Replay:
 
     def _oh(self, item, loc, batch, lp, delta, record_negative=True) -> None:
         """Change on-hand of (item, loc, batch, lp) (staged WIP follows: see ``wip``)."""
-        bins = self._bins.get((item, loc))
+        ik = (item, loc)
+        bins = self._bins.get(ik)
         if bins is None:
-            bins = self._bins[(item, loc)] = {}
+            bins = self._bins[ik] = {}
         k = (batch, lp)
         new = bins.get(k, ZERO) + delta
         if new:
@@ -775,11 +802,10 @@ class Replay:
         else:
             # an emptied bin leaves the FIFO queue; a refill queues at the back
             bins.pop(k, None)
-        ev = self._cur
-        eid, at, seq = ev["id"], ev["at"], ev["seq"]
+        eid, at, seq = self._eid, self._at, self._seq
         key = (item, loc, batch, lp)
         self.balance_changes.append(("onhand", key, new, eid, at, seq))
-        if record_negative and delta < 0 and new < 0:
+        if record_negative and new < 0 and delta < 0:
             o = self._cur_order
             rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None, seq)
             self.negative_onhand.append(rec)
@@ -795,17 +821,23 @@ class Replay:
         one report changes the waiting of its predecessors too, and a reversal (which undoes
         the counters) only needs to call this again.
         """
-        ev = self._cur
-        for info in o.ops:
-            k = (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
-            v = o.waiting(info.op)
-            if v == self._waiting.get(k, ZERO):
+        ops = o.ops
+        if not ops:
+            return
+        vals = _waiting_after(ops, o.op_good, o.op_error, o.op_reports,
+                              o.fin_good + o.fin_error)
+        waiting = self._waiting
+        order, item = o.order, o.item
+        for info in ops:
+            k = (info.resource, info.output_location, "waiting", order, info.op, item, None)
+            v = vals[info.op]
+            if v == waiting.get(k, ZERO):
                 continue
             if v:
-                self._waiting[k] = v
+                waiting[k] = v
             else:
-                self._waiting.pop(k, None)
-            self.balance_changes.append(("wip", k, v, ev["id"], ev["at"], ev["seq"]))
+                waiting.pop(k, None)
+            self.balance_changes.append(("wip", k, v, self._eid, self._at, self._seq))
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; log a change.
