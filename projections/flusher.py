@@ -61,7 +61,7 @@ class Flusher:
         eid, at, seq = self._eid, self._at, self._seq
         loc = location or ln.location
         item = ln.item
-        parts = self._allocate(o, ln, loc, qty, batch) if qty > 0 else {(batch, None): qty}
+        parts = self._allocate(o, ln, loc, qty, batch) if qty > ZERO else {(batch, None): qty}
         # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
         # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
         tracked = ln.tracking in TRACKED

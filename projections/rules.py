@@ -332,7 +332,7 @@ def allocate(entries, bins: dict, line: int | None, location: str, qty: Decimal,
     if entries:
         for e in entries:
             rem = e["remaining"]
-            if rem <= 0 or e["location"] != location:
+            if rem <= ZERO or e["location"] != location:
                 continue
             if e["line"] is not None and e["line"] != line:
                 continue
@@ -340,7 +340,7 @@ def allocate(entries, bins: dict, line: int | None, location: str, qty: Decimal,
             if batch is not None and k[0] != batch:
                 continue
             t = min(left, rem, bins.get(k, ZERO) - used.get(k, ZERO))
-            if t <= 0:
+            if t <= ZERO:
                 continue
             taken.append((e, t))
             used[k] = used.get(k, ZERO) + t
@@ -352,7 +352,7 @@ def allocate(entries, bins: dict, line: int | None, location: str, qty: Decimal,
             if batch is not None and k[0] != batch:
                 continue
             t = min(left, have - used.get(k, ZERO))
-            if t <= 0:
+            if t <= ZERO:
                 continue
             used[k] = used.get(k, ZERO) + t
             left -= t

@@ -58,14 +58,16 @@ class Stock:
         eid, at, seq = self._eid, self._at, self._seq
         key = (item, loc, batch, lp)
         self.balance_changes.append(("onhand", key, new, eid, at, seq))
-        if record_negative and new < 0 and delta < 0:
+        # (comparisons with the Decimal ZERO: about twice as fast as with the int 0)
+        if record_negative and new < ZERO and delta < ZERO:
             o = self._cur_order
             rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None, seq)
             self.negative_onhand.append(rec)
             if o is not None:
                 o.negative_onhand.append(rec)
-        if self._fx is not None:
-            self._fx.append((OH, item, loc, batch, lp, delta))
+        fx = self._fx
+        if fx is not None:
+            fx.append((OH, item, loc, batch, lp, delta))
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; log a change.
@@ -129,7 +131,8 @@ class Stock:
     def _picked_ev(self, ev):
         item, qty, b, lp = ev["item"], ev["qty"], ev.get("batch"), ev.get("lp")
         self._check_item(item)
-        o = self._orders.get(ev.get("order")) if ev.get("order") else None
+        order = ev.get("order")
+        o = self._orders.get(order) if order else None
         if o is not None:
             self._cur_order = o
             o.events.append(ev["id"])
