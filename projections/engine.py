@@ -201,7 +201,7 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
             raise ValueError(f"event {ev.get('id')} out of (at, seq) order")
         self._last = pos
         self._cur = ev
-        eid = self._eid = ev["id"]
+        eid = self._eid = ev.get("id")  # (an event of an unknown type may lack one)
         self._at, self._seq = at, seq
         self._cur_order = None
         typ = ev["type"]
