@@ -257,23 +257,31 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
 
     # --- master data and the rest ------------------------------------------------------
 
+    # Every master-data change clears the order book's resolved (BOM, route) templates:
+    # orders created from now on see the new versions.
+
     def _item_defined(self, ev):
         self._items[ev["item"]] = ev
+        self._templates.clear()
 
     def _resource_defined(self, ev):
         self._resources[ev["resource"]] = ev
+        self._templates.clear()
         self._remap_staged()
 
     def _bom_defined(self, ev):
         self._boms[ev["bom"]] = ev
+        self._templates.clear()
 
     def _route_defined(self, ev):
         self._routes[ev["route"]] = sorted(ev.get("operations") or (), key=lambda o: o["op"])
+        self._templates.clear()
 
     def _params_set(self, ev):
         if self.policy is not None:
             return  # a what-if policy replaces every recorded parameter set
         self._params = Params.from_dict(ev, ev.get("id"))
+        self._templates.clear()
         self._remap_staged()
 
     def _anomaly(self, reason: str) -> None:

@@ -42,6 +42,9 @@ class OrderBook:
         self._produced: dict = {}  # item -> Σ good reported as finished
         self._consumed: dict = {}  # item -> Σ posted
         self.residual_log: list = []  # (order, end event id, seq, at, residuals), for I/O
+        # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
+        # cleared by every master-data event
+        self._templates: dict = {}
 
     def _order(self, ev) -> OrderState | None:
         o = self._orders.get(ev["order"])
@@ -62,52 +65,72 @@ class OrderBook:
             self._anomaly(f"order {order!r} created twice")
             return
         params = self._params
-        bom = self._boms.get(ev.get("bom"))
-        if bom is None:
-            self._anomaly(f"unknown BOM {ev.get('bom')!r}")
         route_id = ev.get("route")
+        key = (ev.get("bom"), route_id)
+        tmpl = self._templates.get(key)
+        if tmpl is None:
+            tmpl = self._templates[key] = self._resolve(*key)
+        ops, specs, anomalies = tmpl
+        for reason in anomalies:
+            self._anomaly(reason)
+        o = OrderState(order=order, item=ev["item"], qty=ev["qty"], bom=key[0],
+                       route=route_id, created_event=ev["id"], created_at=ev["at"],
+                       default_input_location=params.default_input_location,
+                       tolerance_pct=params.tolerance_pct, ops=ops,
+                       ops_by_no={x.op: x for x in ops})
+        by_op: dict = {}
+        lines = o.lines
+        for spec in specs:
+            ln = LineState(order=o, **spec)
+            lines[ln.line] = ln
+            by_op.setdefault(ln.op, []).append(ln)
+        o.lines_by_op = {k: tuple(v) for k, v in by_op.items()}
+        o.line_list = tuple(lines[k] for k in sorted(lines))
+        o.timeline.append(("created", ev["id"], ev["at"]))
+        o.events.append(ev["id"])
+        self._orders[order] = o
+
+    def _resolve(self, bom_id, route_id) -> tuple:
+        """An order's master data as in force now, for a BOM and route: (operations, line
+        specs, anomaly reasons). The same for every order created until master data change
+        (``_templates`` is then cleared), so it is resolved once per BOM and route."""
+        params = self._params
+        anomalies = []
+        bom = self._boms.get(bom_id)
+        if bom is None:
+            anomalies.append(f"unknown BOM {bom_id!r}")
         route_ops = self._routes.get(route_id) if route_id is not None else None
         if route_id is not None and route_ops is None:
-            self._anomaly(f"unknown route {route_id!r}")
+            anomalies.append(f"unknown route {route_id!r}")
         ops = []
         for od in route_ops or ():
             rd = self._resources.get(od.get("resource")) or {}
             ops.append(OpInfo(od["op"], od.get("resource"), od.get("setup_hours") or ZERO,
                               od.get("run_hours") or ZERO, rd.get("input_location"),
                               rd.get("output_location")))
-        o = OrderState(order=order, item=ev["item"], qty=ev["qty"], bom=ev.get("bom"),
-                       route=route_id, created_event=ev["id"], created_at=ev["at"],
-                       default_input_location=params.default_input_location,
-                       tolerance_pct=params.tolerance_pct, ops=tuple(ops),
-                       ops_by_no={x.op: x for x in ops})
-        by_op: dict = {}
+        ops_by_no = {x.op: x for x in ops}
+        specs = []
         for ld in (bom or {}).get("lines") or ():
             comp = ld["item"]
             itd = self._items.get(comp)
             if itd is None:
-                self._anomaly(f"unknown component item {comp!r}")
+                anomalies.append(f"unknown component item {comp!r}")
                 itd = {}
             op = resolve_operation(ld.get("operation"), route_ops)
-            info = o.ops_by_no.get(op)
-            ln = LineState(
-                order=o, line=ld["line"], item=comp, qty=ld["qty"],
-                per=ld.get("per") or Decimal(1), scrap_pct=ld.get("scrap_pct") or ZERO,
-                scrap_const=ld.get("scrap_const") or ZERO,
-                decimals=itd.get("decimals", DEFAULT_DECIMALS),
-                tracking=itd.get("tracking") or "none",
-                principle=resolve_principle(ld.get("flushing"), itd.get("flushing")),
-                op=op, resource=info.resource if info else None,
-                location=resolve_location(ld.get("location"),
-                                          info.input_location if info else None,
-                                          params.default_input_location),
-            )
-            o.lines[ln.line] = ln
-            by_op.setdefault(op, []).append(ln)
-        o.lines_by_op = {k: tuple(v) for k, v in by_op.items()}
-        o.line_list = tuple(o.lines[k] for k in sorted(o.lines))
-        o.timeline.append(("created", ev["id"], ev["at"]))
-        o.events.append(ev["id"])
-        self._orders[order] = o
+            info = ops_by_no.get(op)
+            specs.append({
+                "line": ld["line"], "item": comp, "qty": ld["qty"],
+                "per": ld.get("per") or Decimal(1), "scrap_pct": ld.get("scrap_pct") or ZERO,
+                "scrap_const": ld.get("scrap_const") or ZERO,
+                "decimals": itd.get("decimals", DEFAULT_DECIMALS),
+                "tracking": itd.get("tracking") or "none",
+                "principle": resolve_principle(ld.get("flushing"), itd.get("flushing")),
+                "op": op, "resource": info.resource if info else None,
+                "location": resolve_location(ld.get("location"),
+                                             info.input_location if info else None,
+                                             params.default_input_location),
+            })
+        return tuple(ops), tuple(specs), tuple(anomalies)
 
     def _order_released(self, ev):
         o = self._order(ev)
