@@ -100,6 +100,13 @@ class Proc:
     err: str
 
 
+COMPILE_PACKAGE = """
+import compileall, importlib, os
+for name in ("backflush", "backflush.cli", "backflush.ledger", "backflush.projections"):
+    compileall.compile_dir(os.path.dirname(importlib.import_module(name).__file__), quiet=1)
+"""
+
+
 def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
     """Run ``argv`` to completion, reading its stdout through a pipe.
 
@@ -944,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
     hist = make_history(args, bf, work)
     log(f"history: big {hist.big.events} events, small {hist.small.events}, tail "
         f"{hist.tail_events} ({hist.tail_late} late, at most {hist.max_late_h} h)")
+    # Measure what a user runs: an installed package has its bytecode (pip compiles it; an
+    # editable install caches it on first use), but with PYTHONDONTWRITEBYTECODE set (as on
+    # the shared machine) every process would compile every module it imports again.
+    subprocess.run([py, "-c", COMPILE_PACKAGE], check=True, cwd=work)
     version = spawn(bf + ["--version"], cwd=work).head.decode().strip()
     backends: list[Backend] = []
     if not args.no_sqlite:
