@@ -807,6 +807,16 @@ def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dic
     ]
 
 
+def orderless_negative(ledger: Ledger, at_us: int | None = None) -> bool:
+    """Whether a take outside any order drove on-hand negative (by ``at_us``)."""
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT 1 AS x FROM bf_negative WHERE ord IS NULL AND at_us <= ? LIMIT 1",
+            (_FAR_FUTURE if at_us is None else at_us,),
+        ).fetchone()
+    return row is not None
+
+
 def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
     """Batch-less takes of batch-tracked items by one order (as of ``at_us``), apply order."""
     with ledger.transaction(commit=False) as cur:
