@@ -100,6 +100,9 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS bf_staging (
         at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
         PRIMARY KEY (at_us, seq))""",
+    # Which events some Reversal undoes is asked before every replay: without this (small:
+    # reversals are rare) index that is a scan of every stored event, states included.
+    "CREATE INDEX IF NOT EXISTS bf_events_reversal ON bf_events (seq) WHERE type = 'Reversal'",
     # What one event did to on-hand (the audit asks it per event of an order).
     "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
     "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
