@@ -51,6 +51,12 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
 ENGINE_VERSION = "11"
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
+# Late events are late by hours, so they land near the head: within the last NEAR_SPAN events
+# a checkpoint is kept every NEAR_EVERY events, and a late import replays about NEAR_EVERY/2
+# events before its earliest change instead of CHECKPOINT_EVERY/2. Once the head has moved on,
+# the dense ones are thinned back to one per CHECKPOINT_EVERY (``_thin_checkpoints``).
+CHECKPOINT_NEAR_EVERY = 1_000
+CHECKPOINT_NEAR_SPAN = 20_000
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -105,7 +111,9 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS bf_events_reversal ON bf_events (seq) WHERE type = 'Reversal'",
     # What one event did to on-hand (the audit asks it per event of an order).
     "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
-    "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
+    # Whole key: a catch-up looks keys up one by one (an item at a location has many batches).
+    "DROP INDEX IF EXISTS bf_onhand_keys_item",
+    "CREATE INDEX IF NOT EXISTS bf_onhand_keys_key ON bf_onhand_keys (item, location, batch, lp)",
     "CREATE INDEX IF NOT EXISTS bf_wip_keys_ord ON bf_wip_keys (ord, op)",
     # Which keys are non-zero when: a key open now (bf_open, since a day bucket) or non-zero
     # at some moment of a past day (bf_alive). An as-of query probes only those keys, so its
@@ -428,6 +436,17 @@ def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[in
     )
 
 
+def _thin_checkpoints(cur: Cursor, before: int) -> None:
+    """Keep one checkpoint per CHECKPOINT_EVERY events (the first of each span) among those
+    taken before count ``before``: the dense ones near an older head are not needed any more."""
+    every = int(CHECKPOINT_EVERY)
+    cur.execute(
+        "DELETE FROM bf_proj_ckpt WHERE head = 0 AND n < ? AND n > (SELECT MIN(c.n) FROM"
+        f" bf_proj_ckpt c WHERE c.head = 0 AND c.n / {every} = bf_proj_ckpt.n / {every})",
+        (before,),
+    )
+
+
 def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
     """The latest checkpoint strictly before position ``bound`` (a row, or None)."""
     return cur.execute(
@@ -442,10 +461,12 @@ class _Run:
 
     def __init__(self, ledger: Ledger, cur: Cursor, engine: Replay, writer: _Writer,
                  start: tuple[int, int], count: int, last_spaced: int,
-                 retire: list[tuple[int, str]]):
+                 retire: list[tuple[int, str]], total: int):
         self.ledger, self.cur, self.engine, self.writer = ledger, cur, engine, writer
         self.pos, self.count, self.last_spaced, self.retire = start, count, last_spaced, retire
         self.last_seq = 0
+        # From which count on checkpoints are dense (``total``: about the count at the end).
+        self.near_from = total - CHECKPOINT_NEAR_SPAN
 
     def _retire_before(self, at_us: int) -> None:
         retire, engine = self.retire, self.engine
@@ -467,6 +488,7 @@ class _Run:
         loads = orjson.loads
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
         every = CHECKPOINT_EVERY
+        near_every = min(every, CHECKPOINT_NEAR_EVERY)
         # Reads go through the same transaction's cursor: on SQLite a second connection would
         # not see rows this transaction has not committed yet, and we hold the write lock.
         sql = (
@@ -490,7 +512,8 @@ class _Run:
                         if seq > self.last_seq:
                             self.last_seq = seq
                         self.count += 1
-                        if self.count - self.last_spaced >= every:
+                        if self.count - self.last_spaced >= (
+                                near_every if self.count >= self.near_from else every):
                             self.checkpoint(head=False)
                 except DecimalException as exc:
                     raise UnreplayableEvent(ev, exc) from None
@@ -527,8 +550,9 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
     cur.execute("DELETE FROM bf_proj_blob")
     cur.execute("DELETE FROM bf_proj_ckpt")
     engine = Replay(reversible=_reversal_targets(cur))
+    total = cur.execute("SELECT COUNT(*) AS c FROM bf_events").fetchone()["c"]
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
-               _retirement_plan(cur))
+               _retirement_plan(cur), total)
     n = run.run(progress)
     _finish(cur, run)
     return n
@@ -536,6 +560,7 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
 
 def _finish(cur: Cursor, run: _Run) -> None:
     run.checkpoint(head=True)
+    _thin_checkpoints(cur, run.count - CHECKPOINT_NEAR_SPAN)
     run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
     _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
@@ -665,8 +690,10 @@ def catch_up(ledger: Ledger) -> int:
             cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
         spaced = cur.execute(
             "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
+        after = cur.execute("SELECT COUNT(*) AS c FROM bf_events WHERE at_us >= ?",
+                            (pos[0],)).fetchone()["c"]
         run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
-                   spaced, _plan_from(cur, pos[0]))
+                   spaced, _plan_from(cur, pos[0]), ck["n"] + after)
         n = run.run(None)
         _finish(cur, run)
     return n
