@@ -202,6 +202,12 @@ class _Writer:
         self.open_from: dict[tuple[str, int], int] = {
             (k, kid): b for k, kid, b in (open_keys or ())
         }
+        # The last day bucket listed in bf_alive for a key, while it may be listed again:
+        # a key that closed on day d and opened again that same day starts its next range
+        # at d + 1. Events come in time order, so once the day moves on only such keys
+        # (open since the day they were last listed) are kept: memory follows one day.
+        self.listed: dict[tuple[str, int], int] = {}
+        self.listed_bucket = _NEVER
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -256,14 +262,17 @@ class _Writer:
         # Changes come grouped by event: number them within an event, and convert each
         # event's time once, not once per change.
         open_from = self.open_from
-        alive: set[tuple[str, int, int]] = set()
-        bucket = 0
+        alive: list[tuple[str, int, int]] = []
+        listed, bucket = self.listed, self.listed_bucket
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 if at is not last_at:
                     last_at, at_us = at, to_us(at)
-                    bucket = at_us // BUCKET_US
+                    if at_us // BUCKET_US > bucket:
+                        bucket = at_us // BUCKET_US
+                        if listed:
+                            listed = {k: u for k, u in listed.items() if open_from.get(k) == u}
             else:
                 n += 1
             if kind == "onhand":
@@ -277,9 +286,15 @@ class _Writer:
                 if ok not in open_from:
                     open_from[ok] = bucket
             else:
-                start = open_from.pop((kind, kid), None)
+                ok = (kind, kid)
+                start = open_from.pop(ok, None)
                 if start is not None:
-                    alive.update((kind, b, kid) for b in range(start, bucket + 1))
+                    upto = listed.get(ok)
+                    if upto is not None and upto >= start:
+                        start = upto + 1
+                    alive.extend((kind, b, kid) for b in range(start, bucket + 1))
+                    listed[ok] = bucket
+        self.listed, self.listed_bucket = listed, bucket
         engine.balance_changes.clear()
         self._flush_keys()
         # In primary-key order: one pass down the b-tree instead of a random walk.
@@ -287,9 +302,12 @@ class _Writer:
         wip.sort()
         self._insert("bf_onhand_hist", onhand, "?,?,?,?,?")
         self._insert("bf_wip_hist", wip, "?,?,?,?,?")
-        self.cur.executemany(
-            "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
-        )
+        alive.sort()
+        if self.fresh:  # nothing written before this pass: no row can already be there
+            self._insert("bf_alive", alive, "?,?,?")
+        else:
+            self.cur.executemany(
+                "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", alive)
         flushes = []
         last_seq, n = None, 0
         for f in engine.flushes:
@@ -458,9 +476,9 @@ def _thin_checkpoints(cur: Cursor, before: int) -> None:
 def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
     """The latest checkpoint strictly before position ``bound`` (a row, or None)."""
     return cur.execute(
-        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE at_us < ? OR (at_us = ? AND"
-        " seq < ?) ORDER BY at_us DESC, seq DESC LIMIT 1",
-        (bound[0], bound[0], bound[1]),
+        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE (at_us, seq) < (?, ?)"
+        " ORDER BY at_us DESC, seq DESC LIMIT 1",
+        (bound[0], bound[1]),
     ).fetchone()
 
 
@@ -499,18 +517,18 @@ class _Run:
         near_every = min(every, CHECKPOINT_NEAR_EVERY)
         # Reads go through the same transaction's cursor: on SQLite a second connection would
         # not see rows this transaction has not committed yet, and we hold the write lock.
+        # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
+        # filter over every earlier event, so each page cost more than the one before.
         sql = (
-            "SELECT i.seq, i.at_us, s.state FROM bf_events i "
-            + self.ledger._state_join()  # noqa: SLF001
-            + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
-            + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+            "SELECT i.seq, i.at_us, i.state FROM bf_events i WHERE (i.at_us, i.seq) > (?, ?)"
+            f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
         )
         n = pages = 0
         ev: dict = {}
         with localcontext(ARITHMETIC):
             while True:
                 at0, seq0 = self.pos
-                rows = cur.execute(sql, (at0, at0, seq0)).fetchall()
+                rows = cur.execute(sql, (at0, seq0)).fetchall()
                 try:
                     for row in rows:
                         seq = row["seq"]
@@ -613,18 +631,21 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
 def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
     """Delete what the events after ``pos`` wrote (bf_open is rewritten at the end)."""
     at, seq = pos
-    after = "at_us > ? OR (at_us = ? AND seq > ?)"
+    # A row value: an index range on both backends (PostgreSQL scans for the OR form).
+    after = "(at_us, seq) > (?, ?)"
     # Tables led by seq (or indexed on it) delete the rows of the replayed events through
     # that index; the others are small or scanned.
     events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
     for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative", "bf_residual"):
-        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
+        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, seq))
     for t in ("bf_wip_hist", "bf_staging"):
-        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
+        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, seq))
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
-    # query probes, so a key listed once too often costs a probe, never an answer.
-    cur.execute("DELETE FROM bf_alive WHERE bucket > ?", (at // BUCKET_US,))
-    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, at, seq))
+    # query probes, so a key listed once too often costs a probe, never an answer. (The
+    # kinds named: a range of the primary key, not a scan.)
+    cur.execute("DELETE FROM bf_alive WHERE kind IN ('onhand', 'wip') AND bucket > ?",
+                (at // BUCKET_US,))
+    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, seq))
 
 
 def _plan_from(cur: Cursor, at_us: int) -> list[tuple[int, str]]:
