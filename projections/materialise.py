@@ -134,6 +134,14 @@ TABLES = [
 _BULK_INDEXES = [
     d for d in DDL if d.startswith("CREATE INDEX") and " ON bf_events " not in d
 ]
+# On PostgreSQL the primary keys of the big history tables go too (a b-tree insert per row,
+# in key order across the whole table, was most of their COPY), and come back the same way.
+# (SQLite cannot drop them: those tables are WITHOUT ROWID, the key is the table.)
+_PG_BULK_KEYS = {
+    "bf_onhand_hist": "key_id, at_us, seq, n",
+    "bf_wip_hist": "key_id, at_us, seq, n",
+    "bf_alive": "kind, bucket, key_id",
+}
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
 PAGE = 5000
@@ -234,13 +242,19 @@ class _Writer:
             self._insert(table, rows, marks)
         self.new_keys.clear()
 
-    def _insert(self, table: str, rows: list[tuple], marks: str) -> None:
+    def _insert(self, table: str, rows: list[tuple], marks: str, plain: bool = False) -> None:
         """Append rows to a table: executemany, or COPY on PostgreSQL, where a pipelined
-        INSERT per row costs several times the row itself."""
+        INSERT per row costs several times the row itself. ``plain``: every value is an
+        integer or a text that needs no escaping (a decimal, a kind), so the COPY text is
+        formatted here at once instead of value by value."""
         if not rows:
             return
         if self.cur.dialect == "postgres" and len(rows) > 20:
             with self.cur.raw.copy(f"COPY {table} FROM STDIN") as copy:
+                if plain:
+                    line = "\t".join(["%s"] * len(rows[0])) + "\n"
+                    copy.write("".join([line % r for r in rows]).encode())
+                    return
                 for r in rows:
                     copy.write_row(r)
             return
@@ -300,11 +314,11 @@ class _Writer:
         # In primary-key order: one pass down the b-tree instead of a random walk.
         onhand.sort()
         wip.sort()
-        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?")
-        self._insert("bf_wip_hist", wip, "?,?,?,?,?")
+        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?", plain=True)
+        self._insert("bf_wip_hist", wip, "?,?,?,?,?", plain=True)
         alive.sort()
         if self.fresh:  # nothing written before this pass: no row can already be there
-            self._insert("bf_alive", alive, "?,?,?")
+            self._insert("bf_alive", alive, "?,?,?", plain=True)
         else:
             self.cur.executemany(
                 "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", alive)
@@ -569,14 +583,22 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
 def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
     from backflush.projections.engine import Replay
 
-    for t in TABLES:
-        cur.execute(f"DELETE FROM {t}")
+    if cur.dialect == "postgres":
+        # Transactional there, and it leaves no dead rows for the new ones to grow past.
+        cur.execute("TRUNCATE " + ", ".join(TABLES))
+    else:
+        for t in TABLES:
+            cur.execute(f"DELETE FROM {t}")
     cur.execute("DELETE FROM bf_proj")
     # Older versions kept a pickled engine here: dropped unread.
     cur.execute("DELETE FROM bf_proj_blob")
     cur.execute("DELETE FROM bf_proj_ckpt")
     for ddl in _BULK_INDEXES:
         cur.execute("DROP INDEX IF EXISTS " + ddl.split()[5])
+    pg = cur.dialect == "postgres"
+    if pg:
+        for t in _PG_BULK_KEYS:
+            cur.execute(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {t}_pkey")
     engine = Replay(reversible=_reversal_targets(cur))
     total = cur.execute("SELECT COUNT(*) AS c FROM bf_events").fetchone()["c"]
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
@@ -584,6 +606,9 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
     n = run.run(progress)
     for ddl in _BULK_INDEXES:
         cur.execute(ddl)
+    if pg:
+        for t, cols in _PG_BULK_KEYS.items():
+            cur.execute(f"ALTER TABLE {t} ADD PRIMARY KEY ({cols})")
     _finish(cur, run)
     return n
 
