@@ -187,6 +187,8 @@ _KEY_COLS = {
     "bf_onhand_keys": ("item", "location", "batch", "lp"),
     "bf_wip_keys": ("resource", "location", "kind", "ord", "op", "item", "batch"),
 }
+# The indexed columns a batch of key look-ups joins on (positions in ``_KEY_COLS``).
+_KEY_PREFIX = {"bf_onhand_keys": (0, 1), "bf_wip_keys": (3, 4)}
 
 
 class _Writer:
@@ -236,6 +238,44 @@ class _Writer:
             ids[key] = kid
         return kid
 
+    def _prefetch(self, engine: Replay) -> None:
+        """Look up, a few statements per batch, the stored ids of the keys this batch
+        touches for the first time (one statement per key was a round trip each)."""
+        # In the order first met, so that new keys are numbered as one by one (dicts).
+        want: dict[str, dict[tuple, None]] = {"bf_onhand_keys": {}, "bf_wip_keys": {}}
+        onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
+        for kind, key, *_ in engine.balance_changes:
+            if kind == "onhand":
+                if key not in onhand_ids:
+                    want["bf_onhand_keys"][key] = None
+            elif key not in wip_ids:
+                want["bf_wip_keys"][key] = None
+        for table, keys in want.items():
+            ids = onhand_ids if table == "bf_onhand_keys" else wip_ids
+            cols = _KEY_COLS[table]
+            # Joined on an indexed prefix, matched whole here (None matches None).
+            a, b = _KEY_PREFIX[table]
+            pairs = sorted({(k[a], k[b]) for k in keys if k[a] is not None and k[b] is not None},
+                           key=repr)
+            for i in range(0, len(pairs), 400):
+                chunk = pairs[i:i + 400]
+                rows = self.cur.execute(
+                    "WITH v(a, b) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk)) + ")"
+                    f" SELECT t.key_id, {', '.join('t.' + c for c in cols)} FROM {table} t"
+                    f" JOIN v ON t.{cols[a]} = v.a AND t.{cols[b]} = v.b",
+                    [x for p in chunk for x in p],
+                ).fetchall()
+                for r in rows:
+                    k = tuple(r[c] for c in cols)
+                    if k in keys:
+                        ids[k] = r["key_id"]
+            width = len(cols)
+            for k in keys:  # not stored (a null prefix is looked up one by one instead)
+                if k not in ids and k[a] is not None and k[b] is not None:
+                    kid = ids[k] = self.next_id[table]
+                    self.next_id[table] = kid + 1
+                    self.new_keys.setdefault((table, width), []).append((kid, *k))
+
     def _flush_keys(self) -> None:
         for (table, width), rows in self.new_keys.items():
             marks = ",".join("?" * (width + 1))
@@ -278,6 +318,8 @@ class _Writer:
         open_from = self.open_from
         alive: list[tuple[str, int, int]] = []
         listed, bucket = self.listed, self.listed_bucket
+        if not self.fresh:
+            self._prefetch(engine)
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
