@@ -14,7 +14,9 @@ writes, in the same transaction as the new tracked position:
 - ``bf_proj``: the tracked position (``last_seq``) and the engine version;
 - ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
   ``(at_us, seq)``) as versioned data (``projections.snapshot``: JSON, never a pickle), one
-  every ``CHECKPOINT_EVERY`` events of replay order plus the head after the last event.
+  every ``CHECKPOINT_EVERY`` events of replay order, one every ``CHECKPOINT_NEAR_EVERY``
+  within the last ``CHECKPOINT_NEAR_SPAN`` (where late events land), plus the head after
+  the last event.
 
 Catch-up is incremental and late-tolerant: events recorded since the tracked position are
 applied from the latest checkpoint strictly before the earliest position they change (their
@@ -23,6 +25,9 @@ Reversal, the event it undoes). What the events after that checkpoint wrote is d
 written again, so a late event costs what follows it, not the length of the history; in
 order events simply continue from the head. A snapshot that cannot be read as this version's
 data means a rebuild from the log, never a load.
+
+A full rebuild loads into tables without their secondary indexes (and, on PostgreSQL, without
+the history tables' primary keys) and builds those once at the end, in the same transaction.
 """
 
 from __future__ import annotations
