@@ -266,3 +266,20 @@ def test_name_order_holds_everything_without_names_and_refuses_a_late_earlier_na
     late = iter([{"B": [2]}, {None: [0], "A": [1]}])
     with pytest.raises(RuntimeError, match="out of order"):
         list(asof._name_order(late, ["A", "B"]))  # noqa: SLF001
+
+
+def test_findings_of_a_read_only_ledger_behind_its_events_still_answer_by_replay(tmp_path):
+    import gzip
+
+    from backflush.projections.findings import findings
+
+    golden = Path(__file__).parent / "golden" / "sim-120-s2-all-faults.jsonl.gz"
+    lines = [x for x in gzip.decompress(golden.read_bytes()).splitlines() if x.strip()]
+    (tmp_path / "h.jsonl").write_bytes(b"\n".join(lines[:600]) + b"\n")
+    db = str(tmp_path / "l.db")
+    with Ledger(db) as ledger:
+        assert not run_import(ledger, [str(tmp_path / "h.jsonl")]).errors  # no catch-up
+        full = findings(asof.replay(ledger))
+    assert full
+    with Ledger(db, readonly=True) as ledger:
+        assert asof.findings_replay(ledger, retire_every=1) == full
