@@ -620,6 +620,38 @@ class Ledger:
             self._check_name("resource", resource, self.resources)
         return rows
 
+    def iter_hours(
+        self,
+        *,
+        resource: str | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
+        policy: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """`hours` of every order as an iterator: the same rows in the same order, each
+        yielded as soon as it is final, so a long answer starts at once."""
+        store, at, known_at, params = self._query(at, known_at, policy)
+        from itertools import chain
+
+        from backflush.projections import asof
+
+        rows = asof.iter_hours_by_order(store, resource, at, known_at, params)
+        first = next(rows, None)
+        if first is None:
+            if resource is not None:
+                self._check_name("resource", resource, self.resources)
+            return iter(())
+        return chain([first], rows)
+
+    def _finding_code(self, code: str | None) -> str | None:
+        if code is None:
+            return None
+        upper = code.upper()
+        self._check_static("finding code", upper, FINDING_CODES)
+        if upper == "POLICY_OVERLAP":
+            raise BadInput("--code: POLICY_OVERLAP is reported by `backflush policy check`")
+        return upper
+
     def findings(
         self,
         *,
@@ -635,14 +667,26 @@ class Ledger:
         other orders. ``code`` is case-insensitive; POLICY_OVERLAP comes from
         ``policy_overlaps``.
         """
-        if code is not None:
-            upper = code.upper()
-            self._check_static("finding code", upper, FINDING_CODES)
-            if upper == "POLICY_OVERLAP":
-                raise BadInput("--code: POLICY_OVERLAP is reported by `backflush policy check`")
-            code = upper
+        code = self._finding_code(code)
         store, at, known_at, params = self._query(at, known_at, policy, order)
         return [f.as_dict() for f in _findings(store, at, known_at, params, order, code)]
+
+    def iter_findings(
+        self,
+        *,
+        code: str | None = None,
+        at: datetime | date | str | None = None,
+        known_at: datetime | date | str | None = None,
+        policy: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """`findings` of the whole ledger as an iterator: the same findings in the same
+        order, yielded while the replay runs whenever that order allows."""
+        code = self._finding_code(code)
+        store, at, known_at, params = self._query(at, known_at, policy)
+        from backflush.projections import asof
+
+        found = asof.iter_findings(store, at, known_at, params, [code] if code else None)
+        return (f.as_dict() for f in found)
 
     def audit(
         self,

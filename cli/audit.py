@@ -15,7 +15,7 @@ from backflush.cli.app import (
     cli,
     output_file,
 )
-from backflush.cli.output import _plain, output_options, render
+from backflush.cli.output import _plain, output_options, render, render_stream
 from backflush.cli.queries import asof_options, load_policy
 from backflush.projections.findings import SEVERITIES, SEVERITY_RANK
 
@@ -51,6 +51,22 @@ def _exit_for(ctx: click.Context, found: list[dict[str, Any]], fail_on: str | No
         ctx.exit(EXIT_FINDINGS)
 
 
+class _SeverityTally:
+    """Passes findings through, keeping one of each severity (what ``--fail-on`` needs)."""
+
+    def __init__(self, rows: Any):
+        self.rows = iter(rows)
+        self.found: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+
+    def __iter__(self) -> Any:
+        for f in self.rows:
+            if f["severity"] not in self._seen:
+                self._seen.add(f["severity"])
+                self.found.append(f)
+            yield f
+
+
 def _show_findings(found: list[dict[str, Any]], fmt: str) -> str:
     return render(found, FINDING_COLUMNS, fmt)
 
@@ -67,6 +83,14 @@ def findings_cmd(ctx: click.Context, code: str | None, order: str | None, at: da
                  known_at: datetime | None, policy: Any, fail_on: str | None,
                  fmt: str, summary: bool = False) -> None:
     """Findings (double flush, scrap shortfall, variances, negative stock...) by replay."""
+    if order is None and not summary:
+        # The whole ledger: printed while the replay runs (`render_stream`).
+        rows = _SeverityTally(api_ledger(ctx).iter_findings(code=code, at=at, known_at=known_at,
+                                                         policy=policy))
+        for piece in render_stream(rows, FINDING_COLUMNS, fmt):
+            click.echo(piece, nl=False)
+        _exit_for(ctx, rows.found, fail_on)
+        return
     found = api_ledger(ctx).findings(order=order, code=code, at=at, known_at=known_at,
                                      policy=policy)
     if summary:

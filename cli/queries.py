@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 from backflush.cli.app import api_ledger, cli, parse_when
-from backflush.cli.output import output_options, render
+from backflush.cli.output import output_options, render, render_stream
 
 
 def load_policy(path: str | None) -> Any:
@@ -112,6 +112,13 @@ def consumption_cmd(ctx: click.Context, order: str, at: datetime | None,
 def hours_cmd(ctx: click.Context, order: str | None, resource: str | None, at: datetime | None,
               known_at: datetime | None, policy: Any, fmt: str) -> None:
     """Hours per order, operation and resource: standard (setup + run x units) vs reported."""
+    if order is None:
+        # Every order: printed while the replay runs (`render_stream`).
+        rows = api_ledger(ctx).iter_hours(resource=resource, at=at, known_at=known_at,
+                                          policy=policy)
+        for piece in render_stream(rows, HOURS_COLUMNS, fmt):
+            click.echo(piece, nl=False)
+        return
     rows = api_ledger(ctx).hours(order=order, resource=resource, at=at, known_at=known_at,
                                  policy=policy)
     click.echo(render(rows, HOURS_COLUMNS, fmt))

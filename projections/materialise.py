@@ -14,7 +14,9 @@ writes, in the same transaction as the new tracked position:
 - ``bf_proj``: the tracked position (``last_seq``) and the engine version;
 - ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
   ``(at_us, seq)``) as versioned data (``projections.snapshot``: JSON, never a pickle), one
-  every ``CHECKPOINT_EVERY`` events of replay order plus the head after the last event.
+  every ``CHECKPOINT_EVERY`` events of replay order, one every ``CHECKPOINT_NEAR_EVERY``
+  within the last ``CHECKPOINT_NEAR_SPAN`` (where late events land), plus the head after
+  the last event.
 
 Catch-up is incremental and late-tolerant: events recorded since the tracked position are
 applied from the latest checkpoint strictly before the earliest position they change (their
@@ -23,6 +25,9 @@ Reversal, the event it undoes). What the events after that checkpoint wrote is d
 written again, so a late event costs what follows it, not the length of the history; in
 order events simply continue from the head. A snapshot that cannot be read as this version's
 data means a rebuild from the log, never a load.
+
+On PostgreSQL a full rebuild loads into tables without their secondary indexes and without
+the history tables' primary keys, and builds those once at the end, in the same transaction.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
 ENGINE_VERSION = "11"
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
+# Late events are late by hours, so they land near the head: within the last NEAR_SPAN events
+# a checkpoint is kept every NEAR_EVERY events, and a late import replays about NEAR_EVERY/2
+# events before its earliest change instead of CHECKPOINT_EVERY/2. Once the head has moved on,
+# the dense ones are thinned back to one per CHECKPOINT_EVERY (``_thin_checkpoints``).
+CHECKPOINT_NEAR_EVERY = 1_000
+CHECKPOINT_NEAR_SPAN = 20_000
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -100,9 +111,14 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS bf_staging (
         at_us BIGINT NOT NULL, seq BIGINT NOT NULL, map TEXT NOT NULL,
         PRIMARY KEY (at_us, seq))""",
+    # Which events some Reversal undoes is asked before every replay: without this (small:
+    # reversals are rare) index that is a scan of every stored event, states included.
+    "CREATE INDEX IF NOT EXISTS bf_events_reversal ON bf_events (seq) WHERE type = 'Reversal'",
     # What one event did to on-hand (the audit asks it per event of an order).
     "CREATE INDEX IF NOT EXISTS bf_onhand_hist_seq ON bf_onhand_hist (seq)",
-    "CREATE INDEX IF NOT EXISTS bf_onhand_keys_item ON bf_onhand_keys (item, location)",
+    # Whole key: a catch-up looks keys up one by one (an item at a location has many batches).
+    "DROP INDEX IF EXISTS bf_onhand_keys_item",
+    "CREATE INDEX IF NOT EXISTS bf_onhand_keys_key ON bf_onhand_keys (item, location, batch, lp)",
     "CREATE INDEX IF NOT EXISTS bf_wip_keys_ord ON bf_wip_keys (ord, op)",
     # Which keys are non-zero when: a key open now (bf_open, since a day bucket) or non-zero
     # at some moment of a past day (bf_alive). An as-of query probes only those keys, so its
@@ -118,6 +134,19 @@ TABLES = [
     "bf_onhand_hist", "bf_onhand_keys", "bf_wip_hist", "bf_wip_keys", "bf_flushes", "bf_open",
     "bf_alive", "bf_staging", "bf_unresolved", "bf_negative", "bf_residual",
 ]
+# The secondary indexes of the projection tables: a full rebuild on PostgreSQL drops them,
+# loads the rows and builds them once at the end (a sort), instead of row by row.
+_BULK_INDEXES = [
+    d for d in DDL if d.startswith("CREATE INDEX") and " ON bf_events " not in d
+]
+# On PostgreSQL the primary keys of the big history tables go too (a b-tree insert per row,
+# in key order across the whole table, was most of their COPY), and come back the same way.
+# (SQLite cannot drop them: those tables are WITHOUT ROWID, the key is the table.)
+_PG_BULK_KEYS = {
+    "bf_onhand_hist": "key_id, at_us, seq, n",
+    "bf_wip_hist": "key_id, at_us, seq, n",
+    "bf_alive": "kind, bucket, key_id",
+}
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
 PAGE = 5000
@@ -163,6 +192,8 @@ _KEY_COLS = {
     "bf_onhand_keys": ("item", "location", "batch", "lp"),
     "bf_wip_keys": ("resource", "location", "kind", "ord", "op", "item", "batch"),
 }
+# The indexed columns a batch of key look-ups joins on (positions in ``_KEY_COLS``).
+_KEY_PREFIX = {"bf_onhand_keys": (0, 1), "bf_wip_keys": (3, 4)}
 
 
 class _Writer:
@@ -186,6 +217,12 @@ class _Writer:
         self.open_from: dict[tuple[str, int], int] = {
             (k, kid): b for k, kid, b in (open_keys or ())
         }
+        # The last day bucket listed in bf_alive for a key, while it may be listed again:
+        # a key that closed on day d and opened again that same day starts its next range
+        # at d + 1. Events come in time order, so once the day moves on only such keys
+        # (open since the day they were last listed) are kept: memory follows one day.
+        self.listed: dict[tuple[str, int], int] = {}
+        self.listed_bucket = _NEVER
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -206,19 +243,63 @@ class _Writer:
             ids[key] = kid
         return kid
 
+    def _prefetch(self, engine: Replay) -> None:
+        """Look up, a few statements per batch, the stored ids of the keys this batch
+        touches for the first time (one statement per key was a round trip each)."""
+        # In the order first met, so that new keys are numbered as one by one (dicts).
+        want: dict[str, dict[tuple, None]] = {"bf_onhand_keys": {}, "bf_wip_keys": {}}
+        onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
+        for kind, key, *_ in engine.balance_changes:
+            if kind == "onhand":
+                if key not in onhand_ids:
+                    want["bf_onhand_keys"][key] = None
+            elif key not in wip_ids:
+                want["bf_wip_keys"][key] = None
+        for table, keys in want.items():
+            ids = onhand_ids if table == "bf_onhand_keys" else wip_ids
+            cols = _KEY_COLS[table]
+            # Joined on an indexed prefix, matched whole here (None matches None).
+            a, b = _KEY_PREFIX[table]
+            pairs = sorted({(k[a], k[b]) for k in keys if k[a] is not None and k[b] is not None},
+                           key=repr)
+            for i in range(0, len(pairs), 400):
+                chunk = pairs[i:i + 400]
+                rows = self.cur.execute(
+                    "WITH v(a, b) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk)) + ")"
+                    f" SELECT t.key_id, {', '.join('t.' + c for c in cols)} FROM {table} t"
+                    f" JOIN v ON t.{cols[a]} = v.a AND t.{cols[b]} = v.b",
+                    [x for p in chunk for x in p],
+                ).fetchall()
+                for r in rows:
+                    k = tuple(r[c] for c in cols)
+                    if k in keys:
+                        ids[k] = r["key_id"]
+            width = len(cols)
+            for k in keys:  # not stored (a null prefix is looked up one by one instead)
+                if k not in ids and k[a] is not None and k[b] is not None:
+                    kid = ids[k] = self.next_id[table]
+                    self.next_id[table] = kid + 1
+                    self.new_keys.setdefault((table, width), []).append((kid, *k))
+
     def _flush_keys(self) -> None:
         for (table, width), rows in self.new_keys.items():
             marks = ",".join("?" * (width + 1))
             self._insert(table, rows, marks)
         self.new_keys.clear()
 
-    def _insert(self, table: str, rows: list[tuple], marks: str) -> None:
+    def _insert(self, table: str, rows: list[tuple], marks: str, plain: bool = False) -> None:
         """Append rows to a table: executemany, or COPY on PostgreSQL, where a pipelined
-        INSERT per row costs several times the row itself."""
+        INSERT per row costs several times the row itself. ``plain``: every value is an
+        integer or a text that needs no escaping (a decimal, a kind), so the COPY text is
+        formatted here at once instead of value by value."""
         if not rows:
             return
         if self.cur.dialect == "postgres" and len(rows) > 20:
             with self.cur.raw.copy(f"COPY {table} FROM STDIN") as copy:
+                if plain:
+                    line = "\t".join(["%s"] * len(rows[0])) + "\n"
+                    copy.write("".join([line % r for r in rows]).encode())
+                    return
                 for r in rows:
                     copy.write_row(r)
             return
@@ -240,14 +321,19 @@ class _Writer:
         # Changes come grouped by event: number them within an event, and convert each
         # event's time once, not once per change.
         open_from = self.open_from
-        alive: set[tuple[str, int, int]] = set()
-        bucket = 0
+        alive: list[tuple[str, int, int]] = []
+        listed, bucket = self.listed, self.listed_bucket
+        if not self.fresh:
+            self._prefetch(engine)
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 if at is not last_at:
                     last_at, at_us = at, to_us(at)
-                    bucket = at_us // BUCKET_US
+                    if at_us // BUCKET_US > bucket:
+                        bucket = at_us // BUCKET_US
+                        if listed:
+                            listed = {k: u for k, u in listed.items() if open_from.get(k) == u}
             else:
                 n += 1
             if kind == "onhand":
@@ -261,16 +347,28 @@ class _Writer:
                 if ok not in open_from:
                     open_from[ok] = bucket
             else:
-                start = open_from.pop((kind, kid), None)
+                ok = (kind, kid)
+                start = open_from.pop(ok, None)
                 if start is not None:
-                    alive.update((kind, b, kid) for b in range(start, bucket + 1))
+                    upto = listed.get(ok)
+                    if upto is not None and upto >= start:
+                        start = upto + 1
+                    alive.extend((kind, b, kid) for b in range(start, bucket + 1))
+                    listed[ok] = bucket
+        self.listed, self.listed_bucket = listed, bucket
         engine.balance_changes.clear()
         self._flush_keys()
-        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?")
-        self._insert("bf_wip_hist", wip, "?,?,?,?,?")
-        self.cur.executemany(
-            "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", sorted(alive)
-        )
+        # In primary-key order: one pass down the b-tree instead of a random walk.
+        onhand.sort()
+        wip.sort()
+        self._insert("bf_onhand_hist", onhand, "?,?,?,?,?", plain=True)
+        self._insert("bf_wip_hist", wip, "?,?,?,?,?", plain=True)
+        alive.sort()
+        if self.fresh:  # nothing written before this pass: no row can already be there
+            self._insert("bf_alive", alive, "?,?,?", plain=True)
+        else:
+            self.cur.executemany(
+                "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", alive)
         flushes = []
         last_seq, n = None, 0
         for f in engine.flushes:
@@ -425,12 +523,23 @@ def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[in
     )
 
 
+def _thin_checkpoints(cur: Cursor, before: int) -> None:
+    """Keep one checkpoint per CHECKPOINT_EVERY events (the first of each span) among those
+    taken before count ``before``: the dense ones near an older head are not needed any more."""
+    every = int(CHECKPOINT_EVERY)
+    cur.execute(
+        "DELETE FROM bf_proj_ckpt WHERE head = 0 AND n < ? AND n > (SELECT MIN(c.n) FROM"
+        f" bf_proj_ckpt c WHERE c.head = 0 AND c.n / {every} = bf_proj_ckpt.n / {every})",
+        (before,),
+    )
+
+
 def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
     """The latest checkpoint strictly before position ``bound`` (a row, or None)."""
     return cur.execute(
-        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE at_us < ? OR (at_us = ? AND"
-        " seq < ?) ORDER BY at_us DESC, seq DESC LIMIT 1",
-        (bound[0], bound[0], bound[1]),
+        "SELECT at_us, seq, n, head, v FROM bf_proj_ckpt WHERE (at_us, seq) < (?, ?)"
+        " ORDER BY at_us DESC, seq DESC LIMIT 1",
+        (bound[0], bound[1]),
     ).fetchone()
 
 
@@ -439,10 +548,12 @@ class _Run:
 
     def __init__(self, ledger: Ledger, cur: Cursor, engine: Replay, writer: _Writer,
                  start: tuple[int, int], count: int, last_spaced: int,
-                 retire: list[tuple[int, str]]):
+                 retire: list[tuple[int, str]], total: int):
         self.ledger, self.cur, self.engine, self.writer = ledger, cur, engine, writer
         self.pos, self.count, self.last_spaced, self.retire = start, count, last_spaced, retire
         self.last_seq = 0
+        # From which count on checkpoints are dense (``total``: about the count at the end).
+        self.near_from = total - CHECKPOINT_NEAR_SPAN
 
     def _retire_before(self, at_us: int) -> None:
         retire, engine = self.retire, self.engine
@@ -464,20 +575,21 @@ class _Run:
         loads = orjson.loads
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
         every = CHECKPOINT_EVERY
+        near_every = min(every, CHECKPOINT_NEAR_EVERY)
         # Reads go through the same transaction's cursor: on SQLite a second connection would
         # not see rows this transaction has not committed yet, and we hold the write lock.
+        # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
+        # filter over every earlier event, so each page cost more than the one before.
         sql = (
-            "SELECT i.seq, i.at_us, s.state FROM bf_events i "
-            + self.ledger._state_join()  # noqa: SLF001
-            + " WHERE (i.at_us > ? OR (i.at_us = ? AND i.seq > ?))"
-            + f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+            "SELECT i.seq, i.at_us, i.state FROM bf_events i WHERE (i.at_us, i.seq) > (?, ?)"
+            f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
         )
         n = pages = 0
         ev: dict = {}
         with localcontext(ARITHMETIC):
             while True:
                 at0, seq0 = self.pos
-                rows = cur.execute(sql, (at0, at0, seq0)).fetchall()
+                rows = cur.execute(sql, (at0, seq0)).fetchall()
                 try:
                     for row in rows:
                         seq = row["seq"]
@@ -487,7 +599,8 @@ class _Run:
                         if seq > self.last_seq:
                             self.last_seq = seq
                         self.count += 1
-                        if self.count - self.last_spaced >= every:
+                        if self.count - self.last_spaced >= (
+                                near_every if self.count >= self.near_from else every):
                             self.checkpoint(head=False)
                 except DecimalException as exc:
                     raise UnreplayableEvent(ev, exc) from None
@@ -517,22 +630,41 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
 def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
     from backflush.projections.engine import Replay
 
-    for t in TABLES:
-        cur.execute(f"DELETE FROM {t}")
+    if cur.dialect == "postgres":
+        # Transactional there, and it leaves no dead rows for the new ones to grow past.
+        cur.execute("TRUNCATE " + ", ".join(TABLES))
+    else:
+        for t in TABLES:
+            cur.execute(f"DELETE FROM {t}")
     cur.execute("DELETE FROM bf_proj")
     # Older versions kept a pickled engine here: dropped unread.
     cur.execute("DELETE FROM bf_proj_blob")
     cur.execute("DELETE FROM bf_proj_ckpt")
+    # PostgreSQL only: on SQLite building them at the end measured no faster (the b-tree
+    # inserts of a WITHOUT ROWID table dominate) and its sort took ~12 MB more memory.
+    pg = cur.dialect == "postgres"
+    for ddl in _BULK_INDEXES if pg else ():
+        cur.execute("DROP INDEX IF EXISTS " + ddl.split()[5])
+    if pg:
+        for t in _PG_BULK_KEYS:
+            cur.execute(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {t}_pkey")
     engine = Replay(reversible=_reversal_targets(cur))
+    total = cur.execute("SELECT COUNT(*) AS c FROM bf_events").fetchone()["c"]
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
-               _retirement_plan(cur))
+               _retirement_plan(cur), total)
     n = run.run(progress)
+    for ddl in _BULK_INDEXES if pg else ():
+        cur.execute(ddl)
+    if pg:
+        for t, cols in _PG_BULK_KEYS.items():
+            cur.execute(f"ALTER TABLE {t} ADD PRIMARY KEY ({cols})")
     _finish(cur, run)
     return n
 
 
 def _finish(cur: Cursor, run: _Run) -> None:
     run.checkpoint(head=True)
+    _thin_checkpoints(cur, run.count - CHECKPOINT_NEAR_SPAN)
     run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
     _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
@@ -573,18 +705,21 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
 def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
     """Delete what the events after ``pos`` wrote (bf_open is rewritten at the end)."""
     at, seq = pos
-    after = "at_us > ? OR (at_us = ? AND seq > ?)"
+    # A row value: an index range on both backends (PostgreSQL scans for the OR form).
+    after = "(at_us, seq) > (?, ?)"
     # Tables led by seq (or indexed on it) delete the rows of the replayed events through
     # that index; the others are small or scanned.
     events_after = f"seq IN (SELECT seq FROM bf_events WHERE {after})"
     for t in ("bf_onhand_hist", "bf_flushes", "bf_unresolved", "bf_negative", "bf_residual"):
-        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, at, seq))
+        cur.execute(f"DELETE FROM {t} WHERE {events_after}", (at, seq))
     for t in ("bf_wip_hist", "bf_staging"):
-        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, at, seq))
+        cur.execute(f"DELETE FROM {t} WHERE {after}", (at, seq))
     # Rows of the checkpoint's own day stay: bf_alive only narrows which keys an as-of
-    # query probes, so a key listed once too often costs a probe, never an answer.
-    cur.execute("DELETE FROM bf_alive WHERE bucket > ?", (at // BUCKET_US,))
-    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, at, seq))
+    # query probes, so a key listed once too often costs a probe, never an answer. (The
+    # kinds named: a range of the primary key, not a scan.)
+    cur.execute("DELETE FROM bf_alive WHERE kind IN ('onhand', 'wip') AND bucket > ?",
+                (at // BUCKET_US,))
+    cur.execute(f"DELETE FROM bf_proj_ckpt WHERE {after}", (at, seq))
 
 
 def _plan_from(cur: Cursor, at_us: int) -> list[tuple[int, str]]:
@@ -662,8 +797,10 @@ def catch_up(ledger: Ledger) -> int:
             cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
         spaced = cur.execute(
             "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
+        after = cur.execute("SELECT COUNT(*) AS c FROM bf_events WHERE at_us >= ?",
+                            (pos[0],)).fetchone()["c"]
         run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
-                   spaced, _plan_from(cur, pos[0]))
+                   spaced, _plan_from(cur, pos[0]), ck["n"] + after)
         n = run.run(None)
         _finish(cur, run)
     return n
@@ -805,6 +942,16 @@ def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dic
         }
         for r in rows
     ]
+
+
+def orderless_negative(ledger: Ledger, at_us: int | None = None) -> bool:
+    """Whether a take outside any order drove on-hand negative (by ``at_us``)."""
+    with ledger.transaction(commit=False) as cur:
+        row = cur.execute(
+            "SELECT 1 AS x FROM bf_negative WHERE ord IS NULL AND at_us <= ? LIMIT 1",
+            (_FAR_FUTURE if at_us is None else at_us,),
+        ).fetchone()
+    return row is not None
 
 
 def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:

@@ -111,6 +111,9 @@ def projection(ledger: Ledger) -> dict:
 def small_steps(monkeypatch):
     """Checkpoints and pages of a few events, so short histories cross many of both."""
     monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 3)
+    # Denser near the head, over a window short enough that catch-ups thin it again.
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 1)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 5)
     monkeypatch.setattr(materialise, "PAGE", 4)
 
 
@@ -202,6 +205,47 @@ def test_a_late_event_replays_from_a_checkpoint_not_from_the_start(tmp_path, mon
         assert got == projection(inc)
     finally:
         inc.close()
+
+
+def _checkpoint_counts(ledger: Ledger) -> list[int]:
+    with ledger.transaction(commit=False) as cur:
+        return [r["n"] for r in cur.execute(
+            "SELECT n FROM bf_proj_ckpt WHERE head = 0 ORDER BY n").fetchall()]
+
+
+def test_checkpoints_are_dense_near_the_head_and_thinned_once_it_moves_on(tmp_path, monkeypatch,
+                                                                         db_url):
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 200)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 20)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 100)
+    lines = _sim_events()[:1000]
+    at = [orjson.loads(x)["at"] for x in lines]
+    # In ``at`` order, so that every import continues from the head.
+    lines = [lines[i] for i in sorted(range(len(lines)), key=lambda i: at[i])]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines[:600]) + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines[600:]) + b"\n")
+    ledger = Ledger(db_url)
+    try:
+        assert not run_import(ledger, [str(tmp_path / "a.jsonl")]).errors
+        materialise.rebuild(ledger)
+        assert _checkpoint_counts(ledger) == [200, 400, 500, 520, 540, 560, 580, 600]
+        assert not run_import(ledger, [str(tmp_path / "b.jsonl")]).errors
+        # From the dense checkpoint before the earliest change (a new event's order must be
+        # held by it), not from the one 200 events back.
+        assert 400 <= materialise.catch_up(ledger) < 520
+        counts = _checkpoint_counts(ledger)
+        # The dense run near the old head is thinned to the first of its span of 200 ...
+        old = [n for n in counts if n < 900]
+        assert old[:2] == [200, 400] and len({n // 200 for n in old}) == len(old)
+        assert max(b - a for a, b in zip([0, *old], [*old, 900], strict=True)) <= 2 * 200
+        # ... and the new head has its own.
+        near = [n for n in counts if n >= 900]
+        assert len(near) >= 3 and {b - a for a, b in zip(near, near[1:], strict=False)} == {20}
+        got = projection(ledger)
+        materialise.rebuild(ledger)
+        assert got == projection(ledger)
+    finally:
+        ledger.close()
 
 
 def test_an_unreadable_snapshot_means_a_rebuild_never_a_load(tmp_path):

@@ -231,3 +231,55 @@ def test_streaming_findings_equal_findings_of_a_full_replay(tmp_path_factory, ev
     assert asof.findings_replay(ledger, retire_every=1) == full
     assert asof.findings_replay(ledger) == full
     ledger.close()
+
+
+@PROFILE
+@given(events=histories(max_orders=4))
+def test_hours_by_order_equal_hours_of_a_full_replay(tmp_path_factory, events):
+    tmp = tmp_path_factory.mktemp("hrs")
+    ledger = Ledger(str(tmp / "l.db"))
+    import_events(ledger, tmp / "h.jsonl", events)
+    full = asof.replay(ledger).hours()
+    assert list(asof.iter_hours_by_order(ledger, retire_every=1)) == full
+    assert asof.hours(ledger) == full
+    ledger.close()
+
+
+def test_name_order_yields_each_order_once_every_earlier_name_is_final():
+    out: list = []
+
+    def pieces():
+        yield {"B": ["b1", "b2"]}
+        assert out == []  # A is not final yet: nothing may go out before it
+        yield {"A": ["a1"], "D": []}
+        assert out == ["a1", "b1", "b2"]  # C still runs: D and what follows wait
+        yield {"C": ["c1"], "E": ["e1"]}
+
+    out.extend(asof._name_order(pieces(), ["A", "B", "C", "D", "E"]))  # noqa: SLF001
+    assert out == ["a1", "b1", "b2", "c1", "e1"]
+
+
+def test_name_order_holds_everything_without_names_and_refuses_a_late_earlier_name():
+    # No names in advance (rows of no order may come last, yet sort first): all held, sorted.
+    held = iter([{"B": [2]}, {None: [0], "A": [1]}])
+    assert list(asof._name_order(held, [])) == [0, 1, 2]  # noqa: SLF001
+    late = iter([{"B": [2]}, {None: [0], "A": [1]}])
+    with pytest.raises(RuntimeError, match="out of order"):
+        list(asof._name_order(late, ["A", "B"]))  # noqa: SLF001
+
+
+def test_findings_of_a_read_only_ledger_behind_its_events_still_answer_by_replay(tmp_path):
+    import gzip
+
+    from backflush.projections.findings import findings
+
+    golden = Path(__file__).parent / "golden" / "sim-120-s2-all-faults.jsonl.gz"
+    lines = [x for x in gzip.decompress(golden.read_bytes()).splitlines() if x.strip()]
+    (tmp_path / "h.jsonl").write_bytes(b"\n".join(lines[:600]) + b"\n")
+    db = str(tmp_path / "l.db")
+    with Ledger(db) as ledger:
+        assert not run_import(ledger, [str(tmp_path / "h.jsonl")]).errors  # no catch-up
+        full = findings(asof.replay(ledger))
+    assert full
+    with Ledger(db, readonly=True) as ledger:
+        assert asof.findings_replay(ledger, retire_every=1) == full
