@@ -486,8 +486,10 @@ class Ledger:
             conds, ps = list(where), list(params)
             if key is not None:
                 if by == "at":
-                    conds.append("(i.at_us > ? OR (i.at_us = ? AND i.seq > ?))")
-                    ps.extend([key[0], key[0], key[1]])
+                    # A row value: PostgreSQL reads the (at_us, seq) index from the key; the
+                    # OR form made every page filter all the earlier events.
+                    conds.append("(i.at_us, i.seq) > (?, ?)")
+                    ps.extend(key)
                 else:
                     conds.append("i.seq > ?")
                     ps.append(key[1])
