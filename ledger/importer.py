@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -19,6 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from backflush.ledger import fastpath
+from backflush.ledger.anchor import last_link
 from backflush.ledger.codec import GENESIS, body_of, content_digest
 from backflush.ledger.events import (
     INVENTORY_TYPES,
@@ -28,7 +30,7 @@ from backflush.ledger.events import (
     normalise,
     parse_event,
 )
-from backflush.ledger.store import Cursor, IndexRow, Ledger, to_us
+from backflush.ledger.store import Cursor, Ledger, to_us
 
 BATCH = 1000
 # Names derived from content for events sent without an id, so re-sending the same file
@@ -245,15 +247,19 @@ def import_files(
     with ledger.writing(commit=not dry_run) as cur:
         names = _Names.load(ledger, cur)
         state = _Appender(ledger, cur, rec_text, rec_us, result)
-        for path in paths:
-            occurrences: dict[str, int] = {}
-            try:
-                _validate(path, names, occurrences, state, result, progress)
-            except OSError as exc:
-                result.errors.append(
-                    ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
-                )
-        state.flush()
+        try:
+            for path in paths:
+                occurrences: dict[str, int] = {}
+                try:
+                    _validate(path, names, occurrences, state, result, progress)
+                except OSError as exc:
+                    result.errors.append(
+                        ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+                    )
+            state.flush()
+        finally:
+            # Never leave the transaction (commit or rollback) with a write in flight.
+            state.close()
         if result.errors:
             # Some checks run per batch: list the problems in file and line order.
             rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
@@ -287,7 +293,7 @@ def _validate(
     progress: Callable[[int], None] | None,
 ) -> None:
     source, path = path, label_of(path)
-    items, orders = names.items, names.orders
+    items, orders, routes = names.items, names.orders, names.routes
     pending, pending_ids, errors = appender.pending, appender.pending_ids, result.errors
     for lineno, raw in read_lines(source):
         result.lines += 1
@@ -333,6 +339,13 @@ def _validate(
             ok = payload["item"] in items and (o is None or o in orders)
         elif t in _ORDER_ONLY:
             ok = payload["order"] in orders
+        elif t == "MaterialConsumed":
+            ok = payload["order"] in orders and payload["item"] in items
+        elif t == "OperationReported":
+            o = payload["order"]
+            ok = o in orders and (
+                (route := orders[o]) is None or payload["op"] in routes.get(route, ())
+            )
         else:
             ok = False
         bad = [] if ok else names.check(payload)
@@ -388,8 +401,17 @@ class _Appender:
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
-        # A ledger empty when the import began has no stream heads to look up.
-        self.fresh = cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] is None
+        # The next position and the last ledger-wide link, kept here between batches (the
+        # write lock is held, nothing else appends). A ledger empty when the import began
+        # has no stream heads to look up.
+        self.seq = ledger.next_seq(cur)
+        self.link = last_link(cur)[1]
+        self.fresh = self.seq == 1
+        # One batch is written on a writer thread while the next one is validated: sqlite3
+        # and psycopg release the GIL while the database works. Every read of the store
+        # waits for that write first (``_wait``), so reads see every earlier batch.
+        self._pool: ThreadPoolExecutor | None = None
+        self._job: Future[None] | None = None
         # (id, type, body, at_us, order, path, line)
         self.pending: list[tuple[str, str, bytes, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[bytes, str, str, str, int]] = {}
@@ -408,6 +430,7 @@ class _Appender:
         if event_id in self.ids_after_error:
             _body, order, type_, at_us = self.ids_after_error[event_id]
             return order, type_, at_us
+        self._wait()
         row = self.cur.execute(
             "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
         ).fetchone()
@@ -442,6 +465,7 @@ class _Appender:
 
     def _known(self, ids: list[str]) -> dict[str, bytes]:
         """Canonical body (without id) of each of ``ids`` the ledger holds."""
+        self._wait()
         states = self.ledger.known_states(self.cur, ids)
         return {i: body_of(orjson.loads(s)["e"]) for i, s in states.items()}
 
@@ -481,18 +505,19 @@ class _Appender:
             return
         if not self.pending:
             return
-        known = self._known(list(self.pending_ids))
+        known = self._known(list(self.pending_ids))  # waits for the previous batch's write
         heads = self.heads
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
             found = self.ledger.stream_heads(self.cur, sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
-        rows: list[IndexRow] = []
-        states: list[bytes] = []
+        events: list[tuple[Any, ...]] = []
+        links: list[tuple[int, str, str, int, str]] = []
+        seq, link = self.seq, self.link
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
-        new_row = tuple.__new__
+        sha = sha256
         for eid, t, body, at_us, order, path, line in self.pending:
             if known and eid in known:
                 self._duplicate_or_conflict(eid, body, known[eid], path, line)
@@ -507,21 +532,43 @@ class _Appender:
             version += 1
             # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
             eid_b, prev_b = eid.encode(), prev.encode()
-            h = sha256(
+            h = sha(
                 b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
                 % (prev_b, stream.encode(), version, rec_b, eid_b, body)
             ).hexdigest()
             heads[stream] = (version, h)
-            rows.append(new_row(IndexRow, (eid, stream, version, t, at_us, rec_us, order, h)))
-            states.append(
-                b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}'
-                % (body[:-1], dumps(eid), rec_b, prev_b, h.encode())
+            # codec.state_of and anchor.link_of, inline (they run once per event).
+            state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
+                body[:-1], dumps(eid), rec_b, prev_b, h.encode()
             )
-        if not self.result.errors:
-            self.ledger.append(self.cur, rows, states)
-            self.result.appended += len(rows)
+            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+            events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
+            links.append((seq, link, stream, version, eid))
+            seq += 1
         self.pending.clear()
         self.pending_ids.clear()
+        if self.result.errors or not events:
+            return
+        self.seq, self.link = seq, link
+        self.result.appended += len(events)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="backflush-import-writer")
+        self._job = self._pool.submit(self.ledger.write_rows, self.cur, events, links)
+
+    def _wait(self) -> None:
+        """Let the batch being written finish (and raise what its write raised)."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.result()
+
+    def close(self) -> None:
+        """Wait for the last write and stop the writer thread; call before leaving the txn."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 def stream_of_parts(type_: str, order: str | None) -> str:
