@@ -407,6 +407,7 @@ class _Appender:
         self.seq = ledger.next_seq(cur)
         self.link = last_link(cur)[1]
         self.fresh = self.seq == 1
+        self.stream_names: dict[str, tuple[bytes, bytes]] = {}  # stream -> (UTF-8, JSON)
         # One batch is written on a writer thread while the next one is validated: sqlite3
         # and psycopg release the GIL while the database works. Every read of the store
         # waits for that write first (``_wait``), so reads see every earlier batch.
@@ -514,10 +515,10 @@ class _Appender:
                 heads[s] = found.get(s, (0, GENESIS))
         events: list[tuple[Any, ...]] = []
         links: list[tuple[int, str, str, int, str]] = []
-        seq, link = self.seq, self.link
+        seq, link = self.seq, self.link.encode()
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
-        sha = sha256
+        sha, names = sha256, self.stream_names
         for eid, t, body, at_us, order, path, line in self.pending:
             if known and eid in known:
                 self._duplicate_or_conflict(eid, body, known[eid], path, line)
@@ -530,26 +531,35 @@ class _Appender:
                 stream = "inventory"
             version, prev = heads.get(stream) or (0, GENESIS)
             version += 1
+            stream_b = names.get(stream)
+            if stream_b is None:
+                stream_b = names[stream] = (stream.encode(), dumps(stream))
             # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
             eid_b, prev_b = eid.encode(), prev.encode()
             h = sha(
                 b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
-                % (prev_b, stream.encode(), version, rec_b, eid_b, body)
+                % (prev_b, stream_b[0], version, rec_b, eid_b, body)
             ).hexdigest()
             heads[stream] = (version, h)
-            # codec.state_of and anchor.link_of, inline (they run once per event).
+            h_b = h.encode()
+            # codec.state_of and anchor.link_of, inline (they run once per event); an id
+            # without a quote or backslash is its own JSON text (names hold no controls).
+            eid_j = b'"%b"' % eid_b if '"' not in eid and "\\" not in eid else dumps(eid)
             state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
-                body[:-1], dumps(eid), rec_b, prev_b, h.encode()
+                body[:-1], eid_j, rec_b, prev_b, h_b
             )
-            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+            link_s = sha(
+                b'["%b",%d,%b,%d,"%b",%d]' % (link, seq, stream_b[1], version, h_b, rec_us)
+            ).hexdigest()
+            link = link_s.encode()
             events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
-            links.append((seq, link, stream, version, eid))
+            links.append((seq, link_s, stream, version, eid))
             seq += 1
         self.pending.clear()
         self.pending_ids.clear()
         if self.result.errors or not events:
             return
-        self.seq, self.link = seq, link
+        self.seq, self.link = seq, link.decode()
         self.result.appended += len(events)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="backflush-import-writer")
