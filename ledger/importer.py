@@ -2,9 +2,10 @@
 
 One pass over the input, inside one write transaction: each line is validated (pydantic,
 from the raw bytes), checked against the names the ledger and the earlier lines define,
-and appended in batches. If any line is bad, the transaction is rolled back and every
-problem is reported as ``FILE:LINE: field: reason``; so a crash or a bad line leaves the
-ledger as it was, and memory stays bounded by the batch size, not by the file.
+and appended in batches, each written on a writer thread while the next is validated. If
+any line is bad, the transaction is rolled back and every problem is reported as
+``FILE:LINE: field: reason``; so a crash or a bad line leaves the ledger as it was, and
+memory stays bounded by the batch size, not by the file.
 """
 
 from __future__ import annotations
@@ -519,6 +520,7 @@ class _Appender:
         heads = self.heads
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
+            self._wait()
             found = self.ledger.stream_heads(self.cur, sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
