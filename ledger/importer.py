@@ -2,10 +2,9 @@
 
 One pass over the input, inside one write transaction: each line is validated (pydantic,
 from the raw bytes), checked against the names the ledger and the earlier lines define,
-and appended in batches, each written on a writer thread while the next is validated. If
-any line is bad, the transaction is rolled back and every problem is reported as
-``FILE:LINE: field: reason``; so a crash or a bad line leaves the ledger as it was, and
-memory stays bounded by the batch size, not by the file.
+and appended in batches. If any line is bad, the transaction is rolled back and every
+problem is reported as ``FILE:LINE: field: reason``; so a crash or a bad line leaves the
+ledger as it was, and memory stays bounded by the batch size, not by the file.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -248,19 +246,15 @@ def import_files(
     with ledger.writing(commit=not dry_run) as cur:
         names = _Names.load(ledger, cur)
         state = _Appender(ledger, cur, rec_text, rec_us, result)
-        try:
-            for path in paths:
-                occurrences: dict[str, int] = {}
-                try:
-                    _validate(path, names, occurrences, state, result, progress)
-                except OSError as exc:
-                    result.errors.append(
-                        ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
-                    )
-            state.flush()
-        finally:
-            # Never leave the transaction (commit or rollback) with a write in flight.
-            state.close()
+        for path in paths:
+            occurrences: dict[str, int] = {}
+            try:
+                _validate(path, names, occurrences, state, result, progress)
+            except OSError as exc:
+                result.errors.append(
+                    ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+                )
+        state.flush()
         if result.errors:
             # Some checks run per batch: list the problems in file and line order.
             rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
@@ -417,11 +411,6 @@ class _Appender:
         # bit per id hash (a one-hash Bloom filter) says "surely not" for almost every id,
         # and only the rest are looked up in the store.
         self.written = bytearray(_WRITTEN_BYTES) if self.fresh else None
-        # One batch is written on a writer thread while the next one is validated: sqlite3
-        # and psycopg release the GIL while the database works. Every read of the store
-        # waits for that write first (``_wait``), so reads see every earlier batch.
-        self._pool: ThreadPoolExecutor | None = None
-        self._job: Future[None] | None = None
         # (id, type, body, at_us, order, path, line)
         self.pending: list[tuple[str, str, bytes, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[bytes, str, str, str, int]] = {}
@@ -440,7 +429,6 @@ class _Appender:
         if event_id in self.ids_after_error:
             _body, order, type_, at_us = self.ids_after_error[event_id]
             return order, type_, at_us
-        self._wait()
         row = self.cur.execute(
             "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
         ).fetchone()
@@ -475,7 +463,6 @@ class _Appender:
 
     def _known(self, ids: list[str]) -> dict[str, bytes]:
         """Canonical body (without id) of each of ``ids`` the ledger holds."""
-        self._wait()
         states = self.ledger.known_states(self.cur, ids)
         return {i: body_of(orjson.loads(s)["e"]) for i, s in states.items()}
 
@@ -520,7 +507,6 @@ class _Appender:
         heads = self.heads
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
-            self._wait()
             found = self.ledger.stream_heads(self.cur, sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
@@ -572,10 +558,7 @@ class _Appender:
             return
         self.seq, self.link = seq, link.decode()
         self.result.appended += len(events)
-        self._wait()  # the previous batch's write (each write's outcome is checked)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="backflush-import-writer")
-        self._job = self._pool.submit(self.ledger.write_rows, self.cur, events, links)
+        self.ledger.write_rows(self.cur, events, links)
 
     def _maybe_written(self, ids: Iterable[str]) -> list[str]:
         """The ``ids`` this import may have written already (all others surely not), and
@@ -592,20 +575,6 @@ class _Appender:
                 bits[i] |= bit
         return maybe
 
-    def _wait(self) -> None:
-        """Let the batch being written finish (and raise what its write raised)."""
-        job, self._job = self._job, None
-        if job is not None:
-            job.result()
-
-    def close(self) -> None:
-        """Wait for the last write and stop the writer thread; call before leaving the txn."""
-        try:
-            self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
 
 
 def stream_of_parts(type_: str, order: str | None) -> str:

@@ -413,8 +413,7 @@ class Ledger:
         ``events`` are (seq, id, stream, version, type, at_us, rec_us, ord, hash, state),
         ``links`` their ``bf_chain`` rows (seq, link, stream, version, id), both by seq.
         The caller owns the positions and the chain: ``append`` or the importer, which
-        keeps the last position and link in memory between batches. Touches nothing but
-        ``cur``, so the importer may run it on a writer thread while it validates on.
+        keeps the last position and link in memory between batches.
         """
         if self.dialect == "sqlite":
             cur.raw.executemany(

@@ -1,12 +1,12 @@
-"""The importer's own write path: rows built inline, written a batch behind on a thread.
+"""The importer's own write path: rows built inline, positions and links kept in memory.
 
 ``ledger.importer`` builds each stored row itself (chain hash, stored state, ledger-wide
-link: ``codec.chain_hash``, ``codec.state_of`` and ``anchor.link_of`` inlined) and keeps
-the next position and link in memory between batches, while a writer thread stores the
-previous batch. These tests pin both: every stored byte equals what the reference
-encoders give, also for ids and order names that need JSON escaping, and every read the
-importer makes of the store (duplicate ids, a Reversal's target, stream heads) sees the
-batches written before it, with tiny batches so that every such read crosses a write.
+link: ``codec.chain_hash``, ``codec.state_of`` and ``anchor.link_of`` inlined), keeps the
+next position and link in memory between batches, and into an empty ledger looks up
+only the ids its filter of written ids cannot rule out. These tests pin all three: every
+stored byte equals what the reference encoders give, also for ids and order names that
+need JSON escaping, and every duplicate id and Reversal target is found across batches,
+with tiny batches so that every such lookup crosses a batch boundary.
 """
 
 from __future__ import annotations
