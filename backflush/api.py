@@ -29,12 +29,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 from backflush.errors import BadInput, LedgerNotFound, UnknownName, UnknownOrder
-from backflush.policy import Policy
+
+if TYPE_CHECKING:  # loaded when a policy is given (parsing it needs hashlib, re, pydantic)
+    from pathlib import Path
+
+    from backflush.policy import Policy
 
 __all__ = [
     "FUTURE_MARGIN",
@@ -64,6 +66,14 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+def __getattr__(name: str) -> Any:
+    if name == "Policy":  # ``backflush.api.Policy`` as before, loaded on first use
+        from backflush.policy import Policy
+
+        return Policy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def event_types() -> tuple[str, ...]:
     """The event type names (DESIGN §2), without loading the pydantic models."""
     from backflush.ledger.names import EVENT_TYPES
@@ -75,6 +85,8 @@ def safe_url(url: str) -> str:
     """The ledger location without a password (for messages and report provenance)."""
     if "://" not in url:
         return url
+    from urllib.parse import urlsplit, urlunsplit
+
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -139,6 +151,8 @@ def policy_params(policy: Policy | str | os.PathLike | dict | None) -> dict[str,
     """The engine's form of a policy given as a Policy, a file path or a dict (None: recorded)."""
     if policy is None:
         return None
+    from backflush.policy import Policy
+
     if isinstance(policy, Policy):
         return policy.params
     if isinstance(policy, dict):
@@ -198,25 +212,33 @@ class Ledger:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    @property
-    def path(self) -> Path | None:
-        """The SQLite file (None for PostgreSQL or an in-memory database)."""
+    def _file(self) -> str | None:
         if not self.is_sqlite:
             return None
         p = self.url.removeprefix("sqlite:///")
-        return None if p == ":memory:" or p.startswith("file:") else Path(p)
+        return None if p == ":memory:" or p.startswith("file:") else p
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None for PostgreSQL or an in-memory database)."""
+        p = self._file()
+        if p is None:
+            return None
+        from pathlib import Path
+
+        return Path(p)
 
     def files(self) -> list[Path]:
         """The SQLite file and its side files (-wal, -shm, -journal): what outputs must avoid."""
         p = self.path
         if p is None:
             return []
-        return [p] + [Path(str(p) + s) for s in _SIDE_FILES]
+        return [p] + [type(p)(str(p) + s) for s in _SIDE_FILES]
 
     def exists(self) -> bool:
         """Whether there is a ledger to read (always True for PostgreSQL)."""
-        p = self.path
-        return p is None or p.exists()
+        p = self._file()  # os.path: a query need not load pathlib
+        return p is None or os.path.exists(p)
 
     def __repr__(self) -> str:
         return f"<backflush.Ledger {safe_url(self.url)}>"
@@ -255,10 +277,11 @@ class Ledger:
     def _read_only_media(self) -> bool:
         """A SQLite ledger whose file or folder cannot be written (read-only media, a copy
         handed to an auditor with mode 444): it is opened read-only instead of failing."""
-        path = self.path
-        if path is None or not path.exists():
+        path = self._file()
+        if path is None or not os.path.exists(path):
             return False
-        return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+        folder = os.path.dirname(path) or "."
+        return not (os.access(path, os.W_OK) and os.access(folder, os.W_OK))
 
     def _discard_created(self) -> None:
         """Remove the SQLite file (and side files) this object created: a failed import."""

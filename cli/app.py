@@ -13,14 +13,16 @@ import errno
 import os
 import sys
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from backflush import __version__
 from backflush.errors import BackflushError, BadInput, UnknownName
+
+if TYPE_CHECKING:  # pathlib loads when a command writes a file (not for a query)
+    from datetime import datetime
+    from pathlib import Path
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -200,12 +202,16 @@ def open_ledger(ctx: click.Context, *, readonly: bool = False) -> Any:
 def _ledger_files(db: str) -> list[Path]:
     if "://" in db or db == ":memory:":
         return []
+    from pathlib import Path
+
     p = Path(db.removeprefix("sqlite:///"))
     return [p] + [Path(str(p) + s) for s in ("-wal", "-shm", "-journal")]
 
 
 def check_output_path(ctx: click.Context, path: str, option: str) -> None:
     """Refuse an output path that is the ledger's database or one of its side files."""
+    from pathlib import Path
+
     target = Path(path)
     resolved = target.resolve()
     for f in _ledger_files(db_location(ctx)):
@@ -231,6 +237,8 @@ def output_file(ctx: click.Context, path: str | None, option: str, *,
         stream.flush()
         return
     check_output_path(ctx, path, option)
+    from pathlib import Path
+
     target = Path(path)
     if target.exists() and not target.is_file():  # a device or pipe: no rename possible
         with open(target, "wb" if binary else "w") as fh:

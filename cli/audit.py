@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -20,10 +19,20 @@ from backflush.cli.output import _plain, output_options, render
 from backflush.cli.queries import asof_options, load_policy
 from backflush.projections.findings import SEVERITIES, SEVERITY_RANK
 
-FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
-import backflush.examples as _examples  # noqa: E402
+if TYPE_CHECKING:
+    from pathlib import Path
 
-EXAMPLES = Path(_examples.__path__[0])
+FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
+
+
+def examples_dir() -> Path:
+    """Where the seed examples are installed (the ``backflush.examples`` package); pathlib
+    loads for the demo, not for every command of this module."""
+    from pathlib import Path
+
+    import backflush.examples as examples
+
+    return Path(examples.__path__[0])
 
 
 def _fail_on_option(f):
@@ -239,9 +248,10 @@ def demo_cmd(ctx: click.Context, force: bool) -> None:
         raise Fail(f"--db: {ledger!r} already holds events; the demo imports only into an "
                    "empty ledger (pass --force to import into it anyway)")
     click.echo(f"demo: ledger {db}")
-    files = sorted(EXAMPLES.glob("*/events.jsonl"))
+    examples = examples_dir()
+    files = sorted(examples.glob("*/events.jsonl"))
     if not files:
-        raise Fail(f"no examples found under {EXAMPLES}")
+        raise Fail(f"no examples found under {examples}")
     if p is not None:  # mark it first: an interrupted demo is still the demo's to replace
         with ledger.store(create=True).transaction(commit=True) as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {DEMO_MARK} (k INTEGER)")
@@ -253,13 +263,13 @@ def demo_cmd(ctx: click.Context, force: bool) -> None:
     click.echo(_show_findings(found, "table"))
     click.echo(f"\n== backflush audit {DEMO_ORDER}\n")
     click.echo(audit_text(ledger.audit(DEMO_ORDER)))
-    fix = EXAMPLES / DEMO_EXAMPLE / "fix-policy.json"
+    fix = examples / DEMO_EXAMPLE / "fix-policy.json"
     if fix.exists():
         orders = sorted({f["order"] for f in _example_orders(DEMO_EXAMPLE)})
         what_if = [f for f in ledger.findings(policy=load_policy(str(fix)))
                    if f["order"] in orders]
         now = [f for f in found if f["order"] in orders]
-        click.echo(f"\n== what if: backflush findings --policy {fix.relative_to(EXAMPLES.parent)}")
+        click.echo(f"\n== what if: backflush findings --policy {fix.relative_to(examples.parent)}")
         click.echo(f"orders {', '.join(orders)}: {len(now)} findings as recorded, "
                    f"{len(what_if)} under the fix policy")
         for f in what_if:
@@ -269,7 +279,7 @@ def demo_cmd(ctx: click.Context, force: bool) -> None:
 
 def _example_orders(name: str) -> list[dict[str, Any]]:
     out = []
-    with (EXAMPLES / name / "events.jsonl").open("rb") as fh:
+    with (examples_dir() / name / "events.jsonl").open("rb") as fh:
         for raw in fh:
             if raw.strip():
                 ev = orjson.loads(raw)

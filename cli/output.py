@@ -29,13 +29,13 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import wraps
+from functools import cache, wraps
 from typing import Any
 
 import click
 import orjson
 from backflush.cli.app import Fail
-from backflush.projections.findings import fmt_qty as _dec
+from backflush.projections.common import fmt_qty as _dec
 
 FORMATS = ("table", "json", "nl", "csv", "tsv")
 
@@ -56,9 +56,14 @@ def _plain(v: Any) -> Any:
 
 # C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text
 # (bidi embeddings/overrides/isolates, zero-width joiners, line/paragraph separators, BOM).
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
-)
+# Compiled on first use: a query answering in JSON needs neither pattern.
+@cache
+def _unsafe() -> re.Pattern[str]:
+    return re.compile(
+        "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+    )
+
+
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -72,7 +77,8 @@ def _esc_char(m: re.Match[str]) -> str:
 
 def escape_text(s: str) -> str:
     """``s`` with every control, line-break and bidi character shown as a visible escape."""
-    return s if _UNSAFE.search(s) is None else _UNSAFE.sub(_esc_char, s)
+    unsafe = _unsafe()
+    return s if unsafe.search(s) is None else unsafe.sub(_esc_char, s)
 
 
 def escape_lines(text: str) -> str:
@@ -80,7 +86,7 @@ def escape_lines(text: str) -> str:
     return "\n".join(escape_text(line) for line in text.split("\n"))
 
 
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_NUMBER = r"-?\d+(\.\d+)?"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -90,7 +96,7 @@ def spreadsheet_safe(text: str, numeric: bool) -> str:
     A numeric cell is left alone (see the module docstring); so is text that is a plain
     number, since no spreadsheet runs ``-5``.
     """
-    if numeric or not text.startswith(_FORMULA_START) or _NUMBER.fullmatch(text):
+    if numeric or not text.startswith(_FORMULA_START) or re.fullmatch(_NUMBER, text):
         return text
     return "'" + text
 

@@ -15,9 +15,12 @@ two rows, a composite text primary key and eight b-trees per event, and the only
 was the recorder's private ``_insert_events`` (pinning eventsourcing ``<9.6``). Its public
 API (``insert_events``) inserts and reads back one notification id per event and offers no
 COPY on PostgreSQL. Import spent ~30% of its time there (issue 7). So the ledger writes its
-one table itself, with ``executemany`` on SQLite and ``COPY`` on PostgreSQL, and uses
-eventsourcing for what it does well: connections, transactions, WAL and lock timeouts (its
-datastores). A ``stored_events`` view keeps eventsourcing's column names for readers.
+one table itself, with ``executemany`` on SQLite and ``COPY`` on PostgreSQL. A
+``stored_events`` view keeps eventsourcing's column names for readers.
+
+Connections are plain ``sqlite3``/``psycopg`` ones (``ledger.connect``), with the semantics
+eventsourcing's datastores gave (WAL, lock timeouts, explicit transactions): its persistence
+layer and PostgreSQL pool were most of a short query's start-up (issue 7).
 
 A ledger written by an older version (schema 1) is refused with a message to re-import.
 """
@@ -31,12 +34,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlparse
 
-from backflush.ledger.anchor import chain_ddl, chain_rows, last_link
 from backflush.ledger.names import MASTER_TYPES
-from eventsourcing.sqlite import SQLiteFactory
-from eventsourcing.utils import Environment
 
 from backflush.errors import BackflushError
 
@@ -57,7 +56,25 @@ VERIFY_DDL = (
 )
 
 
+# The ledger-wide chain (``ledger.anchor``, with hashlib) loads when a command writes: a query
+# does not need it.
+def chain_rows(*args: Any) -> Any:
+    """``ledger.anchor.chain_rows``."""
+    from backflush.ledger.anchor import chain_rows as rows
+
+    return rows(*args)
+
+
+def last_link(cur: Cursor) -> tuple[int, str]:
+    """``ledger.anchor.last_link``."""
+    from backflush.ledger.anchor import last_link as link
+
+    return link(cur)
+
+
 def _ddl(dialect: str) -> list[str]:
+    from backflush.ledger.anchor import chain_ddl
+
     pg = dialect == "postgres"
     # On SQLite ``INTEGER PRIMARY KEY`` makes seq the rowid (no extra b-tree), and an index
     # on (at_us) carries the rowid, so it already orders ties by seq.
@@ -194,28 +211,20 @@ class Ledger:
         self.url = url or default_db()
         self.readonly = readonly
         self.lock_timeout = _lock_timeout(lock_timeout)
-        wait = str(max(1, int(self.lock_timeout + 0.999)))
+        wait = max(1, int(self.lock_timeout + 0.999))  # whole seconds, as before
         if self.url.startswith(("postgresql://", "postgres://")):
-            from eventsourcing.postgres import PostgresFactory  # only when asked for
+            from backflush.ledger.connect import PostgresConnections
 
             self.dialect = "postgres"
-            env = _pg_env(self.url)
-            env["POSTGRES_LOCK_TIMEOUT"] = wait
-            self.factory = PostgresFactory(Environment(env=env))
+            self.connections: Any = PostgresConnections(_pg_params(self.url))
         else:
+            from backflush.ledger.connect import SQLiteConnections
+
             self.dialect = "sqlite"
             path = self.url.removeprefix("sqlite:///")
-            self.factory = SQLiteFactory(
-                Environment(
-                    env={
-                        "SQLITE_DBNAME": _ro_uri(path) if readonly else path,
-                        "ORIGINATOR_ID_TYPE": "text",
-                        "SQLITE_LOCK_TIMEOUT": wait,
-                        "CREATE_TABLE": "false",
-                    }
-                )
+            self.connections = SQLiteConnections(
+                _ro_uri(path) if readonly else path, lock_timeout=wait, readonly=readonly
             )
-        self.datastore = self.factory.datastore
         version = self._schema_version()
         if readonly and version is None:
             from backflush.errors import LedgerNotFound
@@ -273,15 +282,14 @@ class Ledger:
     def _schema_lock(self) -> Iterator[None]:
         """Let one process at a time create (or re-declare) the schema.
 
-        eventsourcing re-runs its ``CREATE OR REPLACE FUNCTION`` on every open, and two
-        PostgreSQL sessions doing that at once fail with "tuple concurrently updated"; so
-        two commands started together would see one of them refuse to open the ledger.
-        SQLite serialises this by itself.
+        Two PostgreSQL sessions running the same DDL at once can fail with "tuple
+        concurrently updated"; so two commands started together would see one of them
+        refuse to open the ledger. SQLite serialises this by itself.
         """
         if self.dialect != "postgres":
             yield
             return
-        with self.datastore.get_connection() as conn:  # autocommit: a session-level lock
+        with self.connections.connection() as conn:  # autocommit: a session-level lock
             conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
             try:
                 yield
@@ -290,7 +298,7 @@ class Ledger:
 
     def close(self) -> None:
         """Release connections."""
-        self.factory.close()
+        self.connections.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -301,7 +309,7 @@ class Ledger:
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[Cursor]:
         """A transaction on the store; rolled back on error or when ``commit`` is False."""
-        with self.datastore.transaction(commit=commit) as raw:
+        with self.connections.transaction(commit=commit) as raw:
             yield Cursor(raw, self.dialect)
 
     @contextmanager
@@ -567,20 +575,16 @@ def _ro_uri(path: str) -> str:
     return uri
 
 
-def _pg_env(url: str) -> dict[str, str]:
+def _pg_params(url: str) -> dict[str, str]:
+    """``psycopg.connect`` parameters of a ``postgresql://`` URL (defaults: 127.0.0.1:5432,
+    user postgres, database backflush)."""
+    from urllib.parse import unquote, urlparse
+
     u = urlparse(url)
-    env = {
-        "POSTGRES_DBNAME": unquote(u.path.lstrip("/")) or "backflush",
-        "POSTGRES_HOST": u.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(u.port or 5432),
-        "POSTGRES_USER": unquote(u.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(u.password or ""),
-        "ORIGINATOR_ID_TYPE": "text",
-        "POSTGRES_LOCK_TIMEOUT": "60",
-        "POSTGRES_POOL_SIZE": "2",
-        "CREATE_TABLE": "false",
+    return {
+        "dbname": unquote(u.path.lstrip("/")) or "backflush",
+        "host": u.hostname or "127.0.0.1",
+        "port": str(u.port or 5432),
+        "user": unquote(u.username or "postgres"),
+        "password": unquote(u.password or ""),
     }
-    q = parse_qs(u.query)
-    if "schema" in q:
-        env["POSTGRES_SCHEMA"] = q["schema"][0]
-    return env

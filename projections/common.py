@@ -6,13 +6,23 @@ history loads this, not the engine.
 
 from __future__ import annotations
 
-from decimal import Context, DivisionByZero, InvalidOperation, Overflow
+from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 
 # Engine arithmetic runs in its own context, whatever the caller's: enough digits that sums of
 # accepted quantities (bounded at import) never round, and a quantity that still overflows or
 # is not a number stops with a clean error naming the event (engine.UnreplayableEvent).
 ARITHMETIC = Context(prec=80, Emax=999_999, Emin=-999_999,
                      traps=[InvalidOperation, DivisionByZero, Overflow])
+
+def fmt_qty(q: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros ("24.5", "196")."""
+    if q == 0:
+        return "0"
+    s = format(q, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
 
 WIP_ORDER = ("resource", "location", "kind", "order", "op", "item", "batch")
 

@@ -49,6 +49,7 @@ from decimal import Decimal
 from itertools import combinations
 from typing import Any
 
+from backflush.projections.common import fmt_qty
 from backflush.projections.rules import (
     DEVICES,
     PRINCIPLES,
@@ -130,16 +131,6 @@ def _sk(v):
 def sort_key(f: Finding) -> tuple:
     """Deterministic order: order, line, code, then item and message."""
     return (_sk(f.order), _sk(f.line), f.code, _sk(f.item), f.message)
-
-
-def fmt_qty(q: Decimal) -> str:
-    """Plain decimal text without exponent or trailing zeros ("24.5", "196")."""
-    if q == 0:
-        return "0"
-    s = format(q, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
 
 
 def _mk(code, order, line, item, qty, events, message, where="") -> Finding:

@@ -280,3 +280,85 @@ def expected_quantity(qty, per, scrap_pct, scrap_const, units, decimals) -> Deci
 def tolerance(expected: Decimal, tolerance_pct: Decimal) -> Decimal:
     """Allowed absolute variance: ``tolerance_pct`` % of expected (DESIGN §5)."""
     return abs(expected) * tolerance_pct / HUNDRED
+
+
+# --- what a trigger consumes, and from where (the flusher applies these) ---------------------
+
+# Components that need a batch (or serial) to be taken from: a take without one is unresolved.
+TRACKED = frozenset(("batch", "serial"))
+
+
+def trigger_quantity(basis: str, qty: Decimal, per: Decimal, scrap_pct: Decimal,
+                     scrap_const: Decimal, decimals: int, u_before: Decimal, u_after: Decimal,
+                     put_total: Decimal, order_qty: Decimal, transferred: Decimal) -> Decimal:
+    """What one trigger consumes on one line moving its U from ``u_before`` to ``u_after``.
+
+    Basis ``transferred``: the prorated quantity put for the order and line
+    (``transferred_target``) less what that trigger kind already took (``transferred``);
+    otherwise the BOM quantity's ``flush_delta``.
+    """
+    if basis == "transferred":
+        return transferred_target(put_total, u_after, order_qty, decimals) - transferred
+    return flush_delta(qty, per, scrap_pct, scrap_const, u_before, u_after, decimals)
+
+
+def put_target(rules: RuleSet, lines) -> tuple | None:
+    """(line, rule) a put consumes on, or None: the first of ``lines`` (objects with
+    ``resource`` and ``principle``) whose principle the put rule matched for its resource lists
+    (puts are made on the mobile scanner). A put is consumed once, never once per line."""
+    for ln in lines:
+        rule = rules.match("put", "mobile", ln.resource)
+        if rule_flushes(rule, ln.principle):
+            return ln, rule
+    return None
+
+
+def allocate(entries, bins: dict, line: int | None, location: str, qty: Decimal,
+             batch: str | None = None) -> tuple[dict, list, Decimal]:
+    """Choose the batch/lp a take of ``qty`` at ``location`` comes from (DESIGN §4).
+
+    ``entries``: the order's put entries for the item (dicts with location, line, batch, lp,
+    remaining), oldest first; ``bins``: on-hand at the location, (batch, lp) -> qty in FIFO
+    order. The put entries for the line (or for no line) at the location first, each capped by
+    what of its batch/lp is still on hand; then FIFO on hand; the rest unresolved, on
+    (``batch``, None). ``batch`` given (manual consumption) restricts the choice to it.
+
+    Returns (takes: (batch, lp) -> qty in the order chosen, entry takes: [(entry, qty)] to
+    subtract from their ``remaining``, unresolved qty). Reads only; the caller applies it.
+    """
+    used: dict = {}
+    taken: list = []
+    left = qty
+    if entries:
+        for e in entries:
+            rem = e["remaining"]
+            if rem <= ZERO or e["location"] != location:
+                continue
+            if e["line"] is not None and e["line"] != line:
+                continue
+            k = (e["batch"], e["lp"])
+            if batch is not None and k[0] != batch:
+                continue
+            t = min(left, rem, bins.get(k, ZERO) - used.get(k, ZERO))
+            if t <= ZERO:
+                continue
+            taken.append((e, t))
+            used[k] = used.get(k, ZERO) + t
+            left -= t
+            if not left:
+                break
+    if left:
+        for k, have in bins.items():
+            if batch is not None and k[0] != batch:
+                continue
+            t = min(left, have - used.get(k, ZERO))
+            if t <= ZERO:
+                continue
+            used[k] = used.get(k, ZERO) + t
+            left -= t
+            if not left:
+                break
+    if left:
+        k = (batch, None)
+        used[k] = used.get(k, ZERO) + left
+    return used, taken, left

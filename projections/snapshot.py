@@ -37,11 +37,12 @@ class SnapshotError(ValueError):
 
 
 def _classes() -> dict[str, type]:
-    from backflush.projections import engine as E
+    from backflush.projections import orderstate as S
+    from backflush.projections import records as R
 
     return {c.__name__: c for c in (
-        E.FlushRecord, E.Anomaly, E.OutOfSequence, E.NegativeOnHand, E.Unresolved,
-        E.Residual, E.OpInfo, E.LineState, E.OrderState,
+        R.FlushRecord, R.Anomaly, R.OutOfSequence, R.NegativeOnHand, R.Unresolved,
+        R.Residual, R.OpInfo, S.LineState, S.OrderState,
     )}
 
 

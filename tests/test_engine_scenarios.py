@@ -458,3 +458,43 @@ def test_rules_in_force_at_trigger_time():
     h.add("ReportedAsFinished", 14, order="P1", good=6)
     r = replay(h)
     assert line_row(r, "P1", 10)["posted"] == 4
+
+
+def test_master_data_in_force_at_order_creation_for_each_order():
+    # Orders from the same BOM and route share one resolution until master data change:
+    # every kind of change must reach the orders created after it, and only those.
+    h = History()
+    seed001_master(h)
+    h.add("BomDefined", 1, bom="B", item="FG", lines=[
+        {"line": 10, "item": "RAW", "qty": "2"}, {"line": 20, "item": "LABEL", "qty": "1"},
+        {"line": 30, "item": "GHOST", "qty": "1"}])  # an unknown component
+    h.add("OrderCreated", 10, order="P1", item="FG", qty=10, bom="B", route="RT")
+    h.add("OrderCreated", 11, order="P2", item="FG", qty=10, bom="B", route="RT")
+    h.add("BomDefined", 12, bom="B", item="FG", lines=[{"line": 10, "item": "RAW", "qty": "3"}])
+    h.add("OrderCreated", 13, order="P3", item="FG", qty=10, bom="B", route="RT")
+    h.add("ItemDefined", 14, item="RAW", decimals=0, flushing="manual")
+    h.add("OrderCreated", 15, order="P4", item="FG", qty=10, bom="B", route="RT")
+    h.add("ResourceDefined", 16, resource="R10", input_location="NEWIN",
+          output_location="OUT10")
+    h.add("OrderCreated", 17, order="P5", item="FG", qty=10, bom="B", route="RT")
+    h.add("RouteDefined", 18, route="RT", operations=[{"op": 20, "resource": "R20"}])
+    h.add("OrderCreated", 19, order="P6", item="FG", qty=10, bom="B", route="RT")
+    h.add("ProductionParametersSet", 20, default_input_location="DEFLOC")
+    h.add("RouteDefined", 21, route="RT", operations=[{"op": 10, "resource": "R99"}])
+    h.add("OrderCreated", 22, order="P7", item="FG", qty=10, bom="B", route="RT")
+    r = replay(h)
+
+    def raw(order):
+        return r.order_state(order).lines[10]
+
+    assert [len(r.order_state(o).lines) for o in ("P1", "P2", "P3")] == [3, 3, 1]
+    assert [raw(o).qty for o in ("P1", "P2", "P3")] == [D(2), D(2), D(3)]
+    assert r.order_state("P2").lines[10] is not r.order_state("P1").lines[10]
+    assert [r.order_state(o).lines[30].principle for o in ("P1", "P2")] == ["finish"] * 2
+    assert [a.reason for a in r.anomalies].count("unknown component item 'GHOST'") == 2
+    assert (raw("P3").principle, raw("P3").decimals) == ("finish", 2)
+    assert (raw("P4").principle, raw("P4").decimals) == ("manual", 0)
+    assert (raw("P4").location, raw("P5").location) == ("IN10", "NEWIN")
+    assert (raw("P6").op, raw("P6").resource, raw("P6").location) == (20, "R20", "IN20")
+    assert (raw("P7").resource, raw("P7").location) == ("R99", "DEFLOC")  # unknown resource
+    assert [x.op for x in r.order_state("P6").ops] == [20]

@@ -127,3 +127,68 @@ def test_standard_units_expected_hours():
     assert S.standard_hours(D(1), D("0.1"), D(0)) == 0
     shares = [S.standard_share(D(1), D("0.1"), D(u), D(5)) for u in (0, 5)]
     assert shares == [D("1.5"), D("0.5")]
+
+
+# --- the flusher's decisions: how much a trigger takes, which line a put feeds, which batch ---
+
+
+def test_trigger_quantity_follows_the_bom_or_the_quantity_put():
+    # BOM basis: round(q(U_after)) - round(q(U_before)); 1/3 per unit, 2 decimals
+    args = (D(1), D(3), D(0), D(0), 2)
+    assert R.trigger_quantity("good+error", *args, D(0), D(1), D(9), D(10), D(0)) == D("0.33")
+    assert R.trigger_quantity("good", *args, D(1), D(3), D(9), D(10), D(0)) == D("0.67")
+    # transferred: the put quantity prorated by units over order qty, less what was taken
+    assert R.trigger_quantity("transferred", *args, D(0), D(5), D(9), D(10), D(0)) == D("4.50")
+    assert R.trigger_quantity("transferred", *args, D(5), D(10), D(9), D(10), D("4.50")) == \
+        D("4.50")  # the report reaching the order quantity takes what is left
+
+
+class _Line:
+    def __init__(self, line, resource, principle):
+        self.line, self.resource, self.principle = line, resource, principle
+
+
+def test_put_target_is_the_first_line_the_put_rule_lists():
+    rs = R.RuleSet([rule("put", "*", None, ["available_at_location"]),
+                    rule("put", "mobile", "R2", ["start"])])
+    a = _Line(10, "R1", "finish")
+    b = _Line(20, "R1", "available_at_location")
+    c = _Line(30, "R2", "start")
+    assert R.put_target(rs, [a, b, c])[0] is b  # once, on the first line listed
+    assert R.put_target(rs, [c, b])[0] is c  # the rule is matched per line's resource
+    assert R.put_target(rs, [a]) is None
+    assert R.put_target(rs, [_Line(10, "R1", "manual")]) is None  # manual never by rules
+    assert R.put_target(R.RuleSet([rule("put", "*", None, "always")]),
+                        [_Line(10, "R1", "manual")])[0].line == 10
+
+
+def _entry(loc, line, batch, lp, remaining):
+    return {"location": loc, "line": line, "batch": batch, "lp": lp, "remaining": D(remaining)}
+
+
+def test_allocate_takes_put_entries_first_then_fifo_then_unresolved():
+    bins = {("B1", None): D(5), ("B2", "LP1"): D(4), ("B3", None): D(10)}
+    entries = [
+        _entry("IN", 10, "B3", None, 6),  # put for this line: first, capped by remaining
+        _entry("OUT", 10, "B2", "LP1", 9),  # another location: ignored
+        _entry("IN", 20, "B1", None, 9),  # another line: ignored
+    ]
+    used, taken, left = R.allocate(entries, bins, 10, "IN", D(13))
+    assert list(used.items()) == [(("B3", None), D(6)), (("B1", None), D(5)),
+                                  (("B2", "LP1"), D(2))]
+    assert [(e["batch"], t) for e, t in taken] == [("B3", D(6))] and left == 0
+    assert entries[0]["remaining"] == D(6)  # reads only: the caller applies the take
+    # FIFO on hand never takes more of a batch than is left after the put entries took theirs
+    used, _, left = R.allocate(entries, bins, 10, "IN", D(25))
+    assert used[("B3", None)] == D(10) and used[(None, None)] == D(6) and left == D(6)
+
+
+def test_allocate_restricted_to_a_batch_and_capped_by_what_is_on_hand():
+    bins = {("B1", None): D(2), ("B2", None): D(8)}
+    entries = [_entry("IN", None, "B1", None, 5)]  # a put for no line serves every line
+    used, taken, left = R.allocate(entries, bins, 10, "IN", D(4))
+    assert list(used.items()) == [(("B1", None), D(2)), (("B2", None), D(2))]
+    assert [t for _, t in taken] == [D(2)] and left == 0
+    used, taken, left = R.allocate(entries, bins, 10, "IN", D(12), batch="B2")
+    assert used == {("B2", None): D(12)} and taken == [] and left == D(4)
+    assert R.allocate(None, {}, 10, "IN", D(3)) == ({(None, None): D(3)}, [], D(3))

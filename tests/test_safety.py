@@ -183,8 +183,7 @@ def test_closed_pipe_exits_3_without_traceback(tmp_path):
     assert "Traceback" not in err and "broken pipe" in err
 
 
-@pytest.mark.slow  # eventsourcing's pool retries for its connect timeout (30 s) first
-def test_database_unavailable_exits_3(tmp_path):
+def test_database_unavailable_exits_3(tmp_path):  # one plain connection: fails at once
     p = _cli("--db", "postgresql://postgres@127.0.0.1:1/nothing", "onhand")
     err = p.stderr.decode()
     assert p.returncode == 3, err

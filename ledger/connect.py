@@ -1,0 +1,182 @@
+"""Plain database connections for the store: ``sqlite3`` or ``psycopg``, nothing in between.
+
+The store needs connections, transactions, write-ahead logging and lock timeouts, and for a
+query process they are most of its start-up: eventsourcing's datastores import its whole
+persistence layer (and ``inspect``), and on PostgreSQL a ``psycopg_pool`` pool with a
+background thread, to answer one query over one connection. This module keeps the semantics
+the store relied on from them, and nothing else:
+
+- SQLite: autocommit connections with an explicit ``BEGIN`` per transaction, rolled back on
+  error or when not committing; ``timeout`` = the lock timeout (busy handler); the database
+  switched to WAL when first opened (not in-memory databases, not read-only URIs); rows as
+  ``sqlite3.Row``; usable from several threads (``check_same_thread=False``); one writing
+  transaction at a time per store in a process (others wait), as eventsourcing's pool
+  interlocked them.
+- PostgreSQL: autocommit connections, ``BEGIN`` … ``COMMIT``/``ROLLBACK`` per transaction
+  (psycopg's ``transaction()``), rows as dicts, ``idle_in_transaction_session_timeout`` off.
+  Connections are made when first needed: a query makes one.
+
+Connections are kept for reuse while the store is open: a transaction opened while another
+is running (a reader inside a writer's loop) gets a connection of its own, as from a pool.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before giving up (exit 3)
+
+
+class _Connections:
+    """Idle connections kept for reuse, made on demand (a store's pool)."""
+
+    def __init__(self, connect: Callable[[], Any]):
+        self._connect = connect
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def give(self, conn: Any) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        with suppress(Exception):
+            conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A connection of the pool, outside any transaction (returned afterwards)."""
+        conn = self.take()
+        try:
+            yield conn
+        finally:
+            self.give(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for conn in idle:
+            with suppress(Exception):
+                conn.close()
+
+
+class SQLiteConnections(_Connections):
+    """Connections to one SQLite database (a path or a ``file:`` URI)."""
+
+    def __init__(self, database: str, *, lock_timeout: float, readonly: bool = False):
+        self.database = database
+        self.lock_timeout = lock_timeout
+        self.readonly = readonly
+        self.memory = ":memory:" in database or "mode=memory" in database
+        self._wal_checked = self.memory
+        self._writer = threading.Lock()
+        super().__init__(self._open)
+
+    @contextmanager
+    def _writing(self, commit: bool) -> Iterator[None]:
+        """One writing transaction at a time in this process (others wait, bounded)."""
+        if not commit:
+            yield
+            return
+        if not self._writer.acquire(timeout=self.lock_timeout):
+            from backflush.errors import OperationalError
+
+            raise OperationalError(
+                "another writing transaction of this process did not finish within"
+                f" {self.lock_timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    def _open(self) -> Any:
+        import sqlite3
+
+        conn = sqlite3.connect(self.database, uri=True, check_same_thread=False,
+                               isolation_level=None, timeout=self.lock_timeout)
+        if not self._wal_checked:
+            # Readers never block the writer and a crash loses no committed transaction.
+            # A ledger is made in WAL mode; a read-only opening only asks.
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal" and not self.readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+            self._wal_checked = True
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[Any]:
+        """A ``sqlite3`` cursor in a transaction: committed at the end if ``commit``, else
+        (and on any error) rolled back."""
+        with self._writing(commit):
+            conn = self.take()
+            try:
+                cur = conn.cursor()
+                try:
+                    cur.execute("BEGIN")
+                    try:
+                        yield cur
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    if commit:
+                        try:
+                            conn.commit()
+                        except BaseException:
+                            with suppress(Exception):  # e.g. busy: leave no open transaction
+                                conn.rollback()
+                            raise
+                    else:
+                        conn.rollback()
+                finally:
+                    cur.close()
+            finally:
+                self.give(conn)
+
+
+class PostgresConnections(_Connections):
+    """Connections to one PostgreSQL database (``psycopg`` keyword parameters)."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+        super().__init__(self._open)
+
+    def _open(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        return psycopg.connect(
+            **self.params,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT,
+            # In the start-up packet (no extra round trip): a transaction left open by a
+            # slow consumer is not cut off by a server default.
+            options="-c idle_in_transaction_session_timeout=0",
+        )
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[Any]:
+        """A ``psycopg`` cursor (rows as dicts) in a transaction: committed at the end if
+        ``commit``, else (and on any error) rolled back."""
+        conn = self.take()
+        try:
+            with conn.transaction(force_rollback=not commit), conn.cursor() as cur:
+                yield cur
+        finally:
+            if conn.closed or conn.broken:
+                with suppress(Exception):
+                    conn.close()
+            else:
+                self.give(conn)

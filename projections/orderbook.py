@@ -1,0 +1,391 @@
+"""The order book: the production order lifecycle, from creation to end.
+
+``OrderCreated`` resolves the order's master data once (route operations with their
+resources' locations, BOM lines with principle, operation and consumption location); the
+lifecycle events then move its status and counters (``OrderState``), fire the flushing
+triggers (``Flusher._trigger``: start, operation, finish; put via ``_put_for_order``), and
+keep the units waiting after each operation up to date (``_rewait``). ``OrderEnded`` fixes
+what findings read at the end: residual material at the input locations and WIP left.
+
+State owned (part of the snapshot): ``_orders``, ``_waiting`` (WIP key -> units),
+``_produced`` and ``_consumed`` (item -> Σ); change log: ``residual_log``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from backflush.projections import standard
+from backflush.projections.common import _sk
+from backflush.projections.exact import exact
+from backflush.projections.orderstate import LineState, OrderState, waiting_after
+from backflush.projections.records import OpInfo, OutOfSequence, Residual
+from backflush.projections.rules import (
+    DEFAULT_DECIMALS,
+    ZERO,
+    put_target,
+    resolve_location,
+    resolve_operation,
+    resolve_principle,
+    rule_basis,
+)
+
+DEFAULT_OUTPUT_LOCATION = "OUTPUT"
+
+
+class OrderBook:
+    """Mixin of ``Replay``: production orders and their lifecycle events."""
+
+    def _init_orders(self) -> None:
+        self._orders: dict = {}  # order -> OrderState (retired ones forgotten)
+        self._waiting: dict = {}  # (resource, location, "waiting", order, op, item, None) -> qty
+        self._produced: dict = {}  # item -> Σ good reported as finished
+        self._consumed: dict = {}  # item -> Σ posted
+        self.residual_log: list = []  # (order, end event id, seq, at, residuals), for I/O
+        # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
+        # cleared by every master-data event
+        self._templates: dict = {}
+
+    def _order(self, ev) -> OrderState | None:
+        o = self._orders.get(ev["order"])
+        if o is None:
+            self._anomaly(f"unknown order {ev['order']!r}")
+            return None
+        self._cur_order = o
+        o.events.append(ev["id"])
+        return o
+
+    def _oos(self, o: OrderState, reason: str, op=None) -> None:
+        ev = self._cur
+        self._append(o.out_of_sequence, OutOfSequence(ev["id"], ev["at"], reason, op))
+
+    def _order_created(self, ev):
+        order = ev["order"]
+        if order in self._orders:
+            self._anomaly(f"order {order!r} created twice")
+            return
+        params = self._params
+        route_id = ev.get("route")
+        key = (ev.get("bom"), route_id)
+        tmpl = self._templates.get(key)
+        if tmpl is None:
+            tmpl = self._templates[key] = self._resolve(*key)
+        ops, specs, anomalies = tmpl
+        for reason in anomalies:
+            self._anomaly(reason)
+        o = OrderState(order=order, item=ev["item"], qty=ev["qty"], bom=key[0],
+                       route=route_id, created_event=ev["id"], created_at=ev["at"],
+                       default_input_location=params.default_input_location,
+                       tolerance_pct=params.tolerance_pct, ops=ops,
+                       ops_by_no={x.op: x for x in ops})
+        by_op: dict = {}
+        lines = o.lines
+        for spec in specs:
+            ln = LineState(order=o, **spec)
+            lines[ln.line] = ln
+            by_op.setdefault(ln.op, []).append(ln)
+        o.lines_by_op = {k: tuple(v) for k, v in by_op.items()}
+        o.line_list = tuple(lines[k] for k in sorted(lines))
+        o.timeline.append(("created", ev["id"], ev["at"]))
+        o.events.append(ev["id"])
+        self._orders[order] = o
+
+    def _resolve(self, bom_id, route_id) -> tuple:
+        """An order's master data as in force now, for a BOM and route: (operations, line
+        specs, anomaly reasons). The same for every order created until master data change
+        (``_templates`` is then cleared), so it is resolved once per BOM and route."""
+        params = self._params
+        anomalies = []
+        bom = self._boms.get(bom_id)
+        if bom is None:
+            anomalies.append(f"unknown BOM {bom_id!r}")
+        route_ops = self._routes.get(route_id) if route_id is not None else None
+        if route_id is not None and route_ops is None:
+            anomalies.append(f"unknown route {route_id!r}")
+        ops = []
+        for od in route_ops or ():
+            rd = self._resources.get(od.get("resource")) or {}
+            ops.append(OpInfo(od["op"], od.get("resource"), od.get("setup_hours") or ZERO,
+                              od.get("run_hours") or ZERO, rd.get("input_location"),
+                              rd.get("output_location")))
+        ops_by_no = {x.op: x for x in ops}
+        specs = []
+        for ld in (bom or {}).get("lines") or ():
+            comp = ld["item"]
+            itd = self._items.get(comp)
+            if itd is None:
+                anomalies.append(f"unknown component item {comp!r}")
+                itd = {}
+            op = resolve_operation(ld.get("operation"), route_ops)
+            info = ops_by_no.get(op)
+            specs.append({
+                "line": ld["line"], "item": comp, "qty": ld["qty"],
+                "per": ld.get("per") or Decimal(1), "scrap_pct": ld.get("scrap_pct") or ZERO,
+                "scrap_const": ld.get("scrap_const") or ZERO,
+                "decimals": itd.get("decimals", DEFAULT_DECIMALS),
+                "tracking": itd.get("tracking") or "none",
+                "principle": resolve_principle(ld.get("flushing"), itd.get("flushing")),
+                "op": op, "resource": info.resource if info else None,
+                "location": resolve_location(ld.get("location"),
+                                             info.input_location if info else None,
+                                             params.default_input_location),
+            })
+        return tuple(ops), tuple(specs), tuple(anomalies)
+
+    def _order_released(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        if o.ended is not None:
+            self._oos(o, "after end")
+        if o.released is None:
+            self._set(o, "released", (ev["id"], ev["at"]))
+        o.timeline.append(("released", ev["id"], ev["at"]))
+
+    def _order_started(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        if o.ended is not None:
+            self._oos(o, "after end")
+        qty = ev.get("qty")
+        if qty is None:
+            qty = o.qty
+        if o.released is None:  # starting releases the order (AX, seed 002)
+            self._set(o, "released", (ev["id"], ev["at"]))
+            o.timeline.append(("released", ev["id"], ev["at"]))
+        self._append(o.started, (ev["id"], ev["at"], qty))
+        o.timeline.append(("started", ev["id"], ev["at"]))
+        self._add_attr(o, "started_qty", qty)
+        first = o.ops[0] if o.ops else None
+        self._trigger(o, "start", ev.get("device") or "client", first.resource if first else None,
+                      o.line_list, qty, ZERO)
+
+    def _operation_reported(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        op, good, error = ev["op"], ev.get("good") or ZERO, ev.get("error") or ZERO
+        info = o.ops_by_no.get(op)
+        if o.released is None:
+            self._oos(o, "before release", op)
+        if o.ended is not None:
+            self._oos(o, "after end", op)
+        if info is None:
+            self._oos(o, "op not on route", op)
+        before = o.op_good.get(op, ZERO) + o.op_error.get(op, ZERO)
+        units = good + error
+        self._add(o.op_good, op, good)
+        self._add(o.op_error, op, error)
+        self._add(o.op_reports, op, 1)
+        if before + units > o.qty:
+            self._oos(o, "beyond order qty", op)
+        hours = ev.get("hours")
+        if info is not None:
+            self._rewait(o)
+            if hours is None:
+                hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
+        if hours is not None:
+            self._add(o.hours_reported, op, hours)
+        self._trigger(o, "operation", ev.get("device") or "job_terminal",
+                      info.resource if info else None, o.lines_by_op.get(op, ()), good, error)
+
+    def _reported_as_finished(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        good, error = ev.get("good") or ZERO, ev.get("error") or ZERO
+        if o.released is None:
+            self._oos(o, "before release")
+        if o.ended is not None:
+            self._oos(o, "after end")
+        if o.fin_good + o.fin_error + good + error > o.qty:
+            self._oos(o, "beyond order qty")
+        self._add_attr(o, "fin_good", good)
+        self._add_attr(o, "fin_error", error)
+        self._add_attr(o, "fin_reports", 1)
+        last = o.ops[-1] if o.ops else None
+        if last is not None:
+            self._rewait(o)
+        if good:
+            loc = ev.get("location") or (last.output_location if last else None) \
+                or DEFAULT_OUTPUT_LOCATION
+            self._oh(o.item, loc, ev.get("batch"), ev.get("lp"), good)
+            self._add(self._produced, o.item, good)
+        self._trigger(o, "finish", ev.get("device") or "client",
+                      last.resource if last else None, o.line_list, good, error)
+
+    def _material_consumed(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        if o.ended is not None:
+            self._oos(o, "after end")
+        item, qty, batch = ev["item"], ev["qty"], ev.get("batch")
+        line_no = ev.get("line")
+        ln = o.lines.get(line_no) if line_no is not None else None
+        if ln is not None and ln.item != item:
+            self._anomaly(f"line {line_no} of order {o.order!r} is not item {item!r}")
+            ln = None
+        if ln is None:
+            ln = next((x for k, x in sorted(o.lines.items()) if x.item == item), None)
+        if ln is None:
+            ln = o.unplanned.get(item)
+            if ln is None:
+                itd = self._items.get(item) or {}
+                ln = LineState(order=o, line=None, item=item, qty=ZERO, per=Decimal(1),
+                               scrap_pct=ZERO, scrap_const=ZERO,
+                               decimals=itd.get("decimals", DEFAULT_DECIMALS),
+                               tracking=itd.get("tracking") or "none", principle="manual",
+                               op=None, resource=None, location=o.default_input_location)
+                # the line is a container: a reversal takes back postings, never the line
+                o.unplanned[item] = ln
+        loc = ev.get("location") or ln.location
+        self._post(o, ln, qty, "manual", ev.get("device") or "client", None, None, None, None,
+                   loc, batch)
+
+    def _order_ended(self, ev):
+        o = self._order(ev)
+        if o is None:
+            return
+        if o.ended is not None:
+            self._oos(o, "ended twice")
+        self._set(o, "ended", (ev["id"], ev["at"]))
+        self._set(o, "tolerance_pct", self._params.tolerance_pct)
+        o.timeline.append(("ended", ev["id"], ev["at"]))
+        # residual material put for the order and still at its location (RESIDUAL_AT_INPUT)
+        residual = []
+        # per item, location and batch: another batch below zero there must not hide it
+        for (item, loc, b), put in sorted(o.put_at.items(), key=lambda kv: (
+                kv[0][0], kv[0][1], _sk(kv[0][2]))):
+            left = put - o.consumed_at.get((item, loc, b), ZERO)
+            bins = self._bins.get((item, loc)) or {}
+            there = sum((q for (bb, _lp), q in bins.items() if bb == b), ZERO)
+            q = min(left, there)
+            if q > 0:
+                ids = tuple(e for e, i, lc in o.put_events if i == item and lc == loc)
+                residual.append(Residual(item, loc, q, ids, ev["id"], b))
+        self._set(o, "residual_at_end", tuple(residual))
+        waits = waiting_after(o.ops, o.op_good, o.op_error, o.op_reports, o.fin_good + o.fin_error)
+        self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := waits[x.op])})
+        self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
+
+    def _put_for_order(self, o: OrderState, ev) -> None:
+        """Register a put naming order ``o`` against its lines, and fire the put trigger."""
+        item, qty, loc = ev["item"], ev["qty"], ev["location"]
+        b, lp = ev.get("batch"), ev.get("lp")
+        line_no = ev.get("line")
+        if line_no is not None:
+            ln = o.lines.get(line_no)
+            if ln is None or ln.item != item:
+                self._anomaly(f"put for order {o.order!r} names line {line_no!r} of another item")
+                lines = [x for x in o.lines.values() if x.item == item]
+            else:
+                lines = [ln]
+        else:
+            lines = [x for x in o.line_list if x.item == item]  # by line number
+        entry = {"location": loc, "line": line_no, "batch": b, "lp": lp, "remaining": qty,
+                 "event": ev["id"]}
+        entries = o.puts.get(item)
+        if entries is None:
+            entries = o.puts[item] = []
+        self._append(entries, entry)
+        if lines:
+            self._add(o.put_qty, lines[0].line, qty)
+        self._add(o.put_at, (item, loc, b), qty)
+        self._append(o.put_events, (ev["id"], item, loc))
+        target = put_target(self._params.rules, lines)
+        if target is not None:
+            ln, rule = target
+            self._post(o, ln, qty, "put", "mobile", rule_basis(rule), rule, None, None)
+
+    def _rewait(self, o: OrderState) -> None:
+        """Bring the units waiting after each operation of ``o`` up to date (``waiting``).
+
+        Recomputed from the order's counters, not moved by deltas: with DESIGN §5's fallback
+        one report changes the waiting of its predecessors too, and a reversal (which undoes
+        the counters) only needs to call this again.
+        """
+        ops = o.ops
+        if not ops:
+            return
+        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports,
+                              o.fin_good + o.fin_error)
+        waiting = self._waiting
+        order, item = o.order, o.item
+        for info in ops:
+            k = (info.resource, info.output_location, "waiting", order, info.op, item, None)
+            v = vals[info.op]
+            if v == waiting.get(k, ZERO):
+                continue
+            if v:
+                waiting[k] = v
+            else:
+                waiting.pop(k, None)
+            self.balance_changes.append(("wip", k, v, self._eid, self._at, self._seq))
+
+    # --- queries ------------------------------------------------------------------------
+
+    @exact
+    def consumption(self, order: str | None = None) -> list[dict]:
+        """Per order line: expected, posted, variance and posted by trigger kind (DESIGN §6)."""
+        rows = []
+        for o in self._select(order):
+            for ln in o.all_lines():
+                expected = ln.expected
+                rows.append({
+                    "order": o.order, "line": ln.line, "item": ln.item,
+                    "principle": ln.principle if ln.line is not None else None,
+                    "expected": expected, "posted": ln.posted,
+                    "variance": ln.posted - expected,
+                    "by_trigger": {k: ln.by_trigger[k] for k in sorted(ln.by_trigger)},
+                })
+        return rows
+
+    @exact
+    def hours(self, order: str | None = None, resource: str | None = None) -> list[dict]:
+        """Per order operation: standard vs reported hours (operations off the route included)."""
+        rows = []
+        for o in self._select(order):
+            seen = set()
+            for info in o.ops:
+                seen.add(info.op)
+                if resource is not None and info.resource != resource:
+                    continue
+                rows.append({"order": o.order, "op": info.op, "resource": info.resource,
+                             "standard": o.standard_hours(info.op),
+                             "reported": o.hours_reported.get(info.op, ZERO)})
+            if resource is None:
+                for op in sorted(k for k in o.hours_reported if k not in seen):
+                    rows.append({"order": o.order, "op": op, "resource": None,
+                                 "standard": ZERO, "reported": o.hours_reported[op]})
+        return rows
+
+    def orders(self) -> list[str]:
+        """Known order numbers, sorted."""
+        return sorted(self._orders)
+
+    def order_state(self, order: str) -> OrderState | None:
+        """The live state of one order (None when unknown). Read-only."""
+        return self._orders.get(order)
+
+    def retire(self, order: str) -> None:
+        """Forget an order's state once the caller knows no later event refers to it.
+
+        For long replays that only feed the materialised history (on-hand, WIP and postings
+        are already written out): memory then follows the open orders, not the history. A
+        later event for a retired order is treated as one for an unknown order, so callers
+        must replay from the start instead when that can happen.
+        """
+        o = self._orders.pop(order, None)
+        if o is not None:
+            # Lines point back to their order: break that cycle so the memory is returned
+            # at once, even while a long replay runs with the cyclic collector switched off.
+            for ln in o.all_lines():
+                ln.order = None
+
+    def _select(self, order):
+        if order is None:
+            return [self._orders[k] for k in sorted(self._orders)]
+        o = self._orders.get(order)
+        return [o] if o is not None else []

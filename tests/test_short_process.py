@@ -1,0 +1,118 @@
+"""A query is a short process (issue 7 item 5): what a query process loads, not how long it
+takes (timings live in docs/benchmarks.md; a timed test would be flaky on a shared machine).
+
+Each command runs in a fresh interpreter through the console entry point; afterwards the
+probe lists which of the modules a query must not need were imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FILES = [EXAMPLES / "002-staged-backflush" / "events.jsonl",
+         EXAMPLES / "001-terminals-and-scanner" / "events.jsonl"]
+
+PROBE = """
+import sys
+sys.argv = ["backflush", *sys.argv[1:]]
+from backflush.cli.main import main
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+print("LOADED", ",".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+# Never needed to answer a query: the event store's former datastores and pool, the pydantic
+# models, the importer, policy parsing (no --policy given).
+NEVER = ("eventsourcing", "psycopg_pool", "pydantic", "backflush.ledger.events",
+         "backflush.ledger.importer", "backflush.policy")
+# Not needed when the answer is read from the materialised history (onhand, wip): the replay
+# engine and findings, the chain's hashing and the table footer's provenance.
+MATERIALISED = NEVER + ("backflush.projections.engine", "backflush.projections.findings",
+                        "backflush.ledger.anchor", "backflush.ledger.codec", "hashlib",
+                        "backflush.cli.provenance")
+
+
+def loaded(*args: str) -> set[str]:
+    p = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stderr.splitlines() if x.startswith("LOADED ")][-1]
+    return set(line.removeprefix("LOADED ").split(","))
+
+
+def forbidden(modules: set[str], names: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if m in names or m.startswith(tuple(n + "." for n in names))}
+
+
+@pytest.fixture
+def ledger_db(db_url):
+    for f in FILES:
+        p = subprocess.run([sys.executable, "-m", "backflush", "--db", db_url, "import", str(f)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+    return db_url
+
+
+def _an_order(db: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "backflush", "--db", db, "events", "--json",
+                        "--type", "OrderCreated"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)[0]["order"]
+
+
+def test_materialised_queries_load_neither_engine_nor_store_framework(ledger_db):
+    for args in (["onhand", "--at", "2026-11-03T12:00:00Z", "--json"],
+                 ["wip", "--at", "2026-11-03", "--json"],
+                 ["onhand", "--item", "WHS6", "--json"]):
+        mods = loaded("--db", ledger_db, *args)
+        assert forbidden(mods, MATERIALISED) == set(), args
+        if "://" not in ledger_db:  # SQLite: no PostgreSQL driver either
+            assert forbidden(mods, ("psycopg",)) == set(), args
+
+
+def test_order_queries_replay_one_order_without_models(ledger_db):
+    order = _an_order(ledger_db)
+    for args in (["consumption", "--order", order, "--json"],
+                 ["findings", "--order", order, "--json"]):
+        mods = loaded("--db", ledger_db, *args)
+        assert forbidden(mods, NEVER) == set(), args
+        # findings --order answers from the order's own events (the audit's path), which
+        # reads the materialised history: it never replays the whole ledger.
+        assert "backflush.projections.engine" in mods
+
+
+def test_a_policy_loads_the_policy_parser(ledger_db, tmp_path):
+    """The structure above is lazy, not missing: asking for a what-if loads what it needs."""
+    p = tmp_path / "p.json"
+    p.write_text('{"rules": [{"trigger": "finish", "flush": ["finish"]}]}')
+    mods = loaded("--db", ledger_db, "onhand", "--json", "--policy", str(p))
+    assert "backflush.policy" in mods and "backflush.projections.engine" in mods
+
+
+def test_version_loads_only_the_command_line():
+    mods = loaded("--version")
+    assert forbidden(mods, MATERIALISED + ("backflush.api", "backflush.ledger", "sqlite3",
+                                           "psycopg", "orjson", "decimal")) == set()
+
+
+def test_version_fast_path_says_what_click_says(capsys, monkeypatch):
+    # `backflush --version` alone is answered before click loads; its text must stay
+    # click's version_option's (and a longer command line still goes through click).
+    from backflush.cli.main import cli, main
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(sys, "argv", ["backflush", "--version"])
+    main()
+    fast = capsys.readouterr().out
+    assert fast == CliRunner().invoke(cli, ["--version"]).output
+    p = subprocess.run([sys.executable, "-c", PROBE, "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert "click" not in p.stderr.split("LOADED", 1)[1].split(",")
