@@ -406,7 +406,7 @@ class _Appender:
         self.seq = ledger.next_seq(cur)
         self.link = last_link(cur)[1]
         self.fresh = self.seq == 1
-        self.stream_names: dict[str, tuple[bytes, bytes]] = {}  # stream -> (UTF-8, JSON)
+        self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
         # bit per id hash (a one-hash Bloom filter) says "surely not" for almost every id,
         # and only the rest are looked up in the store.
@@ -512,7 +512,7 @@ class _Appender:
                 heads[s] = found.get(s, (0, GENESIS))
         events: list[tuple[Any, ...]] = []
         links: list[tuple[int, str, str, int, str]] = []
-        seq, link = self.seq, self.link.encode()
+        seq, link = self.seq, self.link
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
         sha, names = sha256, self.stream_names
@@ -530,33 +530,27 @@ class _Appender:
             version += 1
             stream_b = names.get(stream)
             if stream_b is None:
-                stream_b = names[stream] = (stream.encode(), dumps(stream))
+                stream_b = names[stream] = stream.encode()
             # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
             eid_b, prev_b = eid.encode(), prev.encode()
             h = sha(
                 b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
-                % (prev_b, stream_b[0], version, rec_b, eid_b, body)
+                % (prev_b, stream_b, version, rec_b, eid_b, body)
             ).hexdigest()
             heads[stream] = (version, h)
-            h_b = h.encode()
-            # codec.state_of and anchor.link_of, inline (they run once per event); an id
-            # without a quote or backslash is its own JSON text (names hold no controls).
-            eid_j = b'"%b"' % eid_b if '"' not in eid and "\\" not in eid else dumps(eid)
+            # codec.state_of and anchor.link_of, inline (they run once per event).
             state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
-                body[:-1], eid_j, rec_b, prev_b, h_b
+                body[:-1], dumps(eid), rec_b, prev_b, h.encode()
             )
-            link_s = sha(
-                b'["%b",%d,%b,%d,"%b",%d]' % (link, seq, stream_b[1], version, h_b, rec_us)
-            ).hexdigest()
-            link = link_s.encode()
+            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
             events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
-            links.append((seq, link_s, stream, version, eid))
+            links.append((seq, link, stream, version, eid))
             seq += 1
         self.pending.clear()
         self.pending_ids.clear()
         if self.result.errors or not events:
             return
-        self.seq, self.link = seq, link.decode()
+        self.seq, self.link = seq, link
         self.result.appended += len(events)
         self.ledger.write_rows(self.cur, events, links)
 
