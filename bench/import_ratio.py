@@ -3,12 +3,14 @@
     .venv/bin/python bench/import_ratio.py [FILE] [--db URL] [--runs N]
 
 FILE defaults to a fresh ``backflush simulate --orders 3000 --seed 1`` history (~112k
-lines). Both sides run in this process, interleaved, ``--runs`` times each; the best wall
-time of each side counts (the machine is shared; the best run is the least disturbed).
+lines). Both sides run in this process, interleaved, ``--runs`` times each; the median wall
+time of each side counts, as in ``bench/plant.py`` (whose baselines these are, line for line).
 
-- SQLite: raw = ``sqlite3`` ``executemany`` of the lines into one table (WAL, batches of
-  1000, one commit); ledger = ``run_import`` (every line validated, hash-chained).
-- PostgreSQL (``--db postgresql://...``): raw = one ``COPY`` of the lines into one table.
+- SQLite: raw = ``sqlite3``: connect, WAL, ``CREATE TABLE raw_events (id INTEGER PRIMARY
+  KEY, payload BLOB NOT NULL)``, one ``executemany`` of the file's lines, commit; ledger =
+  ``run_import`` (every line validated, hash-chained) into a new ledger.
+- PostgreSQL (``--db postgresql://...``): raw = ``COPY raw_events (payload) FROM STDIN`` of
+  the lines into a new one-column table, commit.
 
 Prints both times, events/s and the ratio raw/ledger (1.0 = as fast as the raw insert).
 """
@@ -24,11 +26,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 from backflush.ledger.importer import run_import
 from backflush.ledger.store import Ledger
-
-BATCH = 1000
 
 
 def _unlink(db: str) -> None:
@@ -42,33 +43,32 @@ def raw_sqlite(path: str, db: str) -> float:
     t = time.perf_counter()
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode=WAL")
-    con.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, payload BLOB)")
+    con.execute("CREATE TABLE raw_events (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
     with open(path, "rb") as fh:
-        batch = []
-        for line in fh:
-            batch.append((line,))
-            if len(batch) >= BATCH:
-                con.executemany("INSERT INTO e (payload) VALUES (?)", batch)
-                batch.clear()
-        con.executemany("INSERT INTO e (payload) VALUES (?)", batch)
+        con.executemany("INSERT INTO raw_events (payload) VALUES (?)", ((x,) for x in fh))
     con.commit()
     con.close()
-    return time.perf_counter() - t
+    dt = time.perf_counter() - t
+    _unlink(db)
+    return dt
 
 
 def raw_copy(path: str, url: str) -> float:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as con:
-        con.execute("DROP TABLE IF EXISTS raw_lines")
-        con.execute("CREATE TABLE raw_lines (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
+        con.execute("DROP TABLE IF EXISTS raw_events")
     t = time.perf_counter()
     with psycopg.connect(url) as con, con.cursor() as cur:
-        with cur.copy("COPY raw_lines (payload) FROM STDIN") as copy, open(path, "rb") as fh:
+        cur.execute("CREATE TABLE raw_events (payload BYTEA NOT NULL)")
+        with cur.copy("COPY raw_events (payload) FROM STDIN") as copy, open(path, "rb") as fh:
             for line in fh:
                 copy.write_row((line,))
         con.commit()
-    return time.perf_counter() - t
+    dt = time.perf_counter() - t
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("DROP TABLE IF EXISTS raw_events")
+    return dt
 
 
 def ledger_import(path: str, url: str, fresh) -> float:
@@ -125,12 +125,14 @@ def main() -> None:
     for _ in range(args.runs):
         raws.append(cpu_and_wall(raw))
         mine.append(cpu_and_wall(lambda: ledger_import(path, url, fresh)))
-    r, m = min(w for w, _ in raws), min(w for w, _ in mine)
-    rc, mc = min(c for _, c in raws), min(c for _, c in mine)
+    r, m = median(w for w, _ in raws), median(w for w, _ in mine)
+    rc, mc = median(c for _, c in raws), median(c for _, c in mine)
     print(f"lines            {lines}")
     print(f"raw {label:<13}{r:8.3f} s  {lines / r:>9,.0f} lines/s   (cpu {rc:.3f} s)")
     print(f"run_import       {m:8.3f} s  {lines / m:>9,.0f} events/s  (cpu {mc:.3f} s)")
-    print(f"ratio raw/import {r / m:8.3f}  (wall; by this process's cpu time: {rc / mc:.3f})")
+    each = " ".join(f"{a / b:.3f}" for (a, _), (b, _) in zip(raws, mine, strict=True))
+    print(f"ratio raw/import {r / m:8.3f}  (wall, median of {args.runs}; by this process's cpu"
+          f" time: {rc / mc:.3f}; per run: {each})")
 
 
 if __name__ == "__main__":

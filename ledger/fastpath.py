@@ -21,7 +21,7 @@ the two counts agree only when no key was repeated.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -105,19 +105,14 @@ SPEC: dict[str, tuple[dict[str, Any], frozenset[str], dict[str, Any]]] = {
     "Reversal": ({"reverses": NAME, "reason": TEXT}, frozenset({"reverses"}), {}),
 }
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Microseconds of each date ("YYYY-MM-DD", midnight UTC) and of each time of day
+# ("HH:MM:SS") met so far. A key is stored only once a whole ``at`` holding it has passed
+# ``fromisoformat``; a date's validity does not depend on the time beside it (no leap
+# seconds), so any two stored keys make a valid ``at`` together. Most lines then cost two
+# dict lookups instead of a parse.
 _days: dict[str, int] = {}
-
-
-def _day_us(date: str) -> int:
-    us = _days.get(date)
-    if us is None:
-        d = datetime.fromisoformat(date).replace(tzinfo=UTC)
-        us = (d - _EPOCH) // timedelta(microseconds=1)
-        if len(_days) > 100_000:
-            _days.clear()
-        _days[date] = us
-    return us
+_tods: dict[str, int] = {}
+_DAY_US = 86_400_000_000
 
 
 def _at_us(text: str) -> int | None:
@@ -128,23 +123,30 @@ def _at_us(text: str) -> int | None:
     other scripts' digits too).
     """
     n = len(text)
-    if not text.isascii():
-        return None
     if n == 20:
         if text[19] != "Z":
             return None
     elif n != 25 or text[19] not in "+-" or text[22] != ":" or text[20:] == "00:00":
         return None
     # Separators at 4, 7, 10, 13, 16: "YYYY-MM-DDTHH:MM:SS".
-    if text[4:17:3] != "--T::" or not "1900" <= text[:4] <= "2999":
+    if text[4:17:3] != "--T::" or not "1900" <= text[:4] <= "2999" or not text.isascii():
         return None
+    if n == 20:
+        day, tod = _days.get(text[:10]), _tods.get(text[11:19])
+        if day is not None and tod is not None:
+            return day + tod
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         return None
+    us = to_us(dt)
     if n == 20:
-        return _day_us(text[:10]) + ((dt.hour * 60 + dt.minute) * 60 + dt.second) * 1_000_000
-    return to_us(dt)
+        tod = us % _DAY_US
+        if len(_days) > 100_000:
+            _days.clear()
+        _days[text[:10]] = us - tod
+        _tods[text[11:19]] = tod
+    return us
 
 
 # The UTF-8 of the characters names must not hold (events.BAD_CHARS) that may stand raw

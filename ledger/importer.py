@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from backflush.ledger import fastpath
+from backflush.ledger.anchor import last_link
 from backflush.ledger.codec import GENESIS, body_of, content_digest
 from backflush.ledger.events import (
     INVENTORY_TYPES,
@@ -28,7 +29,7 @@ from backflush.ledger.events import (
     normalise,
     parse_event,
 )
-from backflush.ledger.store import Cursor, IndexRow, Ledger, to_us
+from backflush.ledger.store import Cursor, Ledger, to_us
 
 BATCH = 1000
 # Names derived from content for events sent without an id, so re-sending the same file
@@ -287,7 +288,7 @@ def _validate(
     progress: Callable[[int], None] | None,
 ) -> None:
     source, path = path, label_of(path)
-    items, orders = names.items, names.orders
+    items, orders, routes = names.items, names.orders, names.routes
     pending, pending_ids, errors = appender.pending, appender.pending_ids, result.errors
     for lineno, raw in read_lines(source):
         result.lines += 1
@@ -333,6 +334,13 @@ def _validate(
             ok = payload["item"] in items and (o is None or o in orders)
         elif t in _ORDER_ONLY:
             ok = payload["order"] in orders
+        elif t == "MaterialConsumed":
+            ok = payload["order"] in orders and payload["item"] in items
+        elif t == "OperationReported":
+            o = payload["order"]
+            ok = o in orders and (
+                (route := orders[o]) is None or payload["op"] in routes.get(route, ())
+            )
         else:
             ok = False
         bad = [] if ok else names.check(payload)
@@ -380,6 +388,10 @@ _DEFINES = MASTER_TYPES | {"OrderCreated"}
 _ORDER_ONLY = frozenset({"OrderReleased", "OrderStarted", "ReportedAsFinished", "OrderEnded"})
 
 
+_WRITTEN_BYTES = 1 << 23  # 8 MiB, 2^26 bits: ~1.5% of the ids looked up at 1M events
+_WRITTEN_MASK = (_WRITTEN_BYTES << 3) - 1
+
+
 class _Appender:
     """Buffers validated events and appends them in batches, hash-chaining each stream."""
 
@@ -388,8 +400,17 @@ class _Appender:
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
-        # A ledger empty when the import began has no stream heads to look up.
-        self.fresh = cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] is None
+        # The next position and the last ledger-wide link, kept here between batches (the
+        # write lock is held, nothing else appends). A ledger empty when the import began
+        # has no stream heads to look up.
+        self.seq = ledger.next_seq(cur)
+        self.link = last_link(cur)[1]
+        self.fresh = self.seq == 1
+        self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
+        # Into a ledger that was empty, an id can only be known if this import wrote it: a
+        # bit per id hash (a one-hash Bloom filter) says "surely not" for almost every id,
+        # and only the rest are looked up in the store.
+        self.written = bytearray(_WRITTEN_BYTES) if self.fresh else None
         # (id, type, body, at_us, order, path, line)
         self.pending: list[tuple[str, str, bytes, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[bytes, str, str, str, int]] = {}
@@ -481,18 +502,20 @@ class _Appender:
             return
         if not self.pending:
             return
-        known = self._known(list(self.pending_ids))
+        ids = self._maybe_written(self.pending_ids) if self.fresh else list(self.pending_ids)
+        known = self._known(ids) if ids else {}
         heads = self.heads
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
             found = self.ledger.stream_heads(self.cur, sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
-        rows: list[IndexRow] = []
-        states: list[bytes] = []
+        events: list[tuple[Any, ...]] = []
+        links: list[tuple[int, str, str, int, str]] = []
+        seq, link = self.seq, self.link
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
-        new_row = tuple.__new__
+        sha, names = sha256, self.stream_names
         for eid, t, body, at_us, order, path, line in self.pending:
             if known and eid in known:
                 self._duplicate_or_conflict(eid, body, known[eid], path, line)
@@ -505,23 +528,47 @@ class _Appender:
                 stream = "inventory"
             version, prev = heads.get(stream) or (0, GENESIS)
             version += 1
+            stream_b = names.get(stream)
+            if stream_b is None:
+                stream_b = names[stream] = stream.encode()
             # codec.chain_hash, in one call: sha256(prev, position, time, id, body).
             eid_b, prev_b = eid.encode(), prev.encode()
-            h = sha256(
+            h = sha(
                 b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
-                % (prev_b, stream.encode(), version, rec_b, eid_b, body)
+                % (prev_b, stream_b, version, rec_b, eid_b, body)
             ).hexdigest()
             heads[stream] = (version, h)
-            rows.append(new_row(IndexRow, (eid, stream, version, t, at_us, rec_us, order, h)))
-            states.append(
-                b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}'
-                % (body[:-1], dumps(eid), rec_b, prev_b, h.encode())
+            # codec.state_of and anchor.link_of, inline (they run once per event).
+            state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
+                body[:-1], dumps(eid), rec_b, prev_b, h.encode()
             )
-        if not self.result.errors:
-            self.ledger.append(self.cur, rows, states)
-            self.result.appended += len(rows)
+            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+            events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
+            links.append((seq, link, stream, version, eid))
+            seq += 1
         self.pending.clear()
         self.pending_ids.clear()
+        if self.result.errors or not events:
+            return
+        self.seq, self.link = seq, link
+        self.result.appended += len(events)
+        self.ledger.write_rows(self.cur, events, links)
+
+    def _maybe_written(self, ids: Iterable[str]) -> list[str]:
+        """The ``ids`` this import may have written already (all others surely not), and
+        remember them all as written (an id not written now is known: no harm)."""
+        bits, mask = self.written, _WRITTEN_MASK
+        assert bits is not None
+        maybe = []
+        for eid in ids:
+            h = hash(eid) & mask  # str hashes are cached: the dict lookups made this one
+            i, bit = h >> 3, 1 << (h & 7)
+            if bits[i] & bit:
+                maybe.append(eid)
+            else:
+                bits[i] |= bit
+        return maybe
+
 
 
 def stream_of_parts(type_: str, order: str | None) -> str:

@@ -394,45 +394,62 @@ class Ledger:
     def append(self, cur: Cursor, rows: Sequence[IndexRow], states: Sequence[bytes]) -> range:
         """Append events (rows and their stored states, same order) inside ``cur``'s txn.
 
-        The single function that writes events: returns the positions (``seq``) given.
-        Positions are max+1.. under the write lock ``writing`` holds.
+        Returns the positions (``seq``) given: max+1.. under the write lock ``writing``
+        holds. Each event is linked into the ledger-wide chain (``ledger.anchor``) in the
+        same transaction. The importer prepares whole rows itself and calls ``write_rows``.
         """
-        first = (cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0) + 1
+        first = self.next_seq(cur)
         seqs = range(first, first + len(rows))
-        # The ledger-wide chain (ledger.anchor), in the same transaction as the events.
         chained = zip(seqs, rows, strict=True)
         links = chain_rows(
             last_link(cur)[1],
             [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained],
         )
+        events = [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)]
+        self.write_rows(cur, events, links)
+        return seqs
+
+    def next_seq(self, cur: Cursor) -> int:
+        """The position the next appended event gets (under the write lock)."""
+        return (cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0) + 1
+
+    def write_rows(
+        self, cur: Cursor, events: Sequence[tuple[Any, ...]], links: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """The single function that writes events: ready rows, inside ``cur``'s transaction.
+
+        ``events`` are (seq, id, stream, version, type, at_us, rec_us, ord, hash, state),
+        ``links`` their ``bf_chain`` rows (seq, link, stream, version, id), both by seq.
+        The caller owns the positions and the chain: ``append`` or the importer, which
+        keeps the last position and link in memory between batches.
+        """
         if self.dialect == "sqlite":
             cur.raw.executemany(
                 "INSERT INTO bf_events (seq, id, stream, version, type, at_us, rec_us, ord,"
                 " hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)],
+                events,
             )
             cur.raw.executemany(
                 "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
                 links,
             )
-        else:
-            # Binary COPY: no text escaping of the states (bytea) and the integers.
-            with cur.raw.copy(
-                "COPY bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash,"
-                " state) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_COPY_TYPES)
-                write = copy.write_row
-                for q, r, s in zip(seqs, rows, states, strict=True):
-                    write((q, *r, s))
-            with cur.raw.copy(
-                "COPY bf_chain (seq, link, stream, version, id) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_CHAIN_COPY_TYPES)
-                write = copy.write_row
-                for link in links:
-                    write(link)
-        return seqs
+            return
+        # Binary COPY: no text escaping of the states (bytea) and the integers.
+        with cur.raw.copy(
+            "COPY bf_events (seq, id, stream, version, type, at_us, rec_us, ord, hash,"
+            " state) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for row in events:
+                write(row)
+        with cur.raw.copy(
+            "COPY bf_chain (seq, link, stream, version, id) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_CHAIN_COPY_TYPES)
+            write = copy.write_row
+            for link in links:
+                write(link)
 
     # --- reading -------------------------------------------------------------------------
 
