@@ -29,6 +29,7 @@ from backflush.projections.rules import (
     resolve_principle,
     rule_basis,
 )
+from backflush.projections.undo import APP, CTR
 
 DEFAULT_OUTPUT_LOCATION = "OUTPUT"
 
@@ -173,11 +174,19 @@ class OrderBook:
             self._oos(o, "after end", op)
         if info is None:
             self._oos(o, "op not on route", op)
-        before = o.op_good.get(op, ZERO) + o.op_error.get(op, ZERO)
+        op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+        g0 = op_good.get(op, ZERO)
+        e0 = op_error.get(op, ZERO)
+        before = g0 + e0
         units = good + error
-        self._add(o.op_good, op, good)
-        self._add(o.op_error, op, error)
-        self._add(o.op_reports, op, 1)
+        op_good[op] = g0 + good
+        op_error[op] = e0 + error
+        op_reports[op] = op_reports.get(op, ZERO) + 1  # a Decimal, as it always was
+        fx = self._fx
+        if fx is not None:
+            fx.append((CTR, op_good, op, good))
+            fx.append((CTR, op_error, op, error))
+            fx.append((CTR, op_reports, op, 1))
         if before + units > o.qty:
             self._oos(o, "beyond order qty", op)
         hours = ev.get("hours")
@@ -289,11 +298,23 @@ class OrderBook:
         entries = o.puts.get(item)
         if entries is None:
             entries = o.puts[item] = []
-        self._append(entries, entry)
+        # undo primitives inlined (a put per pick: a hot path); steps only when ``fx`` is set
+        entries.append(entry)
+        put_qty, put_at = o.put_qty, o.put_at
         if lines:
-            self._add(o.put_qty, lines[0].line, qty)
-        self._add(o.put_at, (item, loc, b), qty)
-        self._append(o.put_events, (ev["id"], item, loc))
+            ln0 = lines[0].line
+            put_qty[ln0] = put_qty.get(ln0, ZERO) + qty
+        k = (item, loc, b)
+        put_at[k] = put_at.get(k, ZERO) + qty
+        pev = (ev["id"], item, loc)
+        o.put_events.append(pev)
+        fx = self._fx
+        if fx is not None:
+            fx.append((APP, entries, entry))
+            if lines:
+                fx.append((CTR, put_qty, ln0, qty))
+            fx.append((CTR, put_at, k, qty))
+            fx.append((APP, o.put_events, pev))
         target = put_target(self._params.rules, lines)
         if target is not None:
             ln, rule = target
