@@ -1,7 +1,7 @@
 """The flusher: applies the flushing rules' decisions to an order's lines and posts them.
 
 What a trigger consumes and where it is taken from are pure functions in
-``projections.rules`` (``RuleSet.match``, ``rule_flushes``, ``trigger_quantity``,
+``projections.rules`` (``RuleSet.match``, ``flushed_lines``, ``trigger_quantity``,
 ``put_target``, ``allocate``); this part applies them to the state: a line's cumulative U
 per trigger kind, the posting itself (``FlushRecord`` per batch/lp taken, on-hand down, the
 line's posted figures up) and the unresolved takes of batch-tracked components.
@@ -18,8 +18,8 @@ from backflush.projections.rules import (
     ZERO,
     allocate,
     flush_delta,
+    flushed_lines,
     rule_basis,
-    rule_flushes,
     trigger_quantity,
 )
 from backflush.projections.undo import APP, ATTR, CTR, FLUSH
@@ -43,9 +43,7 @@ class Flusher:
         # The hot path of a replay (a finish posts every BOM line): the undo primitives are
         # inlined, their step kept only when the event may be reversed (``fx``).
         fx = self._fx
-        for ln in lines:
-            if not rule_flushes(rule, ln.principle):
-                continue
+        for ln in flushed_lines(rule, lines):
             lu = ln.units
             ub = lu.get(kind, ZERO)
             ua = lu[kind] = ub + units

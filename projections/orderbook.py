@@ -82,7 +82,7 @@ class OrderBook:
         by_op: dict = {}
         lines = o.lines
         for spec in specs:
-            ln = LineState(order=o, **spec)
+            ln = LineState(o, *spec)
             lines[ln.line] = ln
             by_op.setdefault(ln.op, []).append(ln)
         o.lines_by_op = {k: tuple(v) for k, v in by_op.items()}
@@ -119,18 +119,16 @@ class OrderBook:
                 itd = {}
             op = resolve_operation(ld.get("operation"), route_ops)
             info = ops_by_no.get(op)
-            specs.append({
-                "line": ld["line"], "item": comp, "qty": ld["qty"],
-                "per": ld.get("per") or Decimal(1), "scrap_pct": ld.get("scrap_pct") or ZERO,
-                "scrap_const": ld.get("scrap_const") or ZERO,
-                "decimals": itd.get("decimals", DEFAULT_DECIMALS),
-                "tracking": itd.get("tracking") or "none",
-                "principle": resolve_principle(ld.get("flushing"), itd.get("flushing")),
-                "op": op, "resource": info.resource if info else None,
-                "location": resolve_location(ld.get("location"),
-                                             info.input_location if info else None,
-                                             params.default_input_location),
-            })
+            # LineState's fields after ``order``, in order (positional: built per order)
+            specs.append((
+                ld["line"], comp, ld["qty"], ld.get("per") or Decimal(1),
+                ld.get("scrap_pct") or ZERO, ld.get("scrap_const") or ZERO,
+                itd.get("decimals", DEFAULT_DECIMALS), itd.get("tracking") or "none",
+                resolve_principle(ld.get("flushing"), itd.get("flushing")),
+                op, info.resource if info else None,
+                resolve_location(ld.get("location"), info.input_location if info else None,
+                                 params.default_input_location),
+            ))
         return tuple(ops), tuple(specs), tuple(anomalies)
 
     def _order_released(self, ev):
@@ -279,10 +277,9 @@ class OrderBook:
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := waits[x.op])})
         self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
 
-    def _put_for_order(self, o: OrderState, ev) -> None:
-        """Register a put naming order ``o`` against its lines, and fire the put trigger."""
-        item, qty, loc = ev["item"], ev["qty"], ev["location"]
-        b, lp = ev.get("batch"), ev.get("lp")
+    def _put_for_order(self, o: OrderState, ev, item, qty, loc, b, lp) -> None:
+        """Register a put naming order ``o`` against its lines, and fire the put trigger
+        (``item`` ... ``lp``: the put's fields, as ``Stock._put_ev`` read them)."""
         line_no = ev.get("line")
         if line_no is not None:
             ln = o.lines.get(line_no)
