@@ -1,6 +1,8 @@
 """The replay engine alone: events/s of ``Replay.apply_all`` over pre-decoded replay dicts.
 
 Run: ``.venv/bin/python bench/engine_replay.py --db LEDGER.db [--runs 3] [--limit N]``.
+Against another version: ``--baseline-tree DIR`` (a checkout of this repository at another
+commit, e.g. ``git worktree add /tmp/base main``), run interleaved in a subprocess.
 
 The events are read and decoded (``events_for_replay``, as the materialiser feeds them) before
 the clock starts, afresh for every run; the engine then replays them as a rebuild does:
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import json
 import statistics
 import sys
 import time
@@ -62,6 +65,42 @@ def _engine_class(path: str | None):
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod.Replay
+
+
+# How the package maps onto the source tree (pyproject's package-dir).
+_PACKAGE_DIRS = {"backflush": "backflush", "backflush.ledger": "ledger",
+                 "backflush.projections": "projections", "backflush.cli": "cli",
+                 "backflush.examples": "examples"}
+
+_TREE_RUNNER = """
+import importlib.machinery, importlib.util, json, runpy, sys
+tree, dirs = sys.argv[1], json.loads(sys.argv[2])
+class Finder:  # the baseline tree's packages, ahead of the installed (editable) ones
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in dirs:
+            where = tree + "/" + dirs[name]
+            return importlib.util.spec_from_file_location(
+                name, where + "/__init__.py", submodule_search_locations=[where])
+        parent = name.rpartition(".")[0]
+        if parent in dirs:
+            return importlib.machinery.PathFinder.find_spec(name, [tree + "/" + dirs[parent]])
+        return None
+sys.meta_path.insert(0, Finder)
+sys.argv = [tree + "/bench/engine_replay.py"] + sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def tree_run(tree: str, db: str, limit: int) -> tuple[float, str]:
+    """One run of the engine of another source tree, in a subprocess: (events/s, its output)."""
+    import subprocess
+
+    args = [sys.executable, "-c", _TREE_RUNNER, tree, json.dumps(_PACKAGE_DIRS), "--db", db,
+            "--runs", "1"] + (["--limit", str(limit)] if limit else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    line = next(x for x in out.splitlines() if " run 0: " in x)
+    return float(line.rsplit("= ", 1)[1].split()[0].replace(",", "")), line
 
 
 def run(events, targets, plan, digest: bool, Replay=None):
@@ -137,6 +176,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--digest", action="store_true", help="also digest the output (slower)")
     ap.add_argument("--baseline", help="another engine.py, run interleaved with this one")
+    ap.add_argument("--baseline-tree", help="a checkout of another version: its engine, "
+                    "run interleaved in a subprocess (each run there reads the events afresh)")
     ap.add_argument("--by-type", action="store_true", help="CPU per event type, then exit")
     a = ap.parse_args()
     if a.by_type:
@@ -150,7 +191,13 @@ def main() -> None:
     targets = materialise.reversal_targets(ledger)
     plan = materialise.last_event_of_orders(ledger)
     rates: dict = {name: [] for name, _ in engines}
+    if a.baseline_tree:
+        rates["baseline"] = []
     for k in range(a.runs + (1 if a.digest else 0)):
+        if a.baseline_tree and not (a.digest and k == 0):
+            rate, line = tree_run(a.baseline_tree, a.db, a.limit)
+            rates["baseline"].append(rate)
+            print(f"baseline-tree run {k}: {line.split(': ', 1)[1]}", flush=True)
         for name, cls in engines:
             events = list(materialise.events_for_replay(ledger))
             if a.limit:
@@ -165,7 +212,7 @@ def main() -> None:
             del events
     for name, r in rates.items():
         print(f"{name}: median {statistics.median(r):,.0f} events/s over {len(r)} runs")
-    if a.baseline:
+    if a.baseline or a.baseline_tree:
         print(f"ratio this/baseline: "
               f"{statistics.median(rates['this']) / statistics.median(rates['baseline']):.2f}")
 

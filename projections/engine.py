@@ -197,24 +197,29 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
         """``apply`` without its context and error translation (callers provide both)."""
         at, seq = ev["at"], ev["seq"]
         pos = (at, seq)
-        if self._last is not None and pos < self._last:
+        last = self._last
+        if last is not None and pos < last:
             raise ValueError(f"event {ev.get('id')} out of (at, seq) order")
         self._last = pos
         self._cur = ev
         eid = self._eid = ev.get("id")  # (an event of an unknown type may lack one)
-        self._at, self._seq = at, seq
+        self._at = at
+        self._seq = seq
         self._cur_order = None
         typ = ev["type"]
         handler = self._handlers.get(typ)
         if handler is None:
             self._anomaly(f"unknown event type {typ!r}")
             return
-        keep = typ in REVERSIBLE and (self._keep is None or eid in self._keep)
-        fx = self._fx = [] if keep else None
-        handler(ev)
-        if keep:
+        keep = self._keep
+        # (a rebuild keeps undo for the few reversal targets only: test the id first)
+        if (keep is None or eid in keep) and typ in REVERSIBLE:
+            fx = self._fx = []
+            handler(ev)
             self._effects[eid] = (ev, fx)
-        self._fx = None
+            self._fx = None
+        else:
+            handler(ev)
 
     def apply_all(self, events) -> Replay:
         """Apply every event of an iterable (already in (at, seq) order); returns self."""

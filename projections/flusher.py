@@ -1,7 +1,7 @@
 """The flusher: applies the flushing rules' decisions to an order's lines and posts them.
 
 What a trigger consumes and where it is taken from are pure functions in
-``projections.rules`` (``RuleSet.match``, ``rule_flushes``, ``trigger_quantity``,
+``projections.rules`` (``RuleSet.match``, ``flushed_lines``, ``trigger_quantity``,
 ``put_target``, ``allocate``); this part applies them to the state: a line's cumulative U
 per trigger kind, the posting itself (``FlushRecord`` per batch/lp taken, on-hand down, the
 line's posted figures up) and the unresolved takes of batch-tracked components.
@@ -17,11 +17,12 @@ from backflush.projections.rules import (
     TRACKED,
     ZERO,
     allocate,
+    flush_delta,
+    flushed_lines,
     rule_basis,
-    rule_flushes,
     trigger_quantity,
 )
-from backflush.projections.undo import FLUSH
+from backflush.projections.undo import APP, ATTR, CTR, FLUSH
 
 
 class Flusher:
@@ -39,20 +40,27 @@ class Flusher:
         basis = rule_basis(rule)
         units = good if basis == "good" else good + error
         eid = self._eid
-        for ln in lines:
-            if not rule_flushes(rule, ln.principle):
-                continue
-            ub = ln.units.get(kind, ZERO)
-            ua = ub + units
-            self._add(ln.units, kind, units)
+        # The hot path of a replay (a finish posts every BOM line): the undo primitives are
+        # inlined, their step kept only when the event may be reversed (``fx``).
+        fx = self._fx
+        for ln in flushed_lines(rule, lines):
+            lu = ln.units
+            ub = lu.get(kind, ZERO)
+            ua = lu[kind] = ub + units
+            if fx is not None:
+                fx.append((CTR, lu, kind, units))
             if basis == "good":
                 self._append(ln.good_basis_flushes, (kind, eid))
-            q = trigger_quantity(basis, ln.qty, ln.per, ln.scrap_pct, ln.scrap_const,
-                                 ln.decimals, ub, ua, o.put_qty.get(ln.line, ZERO), o.qty,
-                                 ln.transferred.get(kind, ZERO))
-            if q:
-                if basis == "transferred":
+            if basis == "transferred":
+                q = trigger_quantity(basis, ln.qty, ln.per, ln.scrap_pct, ln.scrap_const,
+                                     ln.decimals, ub, ua, o.put_qty.get(ln.line, ZERO), o.qty,
+                                     ln.transferred.get(kind, ZERO))
+                if q:
                     self._add(ln.transferred, kind, q)
+            else:
+                q = flush_delta(ln.qty, ln.per, ln.scrap_pct, ln.scrap_const, ub, ua,
+                                ln.decimals)
+            if q:
                 self._post(o, ln, q, kind, device, basis, rule, ub, ua)
 
     def _post(self, o, ln, qty, kind, device, basis, rule, ub, ua, location=None,
@@ -65,29 +73,47 @@ class Flusher:
         # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
         # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
         tracked = ln.tracking in TRACKED
+        # undo primitives inlined (see ``_trigger``): steps only when ``fx`` keeps them
         fx = self._fx
+        consumed_at = o.consumed_at
+        flushes = self.flushes
         for (b, lp), q in parts.items():
-            self._oh(item, loc, b, lp, -q, record_negative=not (b is None and tracked))
-            self._add(o.consumed_at, (item, loc, b), q)
+            self._oh(item, loc, b, lp, -q, not (b is None and tracked))
+            k = (item, loc, b)
+            consumed_at[k] = consumed_at.get(k, ZERO) + q
             rec = FlushRecord(eid, at, seq, o.order, ln.line, item, kind, device, q, loc, b, lp,
                               ub, ua, basis, rule)
-            self.flushes.append(rec)
+            flushes.append(rec)
             if fx is not None:
+                fx.append((CTR, consumed_at, k, q))
                 fx.append((FLUSH, rec))
-        self._add_attr(ln, "posted", qty)
+        ln.posted += qty
         if kind == "manual":
-            self._add_attr(ln, "manual_posted", qty)
-        self._add(ln.by_trigger, kind, qty)
-        self._add(self._consumed, item, qty)
-        self._append(ln.flush_events, (kind, device, eid))
+            ln.manual_posted += qty
+        by_trigger = ln.by_trigger
+        by_trigger[kind] = by_trigger.get(kind, ZERO) + qty
+        consumed = self._consumed
+        consumed[item] = consumed.get(item, ZERO) + qty
+        flush_ev = (kind, device, eid)
+        ln.flush_events.append(flush_ev)
+        if fx is not None:
+            fx.append((ATTR, ln, "posted", qty))
+            if kind == "manual":
+                fx.append((ATTR, ln, "manual_posted", qty))
+            fx.append((CTR, by_trigger, kind, qty))
+            fx.append((CTR, consumed, item, qty))
+            fx.append((APP, ln.flush_events, flush_ev))
 
     def _allocate(self, o, ln, loc, qty, batch=None) -> dict:
         """Take ``qty`` of ln.item at ``loc`` for order ``o`` (``rules.allocate``); returns
         (batch, lp) -> qty, and records the take from put entries and any unresolved rest."""
         bins = self._bins.get((ln.item, loc)) or {}
         used, taken, left = allocate(o.puts.get(ln.item), bins, ln.line, loc, qty, batch)
+        fx = self._fx
         for e, t in taken:
-            self._add(e, "remaining", -t)
+            e["remaining"] -= t
+            if fx is not None:
+                fx.append((CTR, e, "remaining", -t))
         if left and batch is None and ln.tracking in TRACKED:
             rec = Unresolved(self._eid, self._at, ln.line, ln.item, loc, left)
             self._append(o.unresolved, rec)

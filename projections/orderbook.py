@@ -29,6 +29,7 @@ from backflush.projections.rules import (
     resolve_principle,
     rule_basis,
 )
+from backflush.projections.undo import APP, CTR
 
 DEFAULT_OUTPUT_LOCATION = "OUTPUT"
 
@@ -81,7 +82,7 @@ class OrderBook:
         by_op: dict = {}
         lines = o.lines
         for spec in specs:
-            ln = LineState(order=o, **spec)
+            ln = LineState(o, *spec)
             lines[ln.line] = ln
             by_op.setdefault(ln.op, []).append(ln)
         o.lines_by_op = {k: tuple(v) for k, v in by_op.items()}
@@ -118,18 +119,16 @@ class OrderBook:
                 itd = {}
             op = resolve_operation(ld.get("operation"), route_ops)
             info = ops_by_no.get(op)
-            specs.append({
-                "line": ld["line"], "item": comp, "qty": ld["qty"],
-                "per": ld.get("per") or Decimal(1), "scrap_pct": ld.get("scrap_pct") or ZERO,
-                "scrap_const": ld.get("scrap_const") or ZERO,
-                "decimals": itd.get("decimals", DEFAULT_DECIMALS),
-                "tracking": itd.get("tracking") or "none",
-                "principle": resolve_principle(ld.get("flushing"), itd.get("flushing")),
-                "op": op, "resource": info.resource if info else None,
-                "location": resolve_location(ld.get("location"),
-                                             info.input_location if info else None,
-                                             params.default_input_location),
-            })
+            # LineState's fields after ``order``, in order (positional: built per order)
+            specs.append((
+                ld["line"], comp, ld["qty"], ld.get("per") or Decimal(1),
+                ld.get("scrap_pct") or ZERO, ld.get("scrap_const") or ZERO,
+                itd.get("decimals", DEFAULT_DECIMALS), itd.get("tracking") or "none",
+                resolve_principle(ld.get("flushing"), itd.get("flushing")),
+                op, info.resource if info else None,
+                resolve_location(ld.get("location"), info.input_location if info else None,
+                                 params.default_input_location),
+            ))
         return tuple(ops), tuple(specs), tuple(anomalies)
 
     def _order_released(self, ev):
@@ -173,11 +172,19 @@ class OrderBook:
             self._oos(o, "after end", op)
         if info is None:
             self._oos(o, "op not on route", op)
-        before = o.op_good.get(op, ZERO) + o.op_error.get(op, ZERO)
+        op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+        g0 = op_good.get(op, ZERO)
+        e0 = op_error.get(op, ZERO)
+        before = g0 + e0
         units = good + error
-        self._add(o.op_good, op, good)
-        self._add(o.op_error, op, error)
-        self._add(o.op_reports, op, 1)
+        op_good[op] = g0 + good
+        op_error[op] = e0 + error
+        op_reports[op] = op_reports.get(op, ZERO) + 1  # a Decimal, as it always was
+        fx = self._fx
+        if fx is not None:
+            fx.append((CTR, op_good, op, good))
+            fx.append((CTR, op_error, op, error))
+            fx.append((CTR, op_reports, op, 1))
         if before + units > o.qty:
             self._oos(o, "beyond order qty", op)
         hours = ev.get("hours")
@@ -270,10 +277,9 @@ class OrderBook:
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := waits[x.op])})
         self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
 
-    def _put_for_order(self, o: OrderState, ev) -> None:
-        """Register a put naming order ``o`` against its lines, and fire the put trigger."""
-        item, qty, loc = ev["item"], ev["qty"], ev["location"]
-        b, lp = ev.get("batch"), ev.get("lp")
+    def _put_for_order(self, o: OrderState, ev, item, qty, loc, b, lp) -> None:
+        """Register a put naming order ``o`` against its lines, and fire the put trigger
+        (``item`` ... ``lp``: the put's fields, as ``Stock._put_ev`` read them)."""
         line_no = ev.get("line")
         if line_no is not None:
             ln = o.lines.get(line_no)
@@ -289,11 +295,23 @@ class OrderBook:
         entries = o.puts.get(item)
         if entries is None:
             entries = o.puts[item] = []
-        self._append(entries, entry)
+        # undo primitives inlined (a put per pick: a hot path); steps only when ``fx`` is set
+        entries.append(entry)
+        put_qty, put_at = o.put_qty, o.put_at
         if lines:
-            self._add(o.put_qty, lines[0].line, qty)
-        self._add(o.put_at, (item, loc, b), qty)
-        self._append(o.put_events, (ev["id"], item, loc))
+            ln0 = lines[0].line
+            put_qty[ln0] = put_qty.get(ln0, ZERO) + qty
+        k = (item, loc, b)
+        put_at[k] = put_at.get(k, ZERO) + qty
+        pev = (ev["id"], item, loc)
+        o.put_events.append(pev)
+        fx = self._fx
+        if fx is not None:
+            fx.append((APP, entries, entry))
+            if lines:
+                fx.append((CTR, put_qty, ln0, qty))
+            fx.append((CTR, put_at, k, qty))
+            fx.append((APP, o.put_events, pev))
         target = put_target(self._params.rules, lines)
         if target is not None:
             ln, rule = target

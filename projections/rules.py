@@ -120,6 +120,15 @@ def rule_flushes(rule: dict | None, principle: str) -> bool:
     return principle in flush
 
 
+def flushed_lines(rule: dict, lines) -> list:
+    """The lines of ``lines`` (objects with ``principle``) that ``rule`` consumes, in order:
+    ``rule_flushes`` for a whole trigger at once (a finish goes over every BOM line)."""
+    flush = rule.get("flush")
+    if flush == "always":
+        return list(lines)
+    return [ln for ln in lines if ln.principle != "manual" and ln.principle in flush]
+
+
 def rule_basis(rule: dict) -> str:
     """The basis of a rule, defaulting to good+error (DESIGN §4)."""
     return rule.get("basis") or DEFAULT_BASIS

@@ -21,7 +21,6 @@ Encoding (each node a JSON value):
 from __future__ import annotations
 
 import zlib
-from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -52,7 +51,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
     if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+        # the records' and the (slotted) dataclasses' __slots__ are their fields, in order
+        names = _FIELDS[cls] = tuple(cls.__slots__)
     return names
 
 

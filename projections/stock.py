@@ -21,7 +21,7 @@ from backflush.projections.common import _sk, sort_wip, staged_rows
 from backflush.projections.exact import exact
 from backflush.projections.records import NegativeOnHand
 from backflush.projections.rules import ZERO
-from backflush.projections.undo import OH
+from backflush.projections.undo import CTR, OH
 
 IN_TRANSIT = "IN_TRANSIT"
 
@@ -89,25 +89,30 @@ class Stock:
 
     # --- inventory events -----------------------------------------------------------
 
-    def _check_item(self, item):
-        if item not in self._items:
-            self._anomaly(f"unknown item {item!r}")
+    def _unknown_item(self, item):
+        self._anomaly(f"unknown item {item!r}")
 
     def _received_ev(self, ev):
         item, qty = ev["item"], ev["qty"]
-        self._check_item(item)
+        if item not in self._items:
+            self._unknown_item(item)
         self._oh(item, ev["location"], ev.get("batch"), ev.get("lp"), qty)
-        self._add(self._received, item, qty)
+        received = self._received
+        received[item] = received.get(item, ZERO) + qty
+        if self._fx is not None:
+            self._fx.append((CTR, received, item, qty))
 
     def _transferred_ev(self, ev):
         item, qty, b, lp = ev["item"], ev["qty"], ev.get("batch"), ev.get("lp")
-        self._check_item(item)
+        if item not in self._items:
+            self._unknown_item(item)
         self._oh(item, ev["from_location"], b, lp, -qty)
         self._oh(item, ev["to_location"], b, lp, qty)
 
     def _counted_ev(self, ev):
         item, loc, batch, counted = ev["item"], ev["location"], ev.get("batch"), ev["qty"]
-        self._check_item(item)
+        if item not in self._items:
+            self._unknown_item(item)
         bins = self._bins.get((item, loc)) or {}
         current = [(k, q) for k, q in bins.items() if k[0] == batch]
         diff = counted - sum((q for _, q in current), ZERO)
@@ -130,7 +135,8 @@ class Stock:
 
     def _picked_ev(self, ev):
         item, qty, b, lp = ev["item"], ev["qty"], ev.get("batch"), ev.get("lp")
-        self._check_item(item)
+        if item not in self._items:
+            self._unknown_item(item)
         order = ev.get("order")
         o = self._orders.get(order) if order else None
         if o is not None:
@@ -142,7 +148,8 @@ class Stock:
     def _put_ev(self, ev):
         item, qty, loc = ev["item"], ev["qty"], ev["location"]
         b, lp = ev.get("batch"), ev.get("lp")
-        self._check_item(item)
+        if item not in self._items:
+            self._unknown_item(item)
         order = ev.get("order")
         o = None
         if order is not None:
@@ -159,7 +166,7 @@ class Stock:
             self._append(self.puts_without_pick, (ev["id"], item, loc, b, lp))
         self._oh(item, loc, b, lp, qty)
         if o is not None:
-            self._put_for_order(o, ev)
+            self._put_for_order(o, ev, item, qty, loc, b, lp)
 
     # --- queries ------------------------------------------------------------------------
 

@@ -162,6 +162,17 @@ def test_put_target_is_the_first_line_the_put_rule_lists():
                         [_Line(10, "R1", "manual")])[0].line == 10
 
 
+def test_flushed_lines_are_the_lines_rule_flushes_accepts_in_order():
+    lines = [_Line(n, "R1", p) for n, p in enumerate(
+        ("finish", "manual", "start", "finish", "available_at_location", "production_finish"))]
+    for flush in (["finish", "production_finish"], ["manual", "start"], [], "always"):
+        r = rule("finish", flush=flush)
+        want = [ln for ln in lines if R.rule_flushes(r, ln.principle)]
+        assert R.flushed_lines(r, lines) == want
+        assert R.flushed_lines(r, tuple(lines)) == want
+    assert [ln.line for ln in R.flushed_lines(rule("finish", flush=["finish"]), lines)] == [0, 3]
+
+
 def _entry(loc, line, batch, lp, remaining):
     return {"location": loc, "line": line, "batch": batch, "lp": lp, "remaining": D(remaining)}
 
