@@ -1,8 +1,11 @@
 """The undo log: how a Reversal takes back exactly what the reversed event did.
 
-Every state change an event makes goes through the primitives here (``_add``, ``_add_attr``,
-``_set``, ``_append``, and ``Stock._oh`` for on-hand). While an event that may be reversed
-is applied, each primitive also records an effect step, ``(opcode, ...)``, in ``_fx``; the
+Every state change an event makes either goes through the primitives here (``_add``,
+``_add_attr``, ``_set``, ``_append``, and ``Stock._oh`` for on-hand) or, on the hot paths
+(a trigger's postings, a put, an operation report, a receipt), is written out in place with
+the same step appended beside it when ``_fx`` is set: a rule for anyone adding a change
+there. While an event that may be reversed is applied, each change also records an effect
+step, ``(opcode, ...)``, in ``_fx``; the
 steps are kept per event id in ``_effects``. ``_reversal`` replays them backwards: on-hand
 moves back, counters and attributes go back by their delta, a set attribute gets its old
 value, an appended record is removed, and every flush gets an exact negative posting
@@ -33,7 +36,7 @@ class UndoLog:
         self._reversed: dict = {}  # reversed event id -> reversal event id
         self._fx: list | None = None  # steps of the event being applied, if reversible
 
-    # --- primitives (every state change goes through these so reversals can undo it) ------
+    # --- primitives (a change outside them must append its own step: see above) -------
 
     def _add(self, container: dict, key, delta) -> None:
         container[key] = container.get(key, ZERO) + delta
