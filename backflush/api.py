@@ -54,6 +54,9 @@ __all__ = [
 # default (``--at`` now) query until that day comes.
 FUTURE_MARGIN = timedelta(hours=24)
 FUTURE_SHOWN = 10  # future-dated events named one by one in an import's warnings
+# Events in one import from which PostgreSQL's planner statistics are refreshed (Ledger.analyze):
+# a few hundred ms at 1M events, against seconds of bad plans; below it the old ones serve.
+ANALYZE_AFTER = 10_000
 
 # The finding codes (DESIGN §5), kept here so validating ``--code`` needs no engine import.
 FINDING_CODES = (
@@ -331,6 +334,8 @@ class Ledger:
             # here loses nothing (the next command catches up).
             from backflush.projections.materialise import catch_up
 
+            if result.appended >= ANALYZE_AFTER:
+                store.analyze(("bf_events", "bf_chain"))
             catch_up(store)
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)
         report.warnings.extend(getattr(result, "warnings", None) or [])

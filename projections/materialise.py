@@ -55,6 +55,11 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
 # 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
 ENGINE_VERSION = "11"
+# Events applied from which PostgreSQL's planner statistics are refreshed (Ledger.analyze).
+ANALYZE_AFTER = 10_000
+PROJECTION_TABLES = ("bf_onhand_keys", "bf_onhand_hist", "bf_wip_keys", "bf_wip_hist",
+                     "bf_flushes", "bf_unresolved", "bf_negative", "bf_residual", "bf_staging",
+                     "bf_open", "bf_alive", "bf_proj_ckpt")
 CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints (each ~10 ms)
 # Late events are late by hours, so they land near the head: within the last NEAR_SPAN events
 # a checkpoint is kept every NEAR_EVERY events, and a late import replays about NEAR_EVERY/2
@@ -624,7 +629,9 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
     # A rebuild also brings the schema up to this version (new tables or indexes).
     create_tables(ledger)
     with no_gc(), ledger.writing() as cur:
-        return _rebuild(ledger, cur, progress)
+        n = _rebuild(ledger, cur, progress)
+    ledger.analyze(PROJECTION_TABLES)  # fresh tables: no planner statistics yet (PostgreSQL)
+    return n
 
 
 def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None) -> int:
@@ -683,10 +690,11 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
     if row["a"] is None:
         return None
     bound = (row["a"], far)
+    # The few orders the new events name first, then each one's last earlier event through
+    # the (ord, at_us) index: the join form let PostgreSQL scan every stored event.
     row = cur.execute(
-        "SELECT MIN(m) AS a FROM (SELECT MAX(o.at_us) AS m FROM bf_events o WHERE o.seq <= ?"
-        " AND o.ord IN (SELECT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL)"
-        " GROUP BY o.ord) x",
+        "SELECT MIN((SELECT MAX(o.at_us) FROM bf_events o WHERE o.ord = n.ord AND o.seq <= ?))"
+        " AS a FROM (SELECT DISTINCT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL) n",
         (last, last),
     ).fetchone()
     if row["a"] is not None:
@@ -788,21 +796,30 @@ def catch_up(ledger: Ledger) -> int:
             except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
                 state = None  # unreadable or of another version: rebuild
         if state is None:
-            return _rebuild(ledger, cur, None)
-        pos = (ck["at_us"], ck["seq"])
-        if not ck["head"]:
-            _rewind(cur, pos)
+            n = _rebuild(ledger, cur, None)
         else:
-            # The head is after every event applied: nothing to delete.
-            cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
-        spaced = cur.execute(
-            "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
-        after = cur.execute("SELECT COUNT(*) AS c FROM bf_events WHERE at_us >= ?",
-                            (pos[0],)).fetchone()["c"]
-        run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
-                   spaced, _plan_from(cur, pos[0]), ck["n"] + after)
-        n = run.run(None)
-        _finish(cur, run)
+            n = _continue(cur, ledger, ck, state, engine)
+    if n >= ANALYZE_AFTER:
+        ledger.analyze(PROJECTION_TABLES)
+    return n
+
+
+def _continue(cur: Cursor, ledger: Ledger, ck: Any, state: dict[str, Any], engine: Replay) -> int:
+    """Catch-up from checkpoint ``ck``: delete what follows it and replay from there."""
+    pos = (ck["at_us"], ck["seq"])
+    if not ck["head"]:
+        _rewind(cur, pos)
+    else:
+        # The head is after every event applied: nothing to delete.
+        cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
+    spaced = cur.execute(
+        "SELECT MAX(n) AS n FROM bf_proj_ckpt WHERE head = 0").fetchone()["n"] or 0
+    after = cur.execute("SELECT COUNT(*) AS c FROM bf_events WHERE at_us >= ?",
+                        (pos[0],)).fetchone()["c"]
+    run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
+               spaced, _plan_from(cur, pos[0]), ck["n"] + after)
+    n = run.run(None)
+    _finish(cur, run)
     return n
 
 
