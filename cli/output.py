@@ -482,7 +482,10 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
             close = "]\n}" if meta is not None and opts.get("meta") else "]"
             yield ("\n" if not first else "") + close + "\n"
         return
-    header_lines = 2 if fmt == "table" else 1
+    if fmt in ("csv", "tsv"):
+        yield from _csv_stream(it, columns, "\t" if fmt == "tsv" else ",", chunk)
+        return
+    header_lines = 2
     first = True
     while True:
         part = list(islice(it, chunk))
@@ -504,6 +507,79 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
     if fmt == "table" and meta is not None:
         tail = with_provenance("", meta).split("\n--\n", 1)[1]
         yield "--\n" + tail + "\n"
+
+
+def _csv_stream(rows: Iterator[dict[str, Any]], columns: Sequence[str], delimiter: str,
+                chunk: int) -> Iterator[str]:
+    """CSV/TSV of a long result with one header that fits every row.
+
+    Flat rows (every value plain or a list of plain values: the header is ``columns``)
+    go out as they come, the first at once. Rows with nested values (``events``: the
+    payloads) spread over dotted columns that only the whole result determines: they are
+    kept in a temporary file, not in memory, and written under the header of all of them.
+    """
+    from itertools import islice
+
+    def line(cols: Sequence[str], flat: dict[str, Any]) -> str:
+        out = []
+        for c in cols:
+            text, numeric = _cell(flat.get(c))
+            text = spreadsheet_safe(text, numeric)
+            out.append(_tsv_escape(text) if tsv else _csv_quote(text))
+        return delimiter.join(out) + "\n"
+
+    tsv = delimiter == "\t"
+    header = list(columns)
+    first = list(islice(rows, 1))
+    if all(k in columns for r in first for k in flatten([r], columns)[0]):
+        yield to_csv(first, columns, delimiter)  # the header, and the first row at once
+        while part := list(islice(rows, chunk)):
+            cols, flat_rows = flatten(part, columns)
+            if any(c not in header for c in cols):  # a row that is not flat after all
+                raise ValueError(f"a row has nested values ({cols}) after a flat CSV header")
+            yield "".join(line(header, f) for f in flat_rows)
+        return
+    import tempfile
+
+    # Column order as ``flatten`` gives for the whole result: each declared column, then its
+    # dotted keys in first-seen order; a declared column that only ever nests is left out.
+    nested: dict[str, dict[str, None]] = {c: {} for c in columns}
+    plain: set[str] = set()
+    with tempfile.TemporaryFile() as spool:
+        part = first
+        while part:
+            _, flat_rows = flatten(part, columns)
+            for flat in flat_rows:
+                for k, v in flat.items():
+                    if k in nested:
+                        if v is not None:
+                            plain.add(k)
+                    else:
+                        nested[k.split(".", 1)[0]].setdefault(k, None)
+                cells = {k: _cell(v) for k, v in flat.items()}
+                spool.write(orjson.dumps(cells) + b"\n")
+            part = list(islice(rows, chunk))
+        cols: list[str] = []
+        for c in columns:
+            if c in plain or not nested[c]:
+                cols.append(c)
+            cols.extend(nested[c])
+        yield to_csv([], cols, delimiter)
+        spool.seek(0)
+        buf: list[str] = []
+        for raw in spool:
+            cells = orjson.loads(raw)
+            out = []
+            for c in cols:
+                text, numeric = cells.get(c, ("", False))
+                text = spreadsheet_safe(text, numeric)
+                out.append(_tsv_escape(text) if tsv else _csv_quote(text))
+            buf.append(delimiter.join(out) + "\n")
+            if len(buf) >= chunk:
+                yield "".join(buf)
+                buf = []
+        if buf:
+            yield "".join(buf)
 
 
 def output_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -182,3 +182,29 @@ def test_escape_lines_keeps_only_the_line_breaks() -> None:
 
     out = escape_lines("Order A\x1b[2J\nline 10 \u202eX\tY")
     assert out.split("\n") == ["Order A\\x1b[2J", "line 10 \\u202eX\\tY"]
+
+
+def test_streamed_csv_has_one_header_that_fits_every_row():
+    # Pages of a long result used to be flattened one by one under the first page's
+    # header: `events --csv` past 2,000 rows wrote rows of 24 cells under 125 columns.
+    from backflush.cli.output import render_stream, to_csv
+
+    rows = [{"seq": 1, "event": {"x": "1"}}] + [
+        {"seq": i, "event": {"y": str(i), "z": {"w": "-5"}}} for i in range(2, 8)]
+    for fmt, sep in (("csv", ","), ("tsv", "\t")):
+        streamed = "".join(render_stream(iter(rows), ["seq", "event"], fmt, chunk=2))
+        assert streamed == to_csv(rows, ["seq", "event"], sep)
+        lines = streamed.splitlines()
+        assert lines[0].split(sep) == ["seq", "event.x", "event.y", "event.z.w"]
+        assert {len(x.split(sep)) for x in lines} == {4}
+
+
+def test_streamed_csv_of_flat_rows_prints_the_first_row_at_once():
+    from backflush.cli.output import render_stream
+
+    def rows():
+        yield {"order": "P1", "qty": Decimal("-2")}
+        raise AssertionError("the first row must go out before the second is read")
+
+    first = next(render_stream(rows(), ["order", "qty"], "csv"))
+    assert first == "order,qty\nP1,-2\n"
