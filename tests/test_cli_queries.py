@@ -138,29 +138,6 @@ def test_bad_policy_file_names_file_and_field(db, tmp_path):
 
 # --- short processes and streaming (issue 7 items 4 and 5) ----------------------------------
 
-PROBE = """
-import sys
-sys.argv = ["backflush", *sys.argv[1:]]
-from backflush.cli.main import main
-try:
-    main()
-except SystemExit as e:
-    assert not e.code, e.code
-heavy = [m for m in ("pydantic", "eventsourcing.application", "psycopg", "hypothesis",
-                     "backflush.projections.engine", "backflush.ledger.events",
-                     "backflush.ledger.importer") if m in sys.modules]
-print("HEAVY", ",".join(heavy), file=sys.stderr)
-"""
-
-
-def _heavy_modules(*args: str) -> set[str]:
-    p = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
-    line = [x for x in p.stderr.splitlines() if x.startswith("HEAVY")][-1]
-    return set(filter(None, line.removeprefix("HEAVY").strip().split(",")))
-
-
 def test_version_loads_no_ledger_module():
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "backflush", "--version"],
                        capture_output=True, text=True, timeout=60)
@@ -168,23 +145,6 @@ def test_version_loads_no_ledger_module():
     loaded = {line.split("|")[-1].strip() for line in p.stderr.splitlines()}
     assert not {m for m in loaded if m.startswith(("backflush.ledger", "backflush.projections",
                                                    "eventsourcing", "pydantic"))}
-
-
-def test_queries_on_a_caught_up_ledger_load_no_engine(db):
-    run(db, "onhand")  # catch up once
-    for args in (["onhand", "--at", "2026-11-03T12:00:00Z"], ["wip", "--at", "2026-11-03"],
-                 ["onhand", "--item", "WHS6", "--json"]):
-        assert _heavy_modules("--db", db, *args) == set(), args
-
-
-def test_replaying_queries_load_no_pydantic(db):
-    """consumption and findings --order replay an order: the engine, not the models."""
-    run(db, "onhand")
-    order = json.loads(run(db, "events", "--json"))[-1]["order"] or "P002-1"
-    for args in (["consumption", "--order", order], ["findings", "--order", order]):
-        heavy = _heavy_modules("--db", db, *args)
-        assert not heavy & {"pydantic", "backflush.ledger.events", "backflush.ledger.importer"}, \
-            (args, heavy)
 
 
 def test_events_stream_in_every_format(db):

@@ -89,6 +89,18 @@ def test_order_queries_replay_one_order_without_models(ledger_db):
         assert "backflush.projections.engine" in mods
 
 
+def test_table_output_loads_no_models_and_materialised_queries_no_engine(ledger_db):
+    # The default (table) format adds the provenance footer: still no models, and the
+    # materialised queries still no engine.
+    order = _an_order(ledger_db)
+    for args, never in (
+            (["onhand", "--at", "2026-11-03T12:00:00Z"], NEVER + ("backflush.projections.engine",)),
+            (["wip", "--at", "2026-11-03"], NEVER + ("backflush.projections.engine",)),
+            (["consumption", "--order", order], NEVER),
+            (["findings", "--order", order], NEVER)):
+        assert forbidden(loaded("--db", ledger_db, *args), never) == set(), args
+
+
 def test_a_policy_loads_the_policy_parser(ledger_db, tmp_path):
     """The structure above is lazy, not missing: asking for a what-if loads what it needs."""
     p = tmp_path / "p.json"
