@@ -29,20 +29,11 @@ PAGE = 5000
 
 
 def _digest_page(h, engine) -> None:
-    for c in engine.balance_changes:
-        h.update(repr(c).encode())
-    for f in engine.flushes:
-        h.update(repr(f).encode())
-    for c in engine.staging_changes:
-        h.update(repr(c).encode())
-    for c in engine.unresolved_log:
-        h.update(repr(c).encode())
-    for c in engine.residual_log:
-        h.update(repr(c).encode())
-    for r in engine.negative_onhand:
-        h.update(repr(r).encode())
-    for r in engine.anomalies:
-        h.update(repr(r).encode())
+    for log in (engine.balance_changes, engine.flushes, engine.staging_changes,
+                engine.unresolved_log, engine.residual_log, engine.negative_onhand,
+                engine.anomalies):
+        for r in log:
+            h.update(repr(r).encode())
 
 
 def _drain(engine) -> None:
