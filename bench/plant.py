@@ -655,9 +655,13 @@ class Bench:
 
     def stream_phase(self, url: str) -> None:
         """Time to first byte, total time and peak RSS of the long-output commands."""
+        # The simulated history runs into the future (it starts 2026-01-05 and a 1M cut
+        # ends years later), and these commands default to "at now": without --at they would
+        # print the events before today only, a fraction of the ledger.
+        end = ["--at", self.h.big.last_at]
         cmds = {
-            "events": ["events"], "export": ["export"], "findings": ["findings"],
-            "hours": ["hours"],
+            "events": ["events", *end], "export": ["export"], "findings": ["findings", *end],
+            "hours": ["hours", *end],
         }
         for r in range(self.args.stream_reps):
             for name, argv in cmds.items():
@@ -825,15 +829,16 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
         tt = median(s.ttfb[key])
         rows.append(Row(name, f"{q}: first output byte (total {median(s.t[key]):.2f} s)",
                         f"{tt:.3f} s", "<= 1 s", None, tt <= 1.0,
-                        f"backflush --db {L} {q} > pipe"))
+                        f"backflush --db {L} {q}{'' if q == 'export' else ' --at END'} > pipe"))
     for key, cmd in (("import", "import big.jsonl"),
                      ("first_query", "onhand --at T --json"),
                      ("rebuild", "rebuild"), ("big.onhand", "onhand --at T --json"),
                      ("big.wip", "wip --at T --json"),
                      ("big.consumption", "consumption --order O --json"),
                      ("big.findings_order", "findings --order O --json"),
-                     ("stream.events", "events"), ("stream.export", "export"),
-                     ("stream.findings", "findings"), ("stream.hours", "hours"),
+                     ("stream.events", "events --at END"), ("stream.export", "export"),
+                     ("stream.findings", "findings --at END"),
+                     ("stream.hours", "hours --at END"),
                      ("late_import", "import tail.jsonl")):
         if key in rss:
             label = "first query after import" if key == "first_query" else cmd

@@ -446,10 +446,16 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> 
     return with_provenance(table, meta) if meta is not None else table
 
 
+FIRST_PAGE = 100  # rows of a streamed table's first page (the later pages have ``chunk``)
+
+
 def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str,
                   chunk: int = 2000) -> Iterator[str]:
-    """`render` for a long result, as text pieces: the first appears after ``chunk`` rows
-    and memory stays bounded. Tables repeat no header and end with one provenance footer;
+    """`render` for a long result, as text pieces, with memory bounded. A table is aligned
+    page by page: its first page has ``FIRST_PAGE`` rows, so an answer whose rows come slowly
+    (findings and hours of a whole ledger come as the replay runs) starts printing at once,
+    and the later pages ``chunk`` rows each. Tables repeat no header and end with one
+    provenance footer;
     ``--json`` streams one array (``{"meta", "rows"}`` under ``--meta``); ``--nl`` and
     ``--json`` carry the meta first, as `render` does."""
     from itertools import islice
@@ -490,7 +496,7 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
     header_lines = 2
     first = True
     while True:
-        part = list(islice(it, chunk))
+        part = list(islice(it, min(chunk, FIRST_PAGE) if first else chunk))
         if not part and not first:
             break
         text = render(part, columns, fmt)

@@ -208,3 +208,24 @@ def test_streamed_csv_of_flat_rows_prints_the_first_row_at_once():
 
     first = next(render_stream(rows(), ["order", "qty"], "csv"))
     assert first == "order,qty\nP1,-2\n"
+
+
+def test_streamed_table_prints_a_short_first_page_before_reading_further():
+    # Whole-ledger findings come as the replay runs, a few per thousand events: a table
+    # that waited for a full page printed nothing for seconds (1.7 s at 1M events).
+    from backflush.cli.output import FIRST_PAGE, render_stream
+
+    read = []
+
+    def rows():
+        for i in range(FIRST_PAGE + 5):
+            read.append(i)
+            yield {"order": f"P{i:04d}", "qty": Decimal(i)}
+
+    pieces = render_stream(rows(), ["order", "qty"], "table", chunk=2000)
+    first = next(pieces)
+    assert len(read) == FIRST_PAGE  # the first page went out before row FIRST_PAGE + 1
+    assert first.splitlines()[0].split() == ["order", "qty"]
+    assert len(first.splitlines()) == 2 + FIRST_PAGE  # header, rule, rows
+    rest = "".join(pieces)
+    assert len(rest.splitlines()) == 5 and "order" not in rest  # no second header
