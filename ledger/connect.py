@@ -28,6 +28,11 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before giving up (exit 3)
+# Rows a process reads through libpq (``ledger.libpq``) before its read-only transactions
+# go through psycopg: libpq saves a short query psycopg's ~150 ms import, but decodes each
+# cell with a ctypes call, so a long read (a replay of the ledger: pages of 5,000 events) is
+# faster on psycopg's C row decoding once its import is paid.
+LIBPQ_ROW_BUDGET = 20_000
 
 
 class _Connections:
@@ -116,9 +121,9 @@ class SQLiteConnections(_Connections):
         return conn
 
     @contextmanager
-    def transaction(self, *, commit: bool) -> Iterator[Any]:
+    def transaction(self, *, commit: bool, read_only: bool = False) -> Iterator[Any]:
         """A ``sqlite3`` cursor in a transaction: committed at the end if ``commit``, else
-        (and on any error) rolled back."""
+        (and on any error) rolled back. ``read_only`` changes nothing on SQLite."""
         with self._writing(commit):
             conn = self.take()
             try:
@@ -151,6 +156,26 @@ class PostgresConnections(_Connections):
     def __init__(self, params: dict[str, Any]):
         self.params = params
         super().__init__(self._open)
+        self._readers = _Connections(self._open_reader)
+        self.rows_via_libpq = 0
+
+    def _open_reader(self) -> Any:
+        """A libpq connection for read-only transactions, or None (no libpq: psycopg)."""
+        from backflush.ledger import libpq
+
+        lib = libpq.load()
+        if lib is None:
+            return None
+        return libpq.Connection(lib, {
+            **self.params,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "client_encoding": "UTF8",
+            "options": "-c idle_in_transaction_session_timeout=0 -c bytea_output=hex",
+        })
+
+    def close(self) -> None:
+        super().close()
+        self._readers.close()
 
     def _open(self) -> Any:
         import psycopg
@@ -167,9 +192,17 @@ class PostgresConnections(_Connections):
         )
 
     @contextmanager
-    def transaction(self, *, commit: bool) -> Iterator[Any]:
+    def transaction(self, *, commit: bool, read_only: bool = False) -> Iterator[Any]:
         """A ``psycopg`` cursor (rows as dicts) in a transaction: committed at the end if
-        ``commit``, else (and on any error) rolled back."""
+        ``commit``, else (and on any error) rolled back. ``read_only``: a libpq cursor of
+        the same face when libpq can be loaded (``ledger.libpq``: no psycopg import)."""
+        reader = None
+        if read_only and not commit and self.rows_via_libpq < LIBPQ_ROW_BUDGET:
+            reader = self._readers.take()
+        if reader is not None:
+            with self._reading(reader) as cur:
+                yield cur
+            return
         conn = self.take()
         try:
             with conn.transaction(force_rollback=not commit), conn.cursor() as cur:
@@ -180,3 +213,20 @@ class PostgresConnections(_Connections):
                     conn.close()
             else:
                 self.give(conn)
+
+    @contextmanager
+    def _reading(self, conn: Any) -> Iterator[Any]:
+        """``BEGIN READ ONLY`` … ``ROLLBACK`` on a libpq connection; a broken one is closed."""
+        try:
+            conn.run_and_clear("BEGIN READ ONLY")
+            try:
+                yield conn.cursor()
+            finally:
+                if not conn.broken_link:
+                    conn.run_and_clear("ROLLBACK")
+        finally:
+            self.rows_via_libpq += conn.take_rows_read()
+            if conn.broken:
+                conn.close()
+            else:
+                self._readers.give(conn)

@@ -307,9 +307,16 @@ class Ledger:
         self.close()
 
     @contextmanager
-    def transaction(self, *, commit: bool) -> Iterator[Cursor]:
-        """A transaction on the store; rolled back on error or when ``commit`` is False."""
-        with self.connections.transaction(commit=commit) as raw:
+    def transaction(self, *, commit: bool, read_only: bool | None = None) -> Iterator[Cursor]:
+        """A transaction on the store; rolled back on error or when ``commit`` is False.
+
+        ``read_only`` (default: not ``commit``) promises no writes: on PostgreSQL such a
+        transaction may run on a libpq connection without psycopg (``ledger.libpq``), as
+        ``BEGIN READ ONLY``, so a stray write fails loudly instead of passing unseen.
+        """
+        if read_only is None:
+            read_only = not commit
+        with self.connections.transaction(commit=commit, read_only=read_only) as raw:
             yield Cursor(raw, self.dialect)
 
     def analyze(self, tables: Sequence[str]) -> None:
@@ -335,7 +342,7 @@ class Ledger:
         The wait is bounded by ``lock_timeout`` (then ``OperationalError``, exit 3) and
         said on stderr once it lasts more than a second.
         """
-        with self.transaction(commit=commit) as cur:
+        with self.transaction(commit=commit, read_only=False) as cur:
             notice = threading.Timer(LOCK_NOTICE_AFTER, _say_waiting)
             notice.daemon = True
             notice.start()
