@@ -66,6 +66,9 @@ _DECODERS: dict[int, Any] = {
     1042: bytes.decode,  # character(n)
     1043: bytes.decode,  # varchar
     1700: lambda v: Decimal(v.decode("ascii")),  # numeric
+    24: bytes.decode,  # regproc
+    2205: bytes.decode,  # regclass (to_regclass: does a table exist)
+    2206: bytes.decode,  # regtype
 }
 
 

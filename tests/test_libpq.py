@@ -54,6 +54,7 @@ QUERIES = [
     ("SELECT seq, state, hash FROM bf_events WHERE ord = %s ORDER BY seq", ("P-1001",)),
     ("SELECT * FROM bf_proj ORDER BY k", ()),
     ("SELECT * FROM bf_onhand_hist ORDER BY seq, key_id", ()),
+    ("SELECT to_regclass(%s) AS t, to_regclass(%s) AS u", ("bf_verify", "no_such_table")),
     ("SELECT COUNT(*) AS n, MAX(at_us) AS m, BOOL_OR(ord IS NULL) AS b FROM bf_events", ()),
     ("SELECT CAST(%s AS NUMERIC) AS d, CAST(%s AS BYTEA) AS x, CAST(NULL AS TEXT) AS z,"
      " CAST(%s AS DOUBLE PRECISION) AS f", (Decimal("1.250"), b"\x00\x01\xfe", 0.5)),
@@ -74,6 +75,25 @@ def test_reads_match_psycopg_row_for_row(pg_ledger):
         assert [{k: type(v) for k, v in r.items()} for r in got] == \
             [{k: type(v) for k, v in r.items()} for r in want], sql
     assert got[0] == {"d": Decimal("1.250"), "x": b"\x00\x01\xfe", "z": None, "f": 0.5}
+
+
+def test_every_table_and_view_of_a_ledger_reads_as_through_psycopg(pg_ledger):
+    # Every column type the ledger stores decodes: an unknown type would raise, and some
+    # readers fall back on any error (a missing table), so it must not hide there.
+    pg = pg_ledger.connections
+    with pg.transaction(commit=False, read_only=True) as cur:
+        names = [r["n"] for r in cur.execute(
+            "SELECT tablename AS n FROM pg_tables WHERE schemaname = current_schema()"
+            " UNION SELECT viewname FROM pg_views WHERE schemaname = current_schema()"
+            " ORDER BY 1").fetchall()]
+    assert {"bf_events", "stored_events", "bf_chain", "bf_proj", "bf_onhand_hist"} <= set(names)
+    for name in names:
+        sql = f"SELECT * FROM {name} ORDER BY 1"
+        with pg.transaction(commit=False, read_only=True) as light:
+            got = light.execute(sql).fetchall()
+        with pg.transaction(commit=False) as heavy:
+            want = heavy.execute(sql).fetchall()
+        assert got == want, name
 
 
 def test_a_write_in_a_read_only_transaction_fails(pg_ledger):
