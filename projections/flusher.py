@@ -34,8 +34,10 @@ class Flusher:
 
     def _trigger(self, o, kind, device, resource, lines, good, error) -> None:
         """Apply the rule in force for a start/operation/finish trigger to ``lines``."""
+        if not lines:  # (an operation with no lines: most reports)
+            return
         rule = self._params.rules.match(kind, device, resource)
-        if rule is None or not lines:
+        if rule is None:
             return
         basis = rule_basis(rule)
         units = good if basis == "good" else good + error

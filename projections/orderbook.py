@@ -46,6 +46,9 @@ class OrderBook:
         # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
         # cleared by every master-data event
         self._templates: dict = {}
+        # order -> ((op, WIP key), ...) of its route backwards, () when an op number repeats
+        # (``_rewait``); derived, not in the snapshot
+        self._wait_keys: dict = {}
 
     def _order(self, ev) -> OrderState | None:
         o = self._orders.get(ev["order"])
@@ -327,13 +330,32 @@ class OrderBook:
         ops = o.ops
         if not ops:
             return
-        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports,
-                              o.fin_good + o.fin_error)
+        keys = self._wait_keys.get(o.order)
+        if keys is None:
+            keys = self._wait_keys[o.order] = _wait_keys(o)
+        finished = o.fin_good + o.fin_error
+        if keys:
+            # ``waiting_after`` inlined (a report of any operation recomputes them all): the
+            # route backwards, each operation's successor's units at hand
+            op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+            vals = []
+            nxt = finished
+            for op, _k in keys:
+                if op_reports.get(op, 0) > 0:
+                    good = op_good.get(op, ZERO)
+                    x = good - nxt
+                    nxt = good + op_error.get(op, ZERO)
+                else:
+                    x = finished - nxt
+                    nxt = finished
+                vals.append(x if x > ZERO else ZERO)
+            # logged by operation number, as the route runs
+            pairs = zip(reversed(keys), reversed(vals))
+        else:  # an op number listed twice (it takes its first position's value)
+            vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
+            pairs = [((x.op, _wait_key(o, x)), vals[x.op]) for x in ops]
         waiting = self._waiting
-        order, item = o.order, o.item
-        for info in ops:
-            k = (info.resource, info.output_location, "waiting", order, info.op, item, None)
-            v = vals[info.op]
+        for (_op, k), v in pairs:
             if v == waiting.get(k, ZERO):
                 continue
             if v:
@@ -396,6 +418,7 @@ class OrderBook:
         must replay from the start instead when that can happen.
         """
         o = self._orders.pop(order, None)
+        self._wait_keys.pop(order, None)
         if o is not None:
             # Lines point back to their order: break that cycle so the memory is returned
             # at once, even while a long replay runs with the cyclic collector switched off.
@@ -407,3 +430,16 @@ class OrderBook:
             return [self._orders[k] for k in sorted(self._orders)]
         o = self._orders.get(order)
         return [o] if o is not None else []
+
+
+def _wait_key(o: OrderState, info) -> tuple:
+    """The WIP key of the units of order ``o`` waiting after operation ``info``."""
+    return (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
+
+
+def _wait_keys(o: OrderState) -> tuple:
+    """((op, WIP key), ...) of ``o``'s route backwards (``_rewait``); () when an operation
+    number is listed twice (then the general ``waiting_after`` applies)."""
+    if len({x.op for x in o.ops}) != len(o.ops):
+        return ()
+    return tuple((x.op, _wait_key(o, x)) for x in reversed(o.ops))
