@@ -71,7 +71,10 @@ class Flusher:
         eid, at, seq = self._eid, self._at, self._seq
         loc = location or ln.location
         item = ln.item
-        parts = self._allocate(o, ln, loc, qty, batch) if qty > ZERO else {(batch, None): qty}
+        if qty > ZERO:
+            parts = self._allocate(o, ln, loc, qty, batch)
+        else:
+            parts = {(batch, None): qty}
         # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
         # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
         tracked = ln.tracking in TRACKED
@@ -110,7 +113,14 @@ class Flusher:
         """Take ``qty`` of ln.item at ``loc`` for order ``o`` (``rules.allocate``); returns
         (batch, lp) -> qty, and records the take from put entries and any unresolved rest."""
         bins = self._bins.get((ln.item, loc)) or {}
-        used, taken, left = allocate(o.puts.get(ln.item), bins, ln.line, loc, qty, batch)
+        entries = o.puts.get(ln.item)
+        if not entries and len(bins) == 1 and batch is None:
+            # the usual take: nothing put for the order, one bin at the location (what
+            # ``allocate`` decides then, without its loops)
+            (k, have), = bins.items()
+            if have >= qty:
+                return {k: ZERO + qty}  # (as allocate sums it: the same Decimal exponent)
+        used, taken, left = allocate(entries, bins, ln.line, loc, qty, batch)
         fx = self._fx
         for e, t in taken:
             e["remaining"] -= t

@@ -22,6 +22,7 @@ from backflush.projections.orderstate import LineState, OrderState, waiting_afte
 from backflush.projections.records import OpInfo, OutOfSequence, Residual
 from backflush.projections.rules import (
     DEFAULT_DECIMALS,
+    ONE,
     ZERO,
     put_target,
     resolve_location,
@@ -164,9 +165,12 @@ class OrderBook:
                       o.line_list, qty, ZERO)
 
     def _operation_reported(self, ev):
-        o = self._order(ev)
+        o = self._orders.get(ev["order"])  # ``_order`` written out: the most frequent order event
         if o is None:
+            self._order(ev)  # (the anomaly)
             return
+        self._cur_order = o
+        o.events.append(ev["id"])
         op, good, error = ev["op"], ev.get("good") or ZERO, ev.get("error") or ZERO
         info = o.ops_by_no.get(op)
         if o.released is None:
@@ -182,7 +186,7 @@ class OrderBook:
         units = good + error
         op_good[op] = g0 + good
         op_error[op] = e0 + error
-        op_reports[op] = op_reports.get(op, ZERO) + 1  # a Decimal, as it always was
+        op_reports[op] = op_reports.get(op, ZERO) + ONE  # a Decimal, as it always was
         fx = self._fx
         if fx is not None:
             fx.append((CTR, op_good, op, good))
@@ -197,8 +201,10 @@ class OrderBook:
                 hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
         if hours is not None:
             self._add(o.hours_reported, op, hours)
-        self._trigger(o, "operation", ev.get("device") or "job_terminal",
-                      info.resource if info else None, o.lines_by_op.get(op, ()), good, error)
+        lines = o.lines_by_op.get(op)
+        if lines:  # (most operations flush no line)
+            self._trigger(o, "operation", ev.get("device") or "job_terminal",
+                          info.resource if info else None, lines, good, error)
 
     def _reported_as_finished(self, ev):
         o = self._order(ev)
@@ -213,7 +219,7 @@ class OrderBook:
             self._oos(o, "beyond order qty")
         self._add_attr(o, "fin_good", good)
         self._add_attr(o, "fin_error", error)
-        self._add_attr(o, "fin_reports", 1)
+        self._add_attr(o, "fin_reports", ONE)
         last = o.ops[-1] if o.ops else None
         if last is not None:
             self._rewait(o)

@@ -33,6 +33,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 HUNDRED = Decimal(100)
 
 PRINCIPLES = (

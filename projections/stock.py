@@ -72,23 +72,37 @@ class Stock:
         k = (batch, lp)
         eid, at, seq = self._eid, self._at, self._seq
         log = self.balance_changes
+        # out of src (the take: may go below zero)
+        bins = bins_of.get((item, src))
+        if bins is None:
+            bins = bins_of[(item, src)] = {}
+        out = -qty
+        new = bins.get(k, ZERO) + out
+        if new:
+            bins[k] = new
+        else:
+            bins.pop(k, None)
+        key = (item, src, batch, lp)
+        log.append(("onhand", key, new, eid, at, seq))
+        if new < ZERO and out < ZERO:
+            self._negative(key, new)
+        # into dst (a negative qty, a correction, takes from there instead)
+        bins = bins_of.get((item, dst))
+        if bins is None:
+            bins = bins_of[(item, dst)] = {}
+        new = bins.get(k, ZERO) + qty
+        if new:
+            bins[k] = new
+        else:
+            bins.pop(k, None)
+        key2 = (item, dst, batch, lp)
+        log.append(("onhand", key2, new, eid, at, seq))
+        if new < ZERO and qty < ZERO:
+            self._negative(key2, new)
         fx = self._fx
-        for loc, delta in ((src, -qty), (dst, qty)):
-            ik = (item, loc)
-            bins = bins_of.get(ik)
-            if bins is None:
-                bins = bins_of[ik] = {}
-            new = bins.get(k, ZERO) + delta
-            if new:
-                bins[k] = new
-            else:
-                bins.pop(k, None)
-            key = (item, loc, batch, lp)
-            log.append(("onhand", key, new, eid, at, seq))
-            if new < ZERO and delta < ZERO:
-                self._negative(key, new)
-            if fx is not None:
-                fx.append((OH, item, loc, batch, lp, delta))
+        if fx is not None:
+            fx.append((OH, item, src, batch, lp, out))
+            fx.append((OH, item, dst, batch, lp, qty))
 
     def _negative(self, key, new) -> None:
         """Record a take that left on-hand of ``key`` at ``new`` below zero."""
