@@ -16,7 +16,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from backflush.projections import standard
-from backflush.projections.common import _sk
 from backflush.projections.exact import exact
 from backflush.projections.orderstate import LineState, OrderState, waiting_after
 from backflush.projections.records import OpInfo, OutOfSequence, Residual
@@ -47,7 +46,7 @@ class OrderBook:
         # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
         # cleared by every master-data event
         self._templates: dict = {}
-        # order -> ((op, WIP key), ...) of its route backwards, () when an op number repeats
+        # order -> ((op, WIP key), ...) of its route, () when an op number repeats
         # (``_rewait``); derived, not in the snapshot
         self._wait_keys: dict = {}
 
@@ -351,7 +350,7 @@ class OrderBook:
             op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
             vals = []
             nxt = finished
-            for op, _k in keys:
+            for op, _k in reversed(keys):
                 if op_reports.get(op, 0) > 0:
                     good = op_good.get(op, ZERO)
                     x = good - nxt
@@ -360,8 +359,8 @@ class OrderBook:
                     x = finished - nxt
                     nxt = finished
                 vals.append(x if x > ZERO else ZERO)
-            # logged by operation number, as the route runs
-            pairs = zip(reversed(keys), reversed(vals))
+            vals.reverse()  # logged by operation number, as the route runs
+            pairs = zip(keys, vals, strict=True)
         else:  # an op number listed twice (it takes its first position's value)
             vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
             pairs = [((x.op, _wait_key(o, x)), vals[x.op]) for x in ops]
@@ -449,8 +448,8 @@ def _wait_key(o: OrderState, info) -> tuple:
 
 
 def _wait_keys(o: OrderState) -> tuple:
-    """((op, WIP key), ...) of ``o``'s route backwards (``_rewait``); () when an operation
-    number is listed twice (then the general ``waiting_after`` applies)."""
+    """((op, WIP key), ...) of ``o``'s route (``_rewait``); () when an operation number is
+    listed twice (then the general ``waiting_after`` applies)."""
     if len({x.op for x in o.ops}) != len(o.ops):
         return ()
-    return tuple((x.op, _wait_key(o, x)) for x in reversed(o.ops))
+    return tuple((x.op, _wait_key(o, x)) for x in o.ops)
