@@ -113,14 +113,7 @@ class Flusher:
         """Take ``qty`` of ln.item at ``loc`` for order ``o`` (``rules.allocate``); returns
         (batch, lp) -> qty, and records the take from put entries and any unresolved rest."""
         bins = self._bins.get((ln.item, loc)) or {}
-        entries = o.puts.get(ln.item)
-        if not entries and len(bins) == 1 and batch is None:
-            # the usual take: nothing put for the order, one bin at the location (what
-            # ``allocate`` decides then, without its loops)
-            (k, have), = bins.items()
-            if have >= qty:
-                return {k: ZERO + qty}  # (as allocate sums it: the same Decimal exponent)
-        used, taken, left = allocate(entries, bins, ln.line, loc, qty, batch)
+        used, taken, left = allocate(o.puts.get(ln.item), bins, ln.line, loc, qty, batch)
         fx = self._fx
         for e, t in taken:
             e["remaining"] -= t
