@@ -202,8 +202,10 @@ def main() -> None:
                   flush=True)
             del events
     for name, r in rates.items():
+        if not r:  # (--runs 0: the digest alone)
+            continue
         print(f"{name}: median {statistics.median(r):,.0f} events/s over {len(r)} runs")
-    if a.baseline or a.baseline_tree:
+    if (a.baseline or a.baseline_tree) and rates["this"]:
         print(f"ratio this/baseline: "
               f"{statistics.median(rates['this']) / statistics.median(rates['baseline']):.2f}")
 
