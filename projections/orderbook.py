@@ -46,9 +46,8 @@ class OrderBook:
         # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
         # cleared by every master-data event
         self._templates: dict = {}
-        # order -> ((op, WIP key), ...) of its route, () when an op number repeats
-        # (``_rewait``); derived, not in the snapshot
-        self._wait_keys: dict = {}
+        # order -> ``_wait_cache``: derived, not in the snapshot
+        self._wait_cache: dict = {}
 
     def _order(self, ev) -> OrderState | None:
         o = self._orders.get(ev["order"])
@@ -340,17 +339,20 @@ class OrderBook:
         ops = o.ops
         if not ops:
             return
-        keys = self._wait_keys.get(o.order)
-        if keys is None:
-            keys = self._wait_keys[o.order] = _wait_keys(o)
+        cache = self._wait_cache.get(o.order)
+        if cache is None:
+            cache = self._wait_cache[o.order] = _wait_cache(o, self._waiting)
         finished = o.fin_good + o.fin_error
-        if keys:
-            # ``waiting_after`` inlined (a report of any operation recomputes them all): the
-            # route backwards, each operation's successor's units at hand
+        waiting = self._waiting
+        if cache:
+            # ``waiting_after`` written out (a report of any operation recomputes them all):
+            # the route backwards, each operation's successor's units at hand, compared with
+            # what is waiting now (kept beside the keys, not looked up by a 7-tuple key each)
+            nos, keys, cur = cache
             op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
-            vals = []
+            changed = None
             nxt = finished
-            for op, _k in reversed(keys):
+            for i, op in enumerate(nos):
                 if op_reports.get(op, 0) > 0:
                     good = op_good.get(op, ZERO)
                     x = good - nxt
@@ -358,14 +360,29 @@ class OrderBook:
                 else:
                     x = finished - nxt
                     nxt = finished
-                vals.append(x if x > ZERO else ZERO)
-            vals.reverse()  # logged by operation number, as the route runs
-            pairs = zip(keys, vals, strict=True)
-        else:  # an op number listed twice (it takes its first position's value)
-            vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
-            pairs = [((x.op, _wait_key(o, x)), vals[x.op]) for x in ops]
-        waiting = self._waiting
-        for (_op, k), v in pairs:
+                if x <= ZERO:  # (never negative; a zero is the ZERO, as logged before)
+                    x = ZERO
+                if x != cur[i]:
+                    if changed is None:
+                        changed = []
+                    changed.append((i, x))
+            if changed is None:
+                return
+            changed.reverse()  # logged by operation number, as the route runs
+            for i, v in changed:
+                cur[i] = v
+                k = keys[i]
+                if v:
+                    waiting[k] = v
+                else:
+                    waiting.pop(k, None)
+                self.balance_changes.append(("wip", k, v, self._eid, self._at, self._seq))
+            return
+        # an op number listed twice (it takes its first position's value)
+        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
+        for x in ops:
+            k = _wait_key(o, x)
+            v = vals[x.op]
             if v == waiting.get(k, ZERO):
                 continue
             if v:
@@ -428,7 +445,7 @@ class OrderBook:
         must replay from the start instead when that can happen.
         """
         o = self._orders.pop(order, None)
-        self._wait_keys.pop(order, None)
+        self._wait_cache.pop(order, None)
         if o is not None:
             # Lines point back to their order: break that cycle so the memory is returned
             # at once, even while a long replay runs with the cyclic collector switched off.
@@ -447,9 +464,12 @@ def _wait_key(o: OrderState, info) -> tuple:
     return (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
 
 
-def _wait_keys(o: OrderState) -> tuple:
-    """((op, WIP key), ...) of ``o``'s route (``_rewait``); () when an operation number is
+def _wait_cache(o: OrderState, waiting: dict) -> tuple:
+    """``_rewait``'s view of ``o``'s route, backwards: (op numbers, their WIP keys, the units
+    waiting there now: a list it keeps equal to ``waiting``); () when an operation number is
     listed twice (then the general ``waiting_after`` applies)."""
     if len({x.op for x in o.ops}) != len(o.ops):
         return ()
-    return tuple((x.op, _wait_key(o, x)) for x in o.ops)
+    ops = o.ops[::-1]
+    keys = tuple(_wait_key(o, x) for x in ops)
+    return tuple(x.op for x in ops), keys, [waiting.get(k, ZERO) for k in keys]
