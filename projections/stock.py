@@ -65,9 +65,10 @@ class Stock:
         if fx is not None:
             fx.append((OH, item, loc, batch, lp, delta))
 
-    def _move(self, item, src, dst, batch, lp, qty) -> None:
+    def _move(self, item, src, dst, batch, lp, qty):
         """``qty`` of (item, batch, lp) from ``src`` to ``dst``: ``_oh`` twice, as one call
-        (a pick, a put and a transfer each move stock; about half the events of a plant)."""
+        (a pick, a put and a transfer each move stock; about half the events of a plant).
+        Returns what is left at ``src``."""
         bins_of = self._bins
         k = (batch, lp)
         eid, at, seq = self._eid, self._at, self._seq
@@ -86,6 +87,7 @@ class Stock:
         log.append(("onhand", key, new, eid, at, seq))
         if new < ZERO and out < ZERO:
             self._negative(key, new)
+        left = new
         # into dst (a negative qty, a correction, takes from there instead)
         bins = bins_of.get((item, dst))
         if bins is None:
@@ -103,6 +105,7 @@ class Stock:
         if fx is not None:
             fx.append((OH, item, src, batch, lp, out))
             fx.append((OH, item, dst, batch, lp, qty))
+        return left
 
     def _negative(self, key, new) -> None:
         """Record a take that left on-hand of ``key`` at ``new`` below zero."""
@@ -201,10 +204,8 @@ class Stock:
             else:
                 self._cur_order = o
                 o.events.append(ev["id"])
-        transit = self._bins.get((item, IN_TRANSIT))
-        before = transit.get((b, lp), ZERO) if transit is not None else ZERO
-        self._move(item, IN_TRANSIT, loc, b, lp, qty)
-        if before < qty:
+        # in transit before the put < qty: what is left there is below zero
+        if self._move(item, IN_TRANSIT, loc, b, lp, qty) < ZERO:
             self._append(self.puts_without_pick, (ev["id"], item, loc, b, lp))
         if o is not None:
             self._put_for_order(o, ev, item, qty, loc, b, lp)
