@@ -1,6 +1,8 @@
 """The replay engine alone: events/s of ``Replay.apply_all`` over pre-decoded replay dicts.
 
-Run: ``.venv/bin/python bench/engine_replay.py --db LEDGER.db [--runs 3] [--limit N]``.
+Run: ``.venv/bin/python bench/engine_replay.py --db LEDGER.db [--runs 3] [--limit N]``;
+``--by-type`` times each event type, ``--opcodes`` counts the bytecodes run per event and per
+function (exact where times are noisy; ``--limit 40000`` takes about half a minute).
 Against another version: ``--baseline-tree DIR`` (a checkout of this repository at another
 commit, e.g. ``git worktree add /tmp/base main``), run interleaved in a subprocess.
 
@@ -160,6 +162,42 @@ def by_type(events, targets) -> None:
     print(f"{'all (with dispatch)':24s} {sum(cnt.values()):8d} {total / 1e9:7.2f}")
 
 
+def opcodes(events, targets, top: int = 25) -> None:
+    """Bytecodes the interpreter runs per event, in total and per function: a count, not a
+    clock, so two versions compare exactly on a busy machine (CPU times there vary by 10-20%
+    from run to run). Slow (a tracer sees every opcode): use ``--limit``. Counts the
+    interpreter's work only, not what C does (Decimal, dict and tuple operations)."""
+    from collections import Counter
+
+    engine = _engine_class(None)(reversible=targets)
+    counts: Counter = Counter()
+
+    def tracer(frame, _event, _arg):
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        code = frame.f_code
+        key = (code.co_filename.rsplit("/", 1)[-1], code.co_name, code.co_firstlineno)
+
+        def local(_frame, event, _arg):
+            if event == "opcode":
+                counts[key] += 1
+            return local
+
+        return local
+
+    sys.settrace(tracer)
+    try:
+        for i in range(0, len(events), PAGE):
+            engine.apply_all(events[i:i + PAGE])
+            _drain(engine)
+    finally:
+        sys.settrace(None)
+    total = sum(counts.values())
+    print(f"{total} opcodes over {len(events)} events = {total / len(events):.1f} per event")
+    for (file, name, line), n in counts.most_common(top):
+        print(f"{file + ':' + name + ':' + str(line):48s} {n:10d} {n / total * 100:5.1f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", required=True)
@@ -170,10 +208,15 @@ def main() -> None:
     ap.add_argument("--baseline-tree", help="a checkout of another version: its engine, "
                     "run interleaved in a subprocess (each run there reads the events afresh)")
     ap.add_argument("--by-type", action="store_true", help="CPU per event type, then exit")
+    ap.add_argument("--opcodes", action="store_true",
+                    help="bytecodes run per event and per function (exact, slow), then exit")
     a = ap.parse_args()
-    if a.by_type:
+    if a.by_type or a.opcodes:
         ledger = Ledger(a.db)
-        by_type(list(materialise.events_for_replay(ledger)), materialise.reversal_targets(ledger))
+        events = list(materialise.events_for_replay(ledger))
+        if a.limit:
+            events = events[:a.limit]
+        (opcodes if a.opcodes else by_type)(events, materialise.reversal_targets(ledger))
         return
     engines = [("this", _engine_class(None))]
     if a.baseline:
@@ -202,8 +245,10 @@ def main() -> None:
                   flush=True)
             del events
     for name, r in rates.items():
+        if not r:  # (--runs 0: the digest alone)
+            continue
         print(f"{name}: median {statistics.median(r):,.0f} events/s over {len(r)} runs")
-    if a.baseline or a.baseline_tree:
+    if (a.baseline or a.baseline_tree) and rates["this"]:
         print(f"ratio this/baseline: "
               f"{statistics.median(rates['this']) / statistics.median(rates['baseline']):.2f}")
 

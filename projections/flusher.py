@@ -34,8 +34,10 @@ class Flusher:
 
     def _trigger(self, o, kind, device, resource, lines, good, error) -> None:
         """Apply the rule in force for a start/operation/finish trigger to ``lines``."""
+        if not lines:  # (an operation with no lines: most reports)
+            return
         rule = self._params.rules.match(kind, device, resource)
-        if rule is None or not lines:
+        if rule is None:
             return
         basis = rule_basis(rule)
         units = good if basis == "good" else good + error
@@ -69,7 +71,10 @@ class Flusher:
         eid, at, seq = self._eid, self._at, self._seq
         loc = location or ln.location
         item = ln.item
-        parts = self._allocate(o, ln, loc, qty, batch) if qty > ZERO else {(batch, None): qty}
+        if qty > ZERO:
+            parts = self._allocate(o, ln, loc, qty, batch)
+        else:
+            parts = {(batch, None): qty}
         # an unresolved take (no batch to take a tracked item from) is UNRESOLVED_BATCH
         # only: its no-batch bucket going below zero is not also NEGATIVE_ON_HAND
         tracked = ln.tracking in TRACKED

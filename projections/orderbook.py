@@ -16,12 +16,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from backflush.projections import standard
-from backflush.projections.common import _sk
 from backflush.projections.exact import exact
 from backflush.projections.orderstate import LineState, OrderState, waiting_after
 from backflush.projections.records import OpInfo, OutOfSequence, Residual
 from backflush.projections.rules import (
     DEFAULT_DECIMALS,
+    ONE,
     ZERO,
     put_target,
     resolve_location,
@@ -46,6 +46,8 @@ class OrderBook:
         # (bom, route) -> resolved master data (``_resolve``); derived, not in the snapshot,
         # cleared by every master-data event
         self._templates: dict = {}
+        # order -> ``_wait_cache``: derived, not in the snapshot
+        self._wait_cache: dict = {}
 
     def _order(self, ev) -> OrderState | None:
         o = self._orders.get(ev["order"])
@@ -161,9 +163,12 @@ class OrderBook:
                       o.line_list, qty, ZERO)
 
     def _operation_reported(self, ev):
-        o = self._order(ev)
+        o = self._orders.get(ev["order"])  # ``_order`` written out: the most frequent order event
         if o is None:
+            self._order(ev)  # (the anomaly)
             return
+        self._cur_order = o
+        o.events.append(ev["id"])
         op, good, error = ev["op"], ev.get("good") or ZERO, ev.get("error") or ZERO
         info = o.ops_by_no.get(op)
         if o.released is None:
@@ -179,7 +184,7 @@ class OrderBook:
         units = good + error
         op_good[op] = g0 + good
         op_error[op] = e0 + error
-        op_reports[op] = op_reports.get(op, ZERO) + 1  # a Decimal, as it always was
+        op_reports[op] = op_reports.get(op, ZERO) + ONE  # a Decimal, as it always was
         fx = self._fx
         if fx is not None:
             fx.append((CTR, op_good, op, good))
@@ -194,8 +199,10 @@ class OrderBook:
                 hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
         if hours is not None:
             self._add(o.hours_reported, op, hours)
-        self._trigger(o, "operation", ev.get("device") or "job_terminal",
-                      info.resource if info else None, o.lines_by_op.get(op, ()), good, error)
+        lines = o.lines_by_op.get(op)
+        if lines:  # (most operations flush no line)
+            self._trigger(o, "operation", ev.get("device") or "job_terminal",
+                          info.resource if info else None, lines, good, error)
 
     def _reported_as_finished(self, ev):
         o = self._order(ev)
@@ -210,7 +217,7 @@ class OrderBook:
             self._oos(o, "beyond order qty")
         self._add_attr(o, "fin_good", good)
         self._add_attr(o, "fin_error", error)
-        self._add_attr(o, "fin_reports", 1)
+        self._add_attr(o, "fin_reports", ONE)
         last = o.ops[-1] if o.ops else None
         if last is not None:
             self._rewait(o)
@@ -262,12 +269,17 @@ class OrderBook:
         o.timeline.append(("ended", ev["id"], ev["at"]))
         # residual material put for the order and still at its location (RESIDUAL_AT_INPUT)
         residual = []
-        # per item, location and batch: another batch below zero there must not hide it
-        for (item, loc, b), put in sorted(o.put_at.items(), key=lambda kv: (
-                kv[0][0], kv[0][1], _sk(kv[0][2]))):
-            left = put - o.consumed_at.get((item, loc, b), ZERO)
-            bins = self._bins.get((item, loc)) or {}
-            there = sum((q for (bb, _lp), q in bins.items() if bb == b), ZERO)
+        consumed_at, bins_of = o.consumed_at, self._bins
+        # per item, location and batch: another batch below zero there must not hide it;
+        # by item, location, batch (None first: the order of ``_sk``, without a call each)
+        for _i, _l, _n, _b, (item, loc, b), put in sorted(
+                [(k[0], k[1], k[2] is not None, k[2] or "", k, put)
+                 for k, put in o.put_at.items()]):
+            left = put - consumed_at.get((item, loc, b), ZERO)
+            there = ZERO
+            for (bb, _lp), q in (bins_of.get((item, loc)) or {}).items():
+                if bb == b:
+                    there += q
             q = min(left, there)
             if q > 0:
                 ids = tuple(e for e, i, lc in o.put_events if i == item and lc == loc)
@@ -327,13 +339,50 @@ class OrderBook:
         ops = o.ops
         if not ops:
             return
-        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports,
-                              o.fin_good + o.fin_error)
+        cache = self._wait_cache.get(o.order)
+        if cache is None:
+            cache = self._wait_cache[o.order] = _wait_cache(o, self._waiting)
+        finished = o.fin_good + o.fin_error
         waiting = self._waiting
-        order, item = o.order, o.item
-        for info in ops:
-            k = (info.resource, info.output_location, "waiting", order, info.op, item, None)
-            v = vals[info.op]
+        if cache:
+            # ``waiting_after`` written out (a report of any operation recomputes them all):
+            # the route backwards, each operation's successor's units at hand, compared with
+            # what is waiting now (kept beside the keys, not looked up by a 7-tuple key each)
+            nos, keys, cur = cache
+            op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+            changed = None
+            nxt = finished
+            for i, op in enumerate(nos):
+                if op_reports.get(op, 0) > 0:
+                    good = op_good.get(op, ZERO)
+                    x = good - nxt
+                    nxt = good + op_error.get(op, ZERO)
+                else:
+                    x = finished - nxt
+                    nxt = finished
+                if x <= ZERO:  # (never negative; a zero is the ZERO, as logged before)
+                    x = ZERO
+                if x != cur[i]:
+                    if changed is None:
+                        changed = []
+                    changed.append((i, x))
+            if changed is None:
+                return
+            changed.reverse()  # logged by operation number, as the route runs
+            for i, v in changed:
+                cur[i] = v
+                k = keys[i]
+                if v:
+                    waiting[k] = v
+                else:
+                    waiting.pop(k, None)
+                self.balance_changes.append(("wip", k, v, self._eid, self._at, self._seq))
+            return
+        # an op number listed twice (it takes its first position's value)
+        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
+        for x in ops:
+            k = _wait_key(o, x)
+            v = vals[x.op]
             if v == waiting.get(k, ZERO):
                 continue
             if v:
@@ -396,6 +445,7 @@ class OrderBook:
         must replay from the start instead when that can happen.
         """
         o = self._orders.pop(order, None)
+        self._wait_cache.pop(order, None)
         if o is not None:
             # Lines point back to their order: break that cycle so the memory is returned
             # at once, even while a long replay runs with the cyclic collector switched off.
@@ -407,3 +457,19 @@ class OrderBook:
             return [self._orders[k] for k in sorted(self._orders)]
         o = self._orders.get(order)
         return [o] if o is not None else []
+
+
+def _wait_key(o: OrderState, info) -> tuple:
+    """The WIP key of the units of order ``o`` waiting after operation ``info``."""
+    return (info.resource, info.output_location, "waiting", o.order, info.op, o.item, None)
+
+
+def _wait_cache(o: OrderState, waiting: dict) -> tuple:
+    """``_rewait``'s view of ``o``'s route, backwards: (op numbers, their WIP keys, the units
+    waiting there now: a list it keeps equal to ``waiting``); () when an operation number is
+    listed twice (then the general ``waiting_after`` applies)."""
+    if len({x.op for x in o.ops}) != len(o.ops):
+        return ()
+    ops = o.ops[::-1]
+    keys = tuple(_wait_key(o, x) for x in ops)
+    return tuple(x.op for x in ops), keys, [waiting.get(k, ZERO) for k in keys]

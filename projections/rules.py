@@ -33,6 +33,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 HUNDRED = Decimal(100)
 
 PRINCIPLES = (
@@ -141,11 +142,12 @@ class RuleSet:
     mutated after construction.
     """
 
-    __slots__ = ("rules", "_memo")
+    __slots__ = ("rules", "_memo", "_put_memo")
 
     def __init__(self, rules=None):
         self.rules = tuple(default_rules() if rules is None else rules)
         self._memo: dict = {}
+        self._put_memo: dict = {}
 
     def match(self, trigger: str, device: str, resource: str | None) -> dict | None:
         """Most specific matching rule, memoised."""
@@ -154,6 +156,17 @@ class RuleSet:
             return self._memo[k]
         except KeyError:
             r = self._memo[k] = match_rule(self.rules, trigger, device, resource)
+            return r
+
+    def put_rule(self, resource: str | None, principle: str) -> dict | None:
+        """The put rule for a line of ``resource`` and ``principle`` when it consumes that
+        line, else None (``put_target``'s test, memoised: one per put)."""
+        k = (resource, principle)
+        try:
+            return self._put_memo[k]
+        except KeyError:
+            rule = self.match("put", "mobile", resource)
+            r = self._put_memo[k] = rule if rule_flushes(rule, principle) else None
             return r
 
 
@@ -245,7 +258,9 @@ def line_quantity(qty: Decimal, per: Decimal, scrap_pct: Decimal, scrap_const: D
         q = qty * units * (HUNDRED + scrap_pct) / (per * HUNDRED) + const
     else:
         q = qty * units / per + const
-    return round_half_up(q, decimals)
+    # round_half_up, written out (twice per flush)
+    return q.quantize(_QUANTA[decimals] if 0 <= decimals < 19 else quantum(decimals),
+                      ROUND_HALF_UP)
 
 
 def flush_delta(qty, per, scrap_pct, scrap_const, u_before, u_after, decimals) -> Decimal:
@@ -316,8 +331,8 @@ def put_target(rules: RuleSet, lines) -> tuple | None:
     ``resource`` and ``principle``) whose principle the put rule matched for its resource lists
     (puts are made on the mobile scanner). A put is consumed once, never once per line."""
     for ln in lines:
-        rule = rules.match("put", "mobile", ln.resource)
-        if rule_flushes(rule, ln.principle):
+        rule = rules.put_rule(ln.resource, ln.principle)
+        if rule is not None:
             return ln, rule
     return None
 

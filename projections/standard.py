@@ -62,5 +62,7 @@ def standard_share(setup_hours: Decimal, run_hours: Decimal, units_before: Decim
     The difference of standard hours before and after the report, so the shares of all
     reports of an operation add up to its standard hours.
     """
-    return (standard_hours(setup_hours, run_hours, units_before + units)
-            - standard_hours(setup_hours, run_hours, units_before))
+    # standard_hours(after) - standard_hours(before), written out: once per operation report
+    after = units_before + units
+    return ((ZERO if after <= 0 else setup_hours + run_hours * after)
+            - (ZERO if units_before <= 0 else setup_hours + run_hours * units_before))

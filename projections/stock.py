@@ -55,19 +55,66 @@ class Stock:
         else:
             # an emptied bin leaves the FIFO queue; a refill queues at the back
             bins.pop(k, None)
-        eid, at, seq = self._eid, self._at, self._seq
         key = (item, loc, batch, lp)
-        self.balance_changes.append(("onhand", key, new, eid, at, seq))
-        # (comparisons with the Decimal ZERO: about twice as fast as with the int 0)
-        if record_negative and new < ZERO and delta < ZERO:
-            o = self._cur_order
-            rec = NegativeOnHand(eid, at, key, new, o.order if o is not None else None, seq)
-            self.negative_onhand.append(rec)
-            if o is not None:
-                o.negative_onhand.append(rec)
+        self.balance_changes.append(("onhand", key, new, self._eid, self._at, self._seq))
+        # (comparisons with the Decimal ZERO: about twice as fast as with the int 0; the
+        # rare case, below zero, tested first)
+        if new < ZERO and delta < ZERO and record_negative:
+            self._negative(key, new)
         fx = self._fx
         if fx is not None:
             fx.append((OH, item, loc, batch, lp, delta))
+
+    def _move(self, item, src, dst, batch, lp, qty):
+        """``qty`` of (item, batch, lp) from ``src`` to ``dst``: ``_oh`` twice, as one call
+        (a pick, a put and a transfer each move stock; about half the events of a plant).
+        Returns what is left at ``src``."""
+        bins_of = self._bins
+        k = (batch, lp)
+        eid, at, seq = self._eid, self._at, self._seq
+        log = self.balance_changes
+        # out of src (the take: may go below zero)
+        bins = bins_of.get((item, src))
+        if bins is None:
+            bins = bins_of[(item, src)] = {}
+        out = -qty
+        new = bins.get(k, ZERO) + out
+        if new:
+            bins[k] = new
+        else:
+            bins.pop(k, None)
+        key = (item, src, batch, lp)
+        log.append(("onhand", key, new, eid, at, seq))
+        if new < ZERO and out < ZERO:
+            self._negative(key, new)
+        left = new
+        # into dst (a negative qty, a correction, takes from there instead)
+        bins = bins_of.get((item, dst))
+        if bins is None:
+            bins = bins_of[(item, dst)] = {}
+        new = bins.get(k, ZERO) + qty
+        if new:
+            bins[k] = new
+        else:
+            bins.pop(k, None)
+        key2 = (item, dst, batch, lp)
+        log.append(("onhand", key2, new, eid, at, seq))
+        if new < ZERO and qty < ZERO:
+            self._negative(key2, new)
+        fx = self._fx
+        if fx is not None:
+            fx.append((OH, item, src, batch, lp, out))
+            fx.append((OH, item, dst, batch, lp, qty))
+        return left
+
+    def _negative(self, key, new) -> None:
+        """Record a take that left on-hand of ``key`` at ``new`` below zero."""
+        o = self._cur_order
+        rec = NegativeOnHand(self._eid, self._at, key, new, o.order if o is not None else None,
+                             self._seq)
+        self.negative_onhand.append(rec)
+        if o is not None:
+            o.negative_onhand.append(rec)
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; log a change.
@@ -106,8 +153,7 @@ class Stock:
         item, qty, b, lp = ev["item"], ev["qty"], ev.get("batch"), ev.get("lp")
         if item not in self._items:
             self._unknown_item(item)
-        self._oh(item, ev["from_location"], b, lp, -qty)
-        self._oh(item, ev["to_location"], b, lp, qty)
+        self._move(item, ev["from_location"], ev["to_location"], b, lp, qty)
 
     def _counted_ev(self, ev):
         item, loc, batch, counted = ev["item"], ev["location"], ev.get("batch"), ev["qty"]
@@ -142,8 +188,7 @@ class Stock:
         if o is not None:
             self._cur_order = o
             o.events.append(ev["id"])
-        self._oh(item, ev["location"], b, lp, -qty)
-        self._oh(item, IN_TRANSIT, b, lp, qty)
+        self._move(item, ev["location"], IN_TRANSIT, b, lp, qty)
 
     def _put_ev(self, ev):
         item, qty, loc = ev["item"], ev["qty"], ev["location"]
@@ -159,12 +204,9 @@ class Stock:
             else:
                 self._cur_order = o
                 o.events.append(ev["id"])
-        transit = self._bins.get((item, IN_TRANSIT))
-        before = transit.get((b, lp), ZERO) if transit is not None else ZERO
-        self._oh(item, IN_TRANSIT, b, lp, -qty)
-        if before < qty:
+        # in transit before the put < qty: what is left there is below zero
+        if self._move(item, IN_TRANSIT, loc, b, lp, qty) < ZERO:
             self._append(self.puts_without_pick, (ev["id"], item, loc, b, lp))
-        self._oh(item, loc, b, lp, qty)
         if o is not None:
             self._put_for_order(o, ev, item, qty, loc, b, lp)
 

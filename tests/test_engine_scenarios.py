@@ -416,6 +416,51 @@ def test_wip_waiting_between_operations_and_at_end():
     assert o.wip_at_end == {10: 2, 20: 1}
 
 
+def _waiting_logged(route_ops, reports):
+    """Replay one order over ``route_ops`` event by event; after each, the waiting units as
+    the WIP change log left them and as ``OrderState.waiting`` computes them afresh."""
+    h = History()
+    seed001_master(h)
+    h.add("RouteDefined", 0, route="RT2", operations=route_ops)
+    h.add("OrderCreated", 10, order="P1", item="FG", qty=10, bom="B", route="RT2")
+    h.add("OrderReleased", 11, order="P1")
+    for i, (op, good, error) in enumerate(reports):
+        if op is None:
+            h.add("ReportedAsFinished", 12 + i, order="P1", good=good, error=error)
+        else:
+            h.add("OperationReported", 12 + i, order="P1", op=op, good=good, error=error)
+    r = Replay()
+    logged: dict = {}
+    out = []
+    for ev in h.events():
+        r.apply(ev)
+        for kind, key, balance, *_ in r.balance_changes:
+            if kind == "wip":
+                logged[key[4]] = balance
+        r.balance_changes.clear()
+        o = r.order_state("P1")
+        if o is not None:
+            out.append(({op: q for op, q in logged.items() if q},
+                        {x.op: w for x in o.ops if (w := o.waiting(x.op))}))
+    return out
+
+
+def test_wip_change_log_follows_waiting_after_every_report():
+    """The waiting the engine logs (kept up to date report by report, ``_rewait``) is what the
+    order's figures give, on a plain route and on one listing an operation twice."""
+    reports = [(10, 6, 1), (20, 3, 0), (10, 4, 0), (30, 2, 0), (None, 2, 0), (20, 5, 1),
+               (None, 3, 1)]
+    plain = [{"op": 10, "resource": "R10"}, {"op": 20, "resource": "R20"},
+             {"op": 30, "resource": "R30"}]
+    twice = [{"op": 10, "resource": "R10"}, {"op": 20, "resource": "R20"},
+             {"op": 10, "resource": "R30"}, {"op": 30, "resource": "R30"}]
+    for ops in (plain, twice):
+        seen = _waiting_logged(ops, reports)
+        assert any(log for log, _ in seen)  # something waited on the way
+        for log, fresh in seen:
+            assert log == fresh
+
+
 def test_out_of_sequence_facts_are_recorded_and_accepted():
     h = History()
     seed001_master(h)
