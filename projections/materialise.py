@@ -572,43 +572,56 @@ class _Run:
         if not head:
             self.last_spaced = self.count
 
+    def _due(self, last: int) -> int:
+        """The count at which the checkpoint after the one at count ``last`` is due: the
+        first count ``c`` with ``c - last`` at least CHECKPOINT_EVERY, or at least
+        CHECKPOINT_NEAR_EVERY once ``c`` is within the last CHECKPOINT_NEAR_SPAN."""
+        every = CHECKPOINT_EVERY
+        if last + every < self.near_from:
+            return last + every
+        return max(self.near_from, last + min(every, CHECKPOINT_NEAR_EVERY))
+
     def run(self, progress: Callable[[int], None] | None) -> int:
-        from backflush.ledger.codec import replay_dict
+        from backflush.ledger.codec import replay_decoder
         from backflush.projections.engine import UnreplayableEvent
 
-        cur, engine = self.cur, self.engine
-        loads = orjson.loads
+        engine = self.engine
+        decode = replay_decoder()
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
-        every = CHECKPOINT_EVERY
-        near_every = min(every, CHECKPOINT_NEAR_EVERY)
-        # Reads go through the same transaction's cursor: on SQLite a second connection would
-        # not see rows this transaction has not committed yet, and we hold the write lock.
+        # Reads go through the same transaction (on SQLite a second connection would not see
+        # rows this transaction has not committed yet, and we hold the write lock), on a
+        # cursor of plain tuples: a row per event, looked up by name, was measurable.
         # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
         # filter over every earlier event, so each page cost more than the one before.
+        pages_cur = _tuple_cursor(self.cur)
+        mark = "%s" if self.cur.dialect == "postgres" else "?"
         sql = (
-            "SELECT i.seq, i.at_us, i.state FROM bf_events i WHERE (i.at_us, i.seq) > (?, ?)"
-            f" ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+            "SELECT i.seq, i.at_us, i.state FROM bf_events i"
+            f" WHERE (i.at_us, i.seq) > ({mark}, {mark}) ORDER BY i.at_us, i.seq LIMIT {PAGE}"
         )
         n = pages = 0
+        count, last_seq = self.count, self.last_seq
+        due = self._due(self.last_spaced)
         ev: dict = {}
         with localcontext(ARITHMETIC):
             while True:
-                at0, seq0 = self.pos
-                rows = cur.execute(sql, (at0, seq0)).fetchall()
+                pages_cur.execute(sql, self.pos)
+                rows = pages_cur.fetchall()
                 try:
-                    for row in rows:
-                        seq = row["seq"]
-                        ev = replay_dict(loads(row["state"])["e"], seq)
+                    for seq, at_us, state in rows:
+                        ev = decode(state, seq)
                         apply(ev)
-                        self.pos = (row["at_us"], seq)
-                        if seq > self.last_seq:
-                            self.last_seq = seq
-                        self.count += 1
-                        if self.count - self.last_spaced >= (
-                                near_every if self.count >= self.near_from else every):
+                        count += 1
+                        if count >= due:
+                            self.pos, self.count = (at_us, seq), count
                             self.checkpoint(head=False)
+                            due = self._due(count)
                 except DecimalException as exc:
                     raise UnreplayableEvent(ev, exc) from None
+                if rows:
+                    self.pos = (rows[-1][1], rows[-1][0])
+                    last_seq = max(last_seq, max(r[0] for r in rows))
+                self.count, self.last_seq = count, last_seq
                 n += len(rows)
                 self.writer.write(engine)
                 self._retire_before(self.pos[0])
@@ -621,7 +634,20 @@ class _Run:
                     progress(n)
                 if len(rows) < PAGE:
                     break
+        pages_cur.close()
         return n
+
+
+def _tuple_cursor(cur: Cursor) -> Any:
+    """A raw cursor of the same transaction whose rows are plain tuples."""
+    conn = cur.raw.connection
+    if cur.dialect == "postgres":
+        from psycopg.rows import tuple_row
+
+        return conn.cursor(row_factory=tuple_row)
+    raw = conn.cursor()
+    raw.row_factory = None
+    return raw
 
 
 def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> int:
