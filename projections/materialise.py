@@ -36,6 +36,8 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, DecimalException, localcontext
+from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -228,6 +230,9 @@ class _Writer:
         # (open since the day they were last listed) are kept: memory follows one day.
         self.listed: dict[tuple[str, int], int] = {}
         self.listed_bucket = _NEVER
+        # seq -> at_us of the events of the page being applied (the pass sets it): the
+        # stored sortable time, instead of converting each event's datetime back.
+        self.at_us_of: dict[int, int] = {}
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -317,7 +322,7 @@ class _Writer:
             sql = f"INSERT INTO {table} VALUES " + ",".join([f"({marks})"] * per)
             raw = self.cur.raw
             for i in range(0, full, per):
-                raw.execute(sql, [v for r in rows[i:i + per] for v in r])
+                raw.execute(sql, list(chain.from_iterable(rows[i:i + per])))
         self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows[full:])
 
     def write_open(self) -> None:
@@ -340,11 +345,12 @@ class _Writer:
         listed, bucket = self.listed, self.listed_bucket
         if not self.fresh:
             self._prefetch(engine)
+        at_us_of = self.at_us_of
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 if at is not last_at:
-                    last_at, at_us = at, to_us(at)
+                    last_at, at_us = at, at_us_of.get(seq) or to_us(at)
                     if at_us // BUCKET_US > bucket:
                         bucket = at_us // BUCKET_US
                         if listed:
@@ -373,9 +379,11 @@ class _Writer:
         self.listed, self.listed_bucket = listed, bucket
         engine.balance_changes.clear()
         self._flush_keys()
-        # In primary-key order: one pass down the b-tree instead of a random walk.
-        onhand.sort()
-        wip.sort()
+        # In primary-key order: one pass down the b-tree instead of a random walk. Rows are
+        # made in (at_us, seq, n) order, so a stable sort on the key id alone is enough.
+        by_key = itemgetter(0)
+        onhand.sort(key=by_key)
+        wip.sort(key=by_key)
         self._insert("bf_onhand_hist", onhand, "?,?,?,?,?", plain=True)
         self._insert("bf_wip_hist", wip, "?,?,?,?,?", plain=True)
         alive.sort()
@@ -393,8 +401,8 @@ class _Writer:
                 n += 1
             flushes.append(
                 (
-                    f.event_id, to_us(f.at), f.seq, n, f.order, f.line, f.item, f.trigger,
-                    f.device, str(f.qty), f.location, f.batch, f.lp,
+                    f.event_id, at_us_of.get(f.seq) or to_us(f.at), f.seq, n, f.order, f.line,
+                    f.item, f.trigger, f.device, str(f.qty), f.location, f.batch, f.lp,
                 )
             )
         engine.flushes.clear()
@@ -617,6 +625,7 @@ class _Run:
             while True:
                 pages_cur.execute(sql, self.pos)
                 rows = pages_cur.fetchall()
+                at_us_of = self.writer.at_us_of = {seq: at_us for seq, at_us, _ in rows}
                 try:
                     for seq, at_us, state in rows:
                         ev = decode(state, seq)
@@ -630,7 +639,7 @@ class _Run:
                     raise UnreplayableEvent(ev, exc) from None
                 if rows:
                     self.pos = (rows[-1][1], rows[-1][0])
-                    last_seq = max(last_seq, max(r[0] for r in rows))
+                    last_seq = max(last_seq, *at_us_of)
                 self.count, self.last_seq = count, last_seq
                 n += len(rows)
                 self.writer.write(engine)
