@@ -701,7 +701,10 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
         for t in _PG_BULK_KEYS:
             cur.execute(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {t}_pkey")
     engine = Replay(reversible=_reversal_targets(cur))
-    total = cur.execute("SELECT COUNT(*) AS c FROM bf_events").fetchone()["c"]
+    # The event count, for where checkpoints turn dense: positions are given max+1 under the
+    # write lock (``Ledger.append``), so the highest is the count, read off the primary key;
+    # a COUNT(*) read the whole table on PostgreSQL (~1 s at 200k events).
+    total = cur.execute("SELECT MAX(seq) AS c FROM bf_events").fetchone()["c"] or 0
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
                _retirement_plan(cur), total)
     n = run.run(progress)
