@@ -220,15 +220,16 @@ class _Writer:
         }
         self.new_keys: dict[tuple[str, int], list[tuple]] = {}
         # Keys open (non-zero) now and since which day bucket: kept in memory during a pass
-        # (and in checkpoints), written to bf_open once at its end (``write_open``).
-        self.open_from: dict[tuple[str, int], int] = {
-            (k, kid): b for k, kid, b in (open_keys or ())
+        # (and in checkpoints), written to bf_open once at its end (``write_open``). Keyed
+        # by a signed id (on-hand ``kid``, WIP ``-kid``; ids start at 1): no tuple per change.
+        self.open_from: dict[int, int] = {
+            (kid if k == "onhand" else -kid): b for k, kid, b in (open_keys or ())
         }
         # The last day bucket listed in bf_alive for a key, while it may be listed again:
         # a key that closed on day d and opened again that same day starts its next range
         # at d + 1. Events come in time order, so once the day moves on only such keys
         # (open since the day they were last listed) are kept: memory follows one day.
-        self.listed: dict[tuple[str, int], int] = {}
+        self.listed: dict[int, int] = {}  # by signed id, as ``open_from``
         self.listed_bucket = _NEVER
         # seq -> at_us of the events of the page being applied (the pass sets it): the
         # stored sortable time, instead of converting each event's datetime back.
@@ -325,21 +326,24 @@ class _Writer:
                 raw.execute(sql, list(chain.from_iterable(rows[i:i + per])))
         self.cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows[full:])
 
+    def open_keys(self) -> list[tuple[str, int, int]]:
+        """The keys open now as (kind, key id, since bucket), sorted."""
+        return sorted(("onhand", ok, b) if ok > 0 else ("wip", -ok, b)
+                      for ok, b in self.open_from.items())
+
     def write_open(self) -> None:
         """bf_open as the pass leaves it (the keys open now)."""
         self.cur.execute("DELETE FROM bf_open")
-        self.cur.executemany(
-            "INSERT INTO bf_open VALUES (?,?,?)",
-            sorted((k, kid, b) for (k, kid), b in self.open_from.items()),
-        )
+        self.cur.executemany("INSERT INTO bf_open VALUES (?,?,?)", self.open_keys())
 
     def write(self, engine: Replay) -> None:
         onhand, wip = [], []
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
+        key_id = self._key_id
         n = 0
-        last_seq, last_at, at_us = None, None, 0
-        # Changes come grouped by event: number them within an event, and convert each
-        # event's time once, not once per change.
+        last_seq, at_us = None, 0
+        # Changes come grouped by event: number them within an event, and look each event's
+        # time up once, not once per change.
         open_from = self.open_from
         alive: list[tuple[str, int, int]] = []
         listed, bucket = self.listed, self.listed_bucket
@@ -349,32 +353,33 @@ class _Writer:
         for kind, key, balance, _eid, at, seq in engine.balance_changes:
             if seq != last_seq:
                 last_seq, n = seq, 0
-                if at is not last_at:
-                    last_at, at_us = at, at_us_of.get(seq) or to_us(at)
-                    if at_us // BUCKET_US > bucket:
-                        bucket = at_us // BUCKET_US
-                        if listed:
-                            listed = {k: u for k, u in listed.items() if open_from.get(k) == u}
+                at_us = at_us_of.get(seq) or to_us(at)
+                if at_us // BUCKET_US > bucket:
+                    bucket = at_us // BUCKET_US
+                    if listed:
+                        listed = {k: u for k, u in listed.items() if open_from.get(k) == u}
             else:
                 n += 1
             if kind == "onhand":
-                kid = onhand_ids.get(key) or self._key_id(onhand_ids, "bf_onhand_keys", key, 4)
+                ok = kid = onhand_ids.get(key) or key_id(onhand_ids, "bf_onhand_keys", key, 4)
                 onhand.append((kid, at_us, seq, n, str(balance)))
             else:
-                kid = wip_ids.get(key) or self._key_id(wip_ids, "bf_wip_keys", key, 7)
+                kid = wip_ids.get(key) or key_id(wip_ids, "bf_wip_keys", key, 7)
                 wip.append((kid, at_us, seq, n, str(balance)))
+                ok = -kid
             if balance:
-                ok = (kind, kid)
                 if ok not in open_from:
                     open_from[ok] = bucket
             else:
-                ok = (kind, kid)
                 start = open_from.pop(ok, None)
                 if start is not None:
                     upto = listed.get(ok)
                     if upto is not None and upto >= start:
                         start = upto + 1
-                    alive.extend((kind, b, kid) for b in range(start, bucket + 1))
+                    if start == bucket:
+                        alive.append((kind, bucket, kid))
+                    else:
+                        alive.extend((kind, b, kid) for b in range(start, bucket + 1))
                     listed[ok] = bucket
         self.listed, self.listed_bucket = listed, bucket
         engine.balance_changes.clear()
@@ -536,7 +541,7 @@ def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[in
     ).fetchone() is not None:
         return  # a kept checkpoint was taken after this very event: it is the head
     state = {"engine": engine.state(),
-             "open": [[k, kid, b] for (k, kid), b in sorted(writer.open_from.items())]}
+             "open": [list(k) for k in writer.open_keys()]}
     blob = snapshot.dumps(state, ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
