@@ -14,6 +14,8 @@ It prints events, both rates, the ratio rebuild/read and the late catch-up's cos
 example one made by ``backflush --db URL import /tmp/p/h.jsonl``) the way ``bench/plant.py``
 does: the raw read-back of ``stored_events.state`` (on PostgreSQL through a named cursor) and
 ``backflush --db URL rebuild`` as a whole process, interleaved ``--runs`` times (medians).
+``--baseline PATH`` (another installation's ``backflush`` script, e.g. a worktree of ``main``
+with its own ``make venv``) is timed in the same rounds, so both ratios share the load.
 """
 
 from __future__ import annotations
@@ -84,25 +86,32 @@ def raw_read(url: str) -> int:
     return n
 
 
-def whole_process(url: str, runs: int) -> None:
-    """Raw read-back against ``backflush --db URL rebuild`` as a process, interleaved."""
-    exe = str(Path(sys.executable).with_name("backflush"))
-    reads, rebuilds = [], []
+def whole_process(url: str, runs: int, baseline: str | None) -> None:
+    """Raw read-back against ``backflush --db URL rebuild`` as a process, interleaved (and
+    ``baseline``'s rebuild in the same rounds, the order of the two alternating)."""
+    exes = {"rebuild": str(Path(sys.executable).with_name("backflush"))}
+    if baseline:
+        exes["baseline"] = baseline
+    times: dict[str, list[float]] = {"read": [], **{k: [] for k in exes}}
     events = 0
-    for _ in range(runs):
+    for r in range(runs):
         t = time.perf_counter()
         events = raw_read(url)
-        reads.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        subprocess.run([exe, "--db", url, "rebuild"], check=True, stdout=subprocess.DEVNULL)
-        rebuilds.append(time.perf_counter() - t)
-    read, rebuild = statistics.median(reads), statistics.median(rebuilds)
+        times["read"].append(time.perf_counter() - t)
+        for name in sorted(exes, reverse=r % 2 == 1):
+            t = time.perf_counter()
+            subprocess.run([exes[name], "--db", url, "rebuild"], check=True,
+                           stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - t)
+    read = statistics.median(times["read"])
     print(f"events            {events}")
-    print(f"raw read+decode   {events / read:,.0f} events/s ({read:.2f} s)"
-          f"  runs {' '.join(f'{x:.2f}' for x in reads)}")
-    print(f"rebuild (process) {events / rebuild:,.0f} events/s ({rebuild:.2f} s)"
-          f"  runs {' '.join(f'{x:.2f}' for x in rebuilds)}")
-    print(f"ratio             {read / rebuild:.3f}  (raw read / rebuild; target >= 0.2)")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        label = {"read": "raw read+decode", "rebuild": "rebuild (process)"}.get(name, name)
+        ratio = "" if name == "read" else f"  ratio {read / med:.3f}"
+        print(f"{label:18s}{events / med:,.0f} events/s ({med:.2f} s){ratio}"
+              f"  runs {' '.join(f'{x:.2f}' for x in ts)}")
+    print("ratio = raw read / rebuild (target >= 0.2)")
 
 
 def main() -> None:
@@ -113,9 +122,11 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="ledger URL (default: SQLite in a temp dir)")
     ap.add_argument("--ledger", default=None,
                     help="an existing ledger: raw read-back against whole-process rebuilds")
+    ap.add_argument("--baseline", default=None,
+                    help="with --ledger: another installation's backflush, timed alongside")
     args = ap.parse_args()
     if args.ledger:
-        whole_process(args.ledger, args.runs)
+        whole_process(args.ledger, args.runs, args.baseline)
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
