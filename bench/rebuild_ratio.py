@@ -9,12 +9,21 @@ Run: ``.venv/bin/python bench/rebuild_ratio.py --orders 3000`` (SQLite in a temp
 - late: one late event (an hour before the high-water mark) imported, then catch-up.
 
 It prints events, both rates, the ratio rebuild/read and the late catch-up's cost.
+
+``--ledger URL`` measures an existing ledger instead (a SQLite path or a PostgreSQL URL, for
+example one made by ``backflush --db URL import /tmp/p/h.jsonl``) the way ``bench/plant.py``
+does: the raw read-back of ``stored_events.state`` (on PostgreSQL through a named cursor) and
+``backflush --db URL rebuild`` as a whole process, interleaved ``--runs`` times (medians).
+``--baseline PATH`` (another installation's ``backflush`` script, e.g. a worktree of ``main``
+with its own ``make venv``) is timed in the same rounds, so both ratios share the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,13 +62,72 @@ def late_import(ledger: Ledger, tmp: Path, k: int) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
+def raw_read(url: str) -> int:
+    """``bench/plant.py``'s baseline: every stored payload read back and ``orjson.loads``-ed."""
+    loads = orjson.loads
+    n = 0
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url) as conn, conn.cursor(name="bench_read") as cur:
+            cur.itersize = 10_000
+            cur.execute("SELECT state FROM stored_events")
+            for (state,) in cur:
+                loads(bytes(state) if isinstance(state, memoryview) else state)
+                n += 1
+        return n
+    import sqlite3
+
+    con = sqlite3.connect(url)
+    for (state,) in con.execute("SELECT state FROM stored_events"):
+        loads(state)
+        n += 1
+    con.close()
+    return n
+
+
+def whole_process(url: str, runs: int, baseline: str | None) -> None:
+    """Raw read-back against ``backflush --db URL rebuild`` as a process, interleaved (and
+    ``baseline``'s rebuild in the same rounds, the order of the two alternating)."""
+    exes = {"rebuild": str(Path(sys.executable).with_name("backflush"))}
+    if baseline:
+        exes["baseline"] = baseline
+    times: dict[str, list[float]] = {"read": [], **{k: [] for k in exes}}
+    events = 0
+    for r in range(runs):
+        t = time.perf_counter()
+        events = raw_read(url)
+        times["read"].append(time.perf_counter() - t)
+        for name in sorted(exes, reverse=r % 2 == 1):
+            t = time.perf_counter()
+            subprocess.run([exes[name], "--db", url, "rebuild"], check=True,
+                           stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - t)
+    read = statistics.median(times["read"])
+    print(f"events            {events}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        label = {"read": "raw read+decode", "rebuild": "rebuild (process)"}.get(name, name)
+        ratio = "" if name == "read" else f"  ratio {read / med:.3f}"
+        print(f"{label:18s}{events / med:,.0f} events/s ({med:.2f} s){ratio}"
+              f"  runs {' '.join(f'{x:.2f}' for x in ts)}")
+    print("ratio = raw read / rebuild (target >= 0.2)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orders", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--db", default=None, help="ledger URL (default: SQLite in a temp dir)")
+    ap.add_argument("--ledger", default=None,
+                    help="an existing ledger: raw read-back against whole-process rebuilds")
+    ap.add_argument("--baseline", default=None,
+                    help="with --ledger: another installation's backflush, timed alongside")
     args = ap.parse_args()
+    if args.ledger:
+        whole_process(args.ledger, args.runs, args.baseline)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         src = tmp / "h.jsonl"
