@@ -5,6 +5,10 @@ from the raw bytes), checked against the names the ledger and the earlier lines 
 and appended in batches. If any line is bad, the transaction is rolled back and every
 problem is reported as ``FILE:LINE: field: reason``; so a crash or a bad line leaves the
 ledger as it was, and memory stays bounded by the batch size, not by the file.
+
+A bulk load (into an empty ledger, or on SQLite a file at least as large as the ledger)
+builds the events' secondary indexes after the rows, in the same transaction
+(``Ledger.indexes_deferred``); duplicate ids are still caught before anything is written.
 """
 
 from __future__ import annotations
