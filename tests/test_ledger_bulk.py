@@ -146,5 +146,5 @@ def test_old_layout_imports_the_same_rows(db_url, old_url, tmp_path):
         for clash in (copy.format(id="id || 'x'", version="version"),
                       copy.format(id="id", version="version + 1000")):
             with Ledger(url) as ledger, pytest.raises(Exception, match="(?i)unique"):  # noqa: B017,PT011
-                with ledger.transaction(commit=False) as cur:
+                with ledger.writing(commit=False) as cur:  # rolled back
                     cur.execute(clash)
