@@ -93,8 +93,11 @@ def _ddl(dialect: str) -> list[str]:
         rec_us BIGINT NOT NULL,
         ord TEXT,
         hash TEXT NOT NULL,
-        state {blob} NOT NULL,
-        UNIQUE (stream, version))""",
+        state {blob} NOT NULL)""",
+        # A named index rather than an inline UNIQUE (stream, version) (ledgers made before
+        # have that one: the same guarantee), so that a bulk load can build it after the
+        # rows (``Ledger.indexes_deferred``).
+        "CREATE UNIQUE INDEX IF NOT EXISTS bf_events_sv ON bf_events (stream, version)",
         f"CREATE INDEX IF NOT EXISTS bf_events_at ON bf_events (at_us{tail})",
         f"CREATE INDEX IF NOT EXISTS bf_events_ord ON bf_events (ord, at_us{tail})",
         "CREATE INDEX IF NOT EXISTS bf_events_rec ON bf_events (rec_us, at_us)",
@@ -471,6 +474,49 @@ class Ledger:
             write = copy.write_row
             for link in links:
                 write(link)
+
+    @contextmanager
+    def indexes_deferred(self, cur: Cursor, *, keep_heads: bool) -> Iterator[None]:
+        """Inside ``cur``'s write transaction: drop ``bf_events``' indexes that back no
+        constraint, let the caller load rows, then build them again from the loaded table.
+
+        One sorted build per index costs far less than a random b-tree insert per row per
+        index when a load is large against what is stored (issue 7). The primary key and
+        ``id``'s UNIQUE constraint stay: lookups by id and the duplicate check need it.
+        ``keep_heads`` keeps ``(stream, version)`` too, for callers that read stream heads
+        from the store while loading. The same transaction holds the drops and the
+        builds, so a rollback (an error, a crash) leaves every index as it was; an error
+        inside leaves them dropped until the caller rolls back, which it must.
+        """
+        indexes = self._droppable_indexes(cur)
+        if keep_heads:
+            indexes = [(n, sql) for n, sql in indexes if n != "bf_events_sv"]
+        for name, _sql in indexes:
+            cur.execute(f"DROP INDEX {name}")
+        yield
+        if indexes and self.dialect == "postgres":
+            # The default (64 MB) sorts a million-event index on disk, in several passes.
+            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for _name, sql in indexes:
+            cur.execute(sql)
+
+    def _droppable_indexes(self, cur: Cursor) -> list[tuple[str, str]]:
+        """(name, CREATE statement) of each index on ``bf_events`` that no constraint owns,
+        in creation order: this module's and any a reader added (the projections' own)."""
+        if self.dialect == "sqlite":
+            # Inline constraints' indexes (sqlite_autoindex_*) have no SQL and stay.
+            rows = cur.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND"
+                " tbl_name = 'bf_events' AND sql IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+        else:
+            rows = cur.execute(
+                "SELECT c.relname AS name, pg_get_indexdef(x.indexrelid) AS sql FROM pg_index x"
+                " JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = 'bf_events'::regclass"
+                " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)"
+                " ORDER BY x.indexrelid"
+            ).fetchall()
+        return [(r["name"], r["sql"]) for r in rows]
 
     # --- reading -------------------------------------------------------------------------
 
