@@ -336,6 +336,9 @@ class Ledger:
 
             if result.appended >= ANALYZE_AFTER:
                 store.analyze(("bf_events", "bf_chain"))
+            # The import's connection holds a 32 MiB page cache: let it go before the
+            # catch-up, so the two do not add up in one process's memory.
+            store.connections.release_idle()
             catch_up(store)
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)
         report.warnings.extend(getattr(result, "warnings", None) or [])

@@ -67,6 +67,15 @@ class _Connections:
         finally:
             self.give(conn)
 
+    def release_idle(self) -> None:
+        """Close the idle connections (their page caches with them); new ones are made on
+        demand. Between a bulk write and what follows, so the two do not add up in memory."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with suppress(Exception):
+                conn.close()
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle, self._closed = self._idle, [], True

@@ -157,10 +157,11 @@ _PG_BULK_KEYS = {
 BUCKET_US = 86_400 * 1_000_000  # one day
 _NEVER = -(2**62)  # before any event
 # Events read per page; the history rows are written once per page (and at each checkpoint,
-# every CHECKPOINT_EVERY events). A page as long as that spacing halves the writes of a
-# rebuild: each is one sweep, in key order, over the history tables' b-trees, which at 1M
-# events outgrow SQLite's page cache (with a 6 MB cache at 200k events: ~10% less time).
-PAGE = 10_000
+# every CHECKPOINT_EVERY events). Pages of 10,000 (the checkpoint spacing) halved the sweeps
+# over the history tables' b-trees (~3-10% less rebuild time at 200k) but cost ~12 MB: at 1M
+# events `import` (ingest, then this catch-up, in one process) peaked at 151-155 MB against
+# the 150 MB limit, 141 MB with 5,000, and the rebuild time at 1M did not move measurably.
+PAGE = 5_000
 GC_EVERY = 200_000  # events between two sweeps of the cyclic collector during a pass
 
 
