@@ -15,14 +15,18 @@ from backflush.cli.app import (
     cli,
     output_file,
 )
-from backflush.cli.output import _plain, output_options, render, render_stream
+from backflush.cli.output import (
+    FINDING_COLUMNS,
+    _plain,
+    output_options,
+    render,
+    render_stream,
+)
 from backflush.cli.queries import asof_options, load_policy
 from backflush.projections.findings import SEVERITIES, SEVERITY_RANK
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
 
 
 def examples_dir() -> Path:

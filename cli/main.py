@@ -70,6 +70,11 @@ def main() -> None:
 
         sys.stdout.write(f"backflush, version {__version__}\n")
         return
+    from backflush.cli import quick
+
+    code = quick.run(argv)
+    if code is not None:
+        sys.exit(code)
     from backflush.cli.app import run
 
     group = _group()

@@ -32,12 +32,20 @@ from decimal import Decimal
 from functools import cache, wraps
 from typing import Any
 
-import click
 import orjson
-from backflush.cli.app import Fail
 from backflush.projections.common import fmt_qty as _dec
 
 FORMATS = ("table", "json", "nl", "csv", "tsv")
+
+# The columns of each query's rows (DESIGN §7 JSON keys), in output order. Here rather than
+# beside the click commands: the click-free path (``cli.quick``) renders them too.
+ONHAND_COLUMNS = ["item", "location", "batch", "lp", "qty"]
+WIP_COLUMNS = ["resource", "location", "kind", "order", "op", "item", "batch", "qty"]
+CONSUMPTION_COLUMNS = [
+    "order", "line", "item", "principle", "expected", "posted", "variance", "by_trigger",
+]
+HOURS_COLUMNS = ["order", "op", "resource", "standard", "reported"]
+FINDING_COLUMNS = ["code", "severity", "order", "line", "item", "qty", "events", "message"]
 
 
 def _plain(v: Any) -> Any:
@@ -414,6 +422,11 @@ def with_provenance(text: str, meta: dict[str, Any] | None = None, width: int | 
 
 
 def _options() -> dict[str, Any]:
+    # click is not loaded when the command line took the click-free path (``cli.quick``):
+    # then there is no command context either.
+    click = sys.modules.get("click")
+    if click is None:
+        return {}
     ctx = click.get_current_context(silent=True)
     return {} if ctx is None else ctx.meta.get("backflush.output", {})
 
@@ -595,6 +608,8 @@ def _csv_stream(rows: Iterator[dict[str, Any]], columns: Sequence[str], delimite
 
 def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` / ``--nl`` / ``--csv`` / ``--tsv`` / ``--meta``, folded into one ``fmt``."""
+    import click
+    from backflush.cli.app import Fail
 
     @click.option("--json", "as_json", is_flag=True, help="Output a JSON array.")
     @click.option("--nl", "as_nl", is_flag=True, help="Output one JSON object a line.")

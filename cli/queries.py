@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 from backflush.cli.app import api_ledger, cli, parse_when
-from backflush.cli.output import output_options, render, render_stream
+from backflush.cli.output import (
+    CONSUMPTION_COLUMNS,
+    HOURS_COLUMNS,
+    ONHAND_COLUMNS,
+    WIP_COLUMNS,
+    output_options,
+    render,
+    render_stream,
+)
 
 
 def load_policy(path: str | None) -> Any:
@@ -57,12 +65,6 @@ def asof_options(*, policy: bool = True) -> Callable[[Callable[..., Any]], Calla
     return deco
 
 
-ONHAND_COLUMNS = ["item", "location", "batch", "lp", "qty"]
-WIP_COLUMNS = ["resource", "location", "kind", "order", "op", "item", "batch", "qty"]
-CONSUMPTION_COLUMNS = [
-    "order", "line", "item", "principle", "expected", "posted", "variance", "by_trigger",
-]
-HOURS_COLUMNS = ["order", "op", "resource", "standard", "reported"]
 
 
 @cli.command("onhand")
