@@ -13,7 +13,6 @@ None) with a per-type table of fields computed once from the models.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -38,11 +37,15 @@ def canonical(payload: dict[str, Any]) -> bytes:
 
 def content_digest(body: bytes) -> str:
     """Digest of what an event says (its canonical bytes without the id)."""
+    import hashlib  # here: a query that replays one order decodes events, never hashes
+
     return hashlib.sha256(body).hexdigest()[:32]
 
 
 def chain_hash(prev: str, stream: str, version: int, recorded: str, body: bytes, eid: str) -> str:
     """Hash of one link of a stream's chain: position, time, predecessor, id and content."""
+    import hashlib
+
     h = hashlib.sha256(prev.encode())
     head = (stream.encode(), version, recorded.encode(), eid.encode())
     h.update(b"\x00%s\x00%d\x00%s\x00%s\x00" % head)
