@@ -893,6 +893,23 @@ def script_python(script: Path) -> str:
     return sys.executable
 
 
+def wheel_install(work: Path, postgres: bool) -> Path:
+    """This checkout built as a wheel and installed into a fresh venv, as a user installs
+    it (no editable import hook, bytecode compiled by pip); returns its ``backflush``."""
+    dist, venv = work / "wheel", work / "venv"
+    for d in (dist, venv):
+        shutil.rmtree(d, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "-o", str(dist), str(REPO)],
+                   check=True, capture_output=True)
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' staging, not ours
+    wheel = next(dist.glob("backflush-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    spec = f"{wheel}[postgres]" if postgres else str(wheel)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", spec],
+                   check=True)
+    return venv / "bin" / "backflush"
+
+
 def git_head(py: str) -> str | None:
     """The commit of the checkout the measured ``backflush`` package is installed from."""
     try:
@@ -930,6 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--late-share", type=float, default=0.02, help="share of late events")
     ap.add_argument("--backflush", default=None, help="the backflush script (default: beside"
                     " this python)")
+    ap.add_argument("--wheel", action="store_true",
+                    help="build this checkout's wheel, install it into a fresh venv in the"
+                    " work directory and measure that (what a user runs)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--keep", action="store_true", help="keep the ledgers")
     ap.add_argument("--timeout", type=float, default=3600.0,
@@ -941,7 +961,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    script = Path(args.backflush or Path(sys.executable).parent / "backflush")
+    if args.wheel and args.backflush:
+        ap.error("--wheel and --backflush name two installations: choose one")
+    script = (wheel_install(work, bool(args.pg)) if args.wheel
+              else Path(args.backflush or Path(sys.executable).parent / "backflush"))
     if not script.exists():
         ap.error(f"backflush script not found: {script}")
     # The interpreter the script runs on, for `python -c pass` and the import wrapper.
@@ -975,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python bench/plant.py " + " ".join(
                 redact(a) for a in (sys.argv[1:] if argv is None else argv)),
             "backflush_version": version,
-            "git": git_head(py),
+            "git": git_head(sys.executable if args.wheel else py),
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
