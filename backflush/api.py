@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:  # loaded when a policy is given (parsing it needs hashlib, re
     from pathlib import Path
 
     from backflush.policy import Policy
+    from backflush.reports import ImportReport, Verification
 
 __all__ = [
     "FUTURE_MARGIN",
@@ -48,6 +48,7 @@ __all__ = [
     "event_types",
     "safe_url",
 ]
+
 
 # An event dated further ahead of the moment it is recorded than this is reported at import:
 # a clock or a typo (2062 for 2026) would otherwise sit in the ledger, invisible to every
@@ -74,6 +75,12 @@ def __getattr__(name: str) -> Any:
         from backflush.policy import Policy
 
         return Policy
+    # In backflush.reports (dataclasses): loaded when an import or a verify returns one, not
+    # by every query process that imports this module.
+    if name in ("ImportReport", "Verification"):
+        from backflush import reports
+
+        return getattr(reports, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -172,30 +179,6 @@ def _overlaps(params: dict[str, Any] | None) -> list[dict[str, Any]]:
     from backflush.projections.findings import policy_overlaps as overlaps
 
     return [f.as_dict() for f in overlaps(params)]
-
-
-@dataclass
-class ImportReport:
-    """What an import did: events appended, duplicates skipped, lines read, warnings."""
-
-    appended: int = 0
-    duplicates: int = 0
-    lines: int = 0
-    dry_run: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Verification:
-    """The result of ``Ledger.verify``: events checked and integrity problems found."""
-
-    checked: int
-    problems: list[Any]
-
-    @property
-    def ok(self) -> bool:
-        """True when every chain verified."""
-        return not self.problems
 
 
 class Ledger:
@@ -340,6 +323,8 @@ class Ledger:
             # catch-up, so the two do not add up in one process's memory.
             store.connections.release_idle()
             catch_up(store)
+        from backflush.reports import ImportReport
+
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)
         report.warnings.extend(getattr(result, "warnings", None) or [])
         if not report.warnings:
@@ -741,6 +726,8 @@ class Ledger:
         result = verify(self.store(), **options)
         if isinstance(result, tuple):
             checked, problems = result
+            from backflush.reports import Verification
+
             return Verification(checked, list(problems))
         return result
 

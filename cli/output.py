@@ -32,7 +32,6 @@ from decimal import Decimal
 from functools import cache, wraps
 from typing import Any
 
-import orjson
 from backflush.projections.common import fmt_qty as _dec
 
 FORMATS = ("table", "json", "nl", "csv", "tsv")
@@ -188,18 +187,55 @@ def _tsv_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+# Up to this many rows a JSON answer is written by the standard library's encoder (the same
+# bytes, checked by tests/test_output.py): orjson's import loads dataclasses, inspect and uuid
+# (~10 ms), more than encoding a few thousand rows takes. Beyond it orjson is worth loading.
+LIGHT_ROWS = 2000
+
+
+def _light(body: Any, rows: int) -> bool:
+    """Whether the standard encoder writes ``body`` exactly as orjson would: few rows, and
+    no float (the two format floats differently; answers carry decimals as strings)."""
+    if rows > LIGHT_ROWS:
+        return False
+    stack = [body]
+    while stack:
+        v = stack.pop()
+        if type(v) is float:
+            return False
+        if type(v) is dict:
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return True
+
+
+def _dumps(body: Any, rows: int, indent: bool = False) -> str:
+    if _light(body, rows):
+        import json
+
+        if indent:
+            return json.dumps(body, ensure_ascii=False, indent=2)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    import orjson
+
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0).decode()
+
+
 def to_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
     """A JSON array of the rows (or ``{"meta", "rows"}``), quantities as decimal strings."""
     body: Any = [_plain(r) for r in rows]
+    n = len(body)
     if meta is not None:
         body = {"meta": meta, "rows": body}
-    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+    return _dumps(body, n, indent=True)
 
 
 def to_nl(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
     """One JSON object a line (``{"meta": …}`` first when asked for)."""
-    lines = [] if meta is None else [orjson.dumps({"meta": meta}).decode()]
-    lines.extend(orjson.dumps(_plain(r)).decode() for r in rows)
+    plain = [_plain(r) for r in rows]
+    lines = [] if meta is None else [_dumps({"meta": meta}, 1)]
+    lines.extend(_dumps(r, len(plain)) for r in plain)
     return "\n".join(lines)
 
 
@@ -486,6 +522,8 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
         meta = collect(chain=fmt != "table")
     it = iter(rows)
     if fmt in ("json", "nl"):
+        import orjson  # a stream may be long: the C encoder
+
         first = True
         if fmt == "nl" and meta is not None and opts.get("meta"):
             yield orjson.dumps({"meta": meta}).decode() + "\n"
@@ -543,6 +581,8 @@ def _csv_stream(rows: Iterator[dict[str, Any]], columns: Sequence[str], delimite
     kept in a temporary file, not in memory, and written under the header of all of them.
     """
     from itertools import islice
+
+    import orjson
 
     def line(cols: Sequence[str], flat: dict[str, Any]) -> str:
         out = []

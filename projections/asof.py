@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -383,7 +382,7 @@ def order_findings(
     ]
     # And what was still at the input when the order ended, as the global replay saw it
     # (the stock there is shared): the latest end not reversed.
-    names = {f.name for f in fields(Residual)}
+    names = set(Residual.__slots__)
     for end_id, res in reversed(mat.residual_of(ledger, order, at_us)):
         if end_id not in reversed_ids:
             o.residual_at_end = tuple(

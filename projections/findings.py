@@ -44,12 +44,12 @@ Decisions where DESIGN is silent:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import combinations
 from typing import Any
 
 from backflush.projections.common import fmt_qty
+from backflush.projections.records import _Frozen
 from backflush.projections.rules import (
     DEVICES,
     PRINCIPLES,
@@ -93,19 +93,30 @@ _KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One finding: code, severity, where (order/line/item), how much, and which events."""
+class Finding(_Frozen):
+    """One finding: code, severity, where (order/line/item), how much, and which events.
 
-    code: str
-    severity: str
-    order: str | None
-    line: int | None
-    item: str | None
-    qty: Decimal
-    events: tuple[str, ...]
-    message: str
-    where: str = field(default="", repr=False, compare=False)  # location/op/rules: identity
+    ``where`` (a location, an operation, a rule set) only tells findings of the same code
+    apart (``key``): not compared, hashed or shown, as the other fields are (a value record,
+    hand-written like ``projections.records``: no dataclasses import in a query process).
+    """
+
+    __slots__ = ("code", "severity", "order", "line", "item", "qty", "events", "message",
+                 "where")
+
+    def __init__(self, code: str, severity: str, order: str | None, line: int | None,
+                 item: str | None, qty: Decimal, events: tuple[str, ...], message: str,
+                 where: str = ""):
+        self._init(code, severity, order, line, item, qty, events, message, where)
+
+    def _values(self) -> tuple:
+        return (self.code, self.severity, self.order, self.line, self.item, self.qty,
+                self.events, self.message)
+
+    def __repr__(self):
+        names = self.__slots__[:-1]
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"Finding({fields})"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict with the JSON keys of DESIGN §7 (qty stays a Decimal)."""

@@ -3,11 +3,16 @@
 Data plus the derived figures findings and the audit read (units processed, expected
 consumption, variance, units waiting after an operation, standard hours; DESIGN §5). The
 order book (``projections.orderbook``) changes them; everyone else treats them as read-only.
+
+Plain slotted classes rather than dataclasses: a query process that replays one order
+(``consumption``/``findings --order``) would import ``dataclasses`` for them, and with it
+``inspect`` and ``ast`` (~8 ms of a ~50 ms process). Identity equality, as the dataclasses
+had (``eq=False``). ``projections.snapshot`` stores them field by field in ``__slots__``
+order: a change of fields or order is a new ``ENGINE_VERSION``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 from backflush.projections import standard
@@ -15,30 +20,41 @@ from backflush.projections.exact import exact
 from backflush.projections.rules import ZERO
 
 
-@dataclass(eq=False, slots=True)
 class LineState:
     """One BOM line of one order: resolved master data plus what has been posted against it."""
 
-    order: OrderState = field(repr=False)
-    line: int | None  # None for the unplanned line of a manually consumed non-BOM item
-    item: str
-    qty: Decimal
-    per: Decimal
-    scrap_pct: Decimal
-    scrap_const: Decimal
-    decimals: int
-    tracking: str
-    principle: str  # resolved: BOM line → item → "finish"
-    op: int | None  # resolved: line operation → first operation of the route
-    resource: str | None  # resource of ``op``
-    location: str  # resolved consumption location
-    units: dict = field(default_factory=dict)  # trigger kind -> cumulative U that flushed it
-    posted: Decimal = ZERO  # flushed + manually consumed (net of reversals)
-    manual_posted: Decimal = ZERO
-    by_trigger: dict = field(default_factory=dict)  # trigger kind -> posted qty (net)
-    flush_events: list = field(default_factory=list)  # (trigger kind, device, event id)
-    good_basis_flushes: list = field(default_factory=list)  # (trigger kind, event id)
-    transferred: dict = field(default_factory=dict)  # trigger kind -> qty taken on "transferred"
+    __slots__ = (
+        "order", "line", "item", "qty", "per", "scrap_pct", "scrap_const", "decimals",
+        "tracking", "principle", "op", "resource", "location", "units", "posted",
+        "manual_posted", "by_trigger", "flush_events", "good_basis_flushes", "transferred",
+    )
+
+    def __init__(self, order, line, item, qty, per, scrap_pct, scrap_const, decimals, tracking,
+                 principle, op, resource, location):
+        self.order = order
+        self.line = line  # None for the unplanned line of a manually consumed non-BOM item
+        self.item = item
+        self.qty = qty
+        self.per = per
+        self.scrap_pct = scrap_pct
+        self.scrap_const = scrap_const
+        self.decimals = decimals
+        self.tracking = tracking
+        self.principle = principle  # resolved: BOM line → item → "finish"
+        self.op = op  # resolved: line operation → first operation of the route
+        self.resource = resource  # resource of ``op``
+        self.location = location  # resolved consumption location
+        self.units = {}  # trigger kind -> cumulative U that flushed it
+        self.posted = ZERO  # flushed + manually consumed (net of reversals)
+        self.manual_posted = ZERO
+        self.by_trigger = {}  # trigger kind -> posted qty (net)
+        self.flush_events = []  # (trigger kind, device, event id)
+        self.good_basis_flushes = []  # (trigger kind, event id)
+        self.transferred = {}  # trigger kind -> qty taken on "transferred"
+
+    def __repr__(self) -> str:
+        return (f"LineState(order={self.order.order!r}, line={self.line!r}, item={self.item!r},"
+                f" principle={self.principle!r}, op={self.op!r}, posted={self.posted!r})")
 
     @property
     def manual(self) -> bool:
@@ -109,56 +125,71 @@ class LineState:
         return gap
 
 
-@dataclass(eq=False, slots=True)
 class OrderState:
     """Everything known about one production order: what findings and the audit need.
 
     Mutated only by ``Replay``; treat as read-only.
     """
 
-    order: str
-    item: str
-    qty: Decimal
-    bom: str | None
-    route: str | None
-    created_event: str
-    created_at: object
-    default_input_location: str
-    tolerance_pct: Decimal  # in force at creation, refreshed at OrderEnded
-    ops: tuple = ()  # OpInfo sorted by op number
-    ops_by_no: dict = field(default_factory=dict)
-    lines: dict = field(default_factory=dict)  # line no -> LineState
-    lines_by_op: dict = field(default_factory=dict)  # op -> tuple of LineState
-    line_list: tuple = ()  # LineState by line number
-    unplanned: dict = field(default_factory=dict)  # item -> LineState (line None)
-    # status
-    released: tuple | None = None  # (event id, at)
-    started: list = field(default_factory=list)  # (event id, at, qty)
-    ended: tuple | None = None  # (event id, at)
-    timeline: list = field(default_factory=list)  # (status, event id, at[, reversed id])
-    events: list = field(default_factory=list)  # ids of every event applied for this order
-    # reported quantities
-    started_qty: Decimal = ZERO
-    op_good: dict = field(default_factory=dict)  # op -> Σ good
-    op_error: dict = field(default_factory=dict)  # op -> Σ error
-    op_reports: dict = field(default_factory=dict)  # op -> number of live reports
-    fin_good: Decimal = ZERO
-    fin_error: Decimal = ZERO
-    fin_reports: Decimal = ZERO
-    hours_reported: dict = field(default_factory=dict)  # op -> Σ hours (actual or standard share)
-    # material put for the order
-    puts: dict = field(default_factory=dict)  # item -> list of put entries (dicts)
-    put_qty: dict = field(default_factory=dict)  # line no -> qty put for that line
-    put_at: dict = field(default_factory=dict)  # (item, location, batch) -> qty put there
-    put_events: list = field(default_factory=list)  # (event id, item, location)
-    consumed_at: dict = field(default_factory=dict)  # (item, location, batch) -> posted
-    # records for findings
-    out_of_sequence: list = field(default_factory=list)  # OutOfSequence
-    negative_onhand: list = field(default_factory=list)  # NegativeOnHand caused by this order
-    unresolved: list = field(default_factory=list)  # Unresolved
-    residual_at_end: tuple = ()  # Residual, computed at OrderEnded
-    wip_at_end: dict = field(default_factory=dict)  # op -> units waiting after op at OrderEnded
-    reversals: list = field(default_factory=list)  # (reversal event id, reversed event id)
+    __slots__ = (
+        "order", "item", "qty", "bom", "route", "created_event", "created_at",
+        "default_input_location", "tolerance_pct", "ops", "ops_by_no", "lines", "lines_by_op",
+        "line_list", "unplanned", "released", "started", "ended", "timeline", "events",
+        "started_qty", "op_good", "op_error", "op_reports", "fin_good", "fin_error",
+        "fin_reports", "hours_reported", "puts", "put_qty", "put_at", "put_events",
+        "consumed_at", "out_of_sequence", "negative_onhand", "unresolved", "residual_at_end",
+        "wip_at_end", "reversals",
+    )
+
+    def __init__(self, order, item, qty, bom, route, created_event, created_at,
+                 default_input_location, tolerance_pct, *, ops=(), ops_by_no=None):
+        self.order = order
+        self.item = item
+        self.qty = qty
+        self.bom = bom
+        self.route = route
+        self.created_event = created_event
+        self.created_at = created_at
+        self.default_input_location = default_input_location
+        self.tolerance_pct = tolerance_pct  # in force at creation, refreshed at OrderEnded
+        self.ops = ops  # OpInfo sorted by op number
+        self.ops_by_no = {} if ops_by_no is None else ops_by_no
+        self.lines = {}  # line no -> LineState
+        self.lines_by_op = {}  # op -> tuple of LineState
+        self.line_list = ()  # LineState by line number
+        self.unplanned = {}  # item -> LineState (line None)
+        # status
+        self.released = None  # (event id, at)
+        self.started = []  # (event id, at, qty)
+        self.ended = None  # (event id, at)
+        self.timeline = []  # (status, event id, at[, reversed id])
+        self.events = []  # ids of every event applied for this order
+        # reported quantities
+        self.started_qty = ZERO
+        self.op_good = {}  # op -> Σ good
+        self.op_error = {}  # op -> Σ error
+        self.op_reports = {}  # op -> number of live reports
+        self.fin_good = ZERO
+        self.fin_error = ZERO
+        self.fin_reports = ZERO
+        self.hours_reported = {}  # op -> Σ hours (actual or standard share)
+        # material put for the order
+        self.puts = {}  # item -> list of put entries (dicts)
+        self.put_qty = {}  # line no -> qty put for that line
+        self.put_at = {}  # (item, location, batch) -> qty put there
+        self.put_events = []  # (event id, item, location)
+        self.consumed_at = {}  # (item, location, batch) -> posted
+        # records for findings
+        self.out_of_sequence = []  # OutOfSequence
+        self.negative_onhand = []  # NegativeOnHand caused by this order
+        self.unresolved = []  # Unresolved
+        self.residual_at_end = ()  # Residual, computed at OrderEnded
+        self.wip_at_end = {}  # op -> units waiting after op at OrderEnded
+        self.reversals = []  # (reversal event id, reversed event id)
+
+    def __repr__(self) -> str:
+        return (f"OrderState(order={self.order!r}, item={self.item!r}, qty={self.qty!r},"
+                f" bom={self.bom!r}, route={self.route!r})")
 
     @exact
     def units(self, op: int | None) -> Decimal:

@@ -8,7 +8,6 @@ stores them by class name and fields (``__slots__``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
 
@@ -136,17 +135,14 @@ class Unresolved(_Frozen):
         self._init(event_id, at, line, item, location, qty)
 
 
-# A dataclass still: ``projections.asof`` reads its fields (``dataclasses.fields``).
-@dataclass(frozen=True, slots=True)
-class Residual:
+class Residual(_Frozen):
     """Material put for an order and still at that location when the order ended."""
 
-    item: str
-    location: str
-    qty: Decimal
-    put_events: tuple
-    end_event: str
-    batch: str | None = None
+    __slots__ = ("item", "location", "qty", "put_events", "end_event", "batch")
+
+    def __init__(self, item: str, location: str, qty: Decimal, put_events: tuple,
+                 end_event: str, batch: str | None = None):
+        self._init(item, location, qty, put_events, end_event, batch)
 
 
 class OpInfo(_Frozen):

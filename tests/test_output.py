@@ -22,6 +22,8 @@ from backflush.cli.output import (
     use_colour,
 )
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TERMINALS = EXAMPLES / "001-terminals-and-scanner" / "events.jsonl"
@@ -229,3 +231,31 @@ def test_streamed_table_prints_a_short_first_page_before_reading_further():
     assert len(first.splitlines()) == 2 + FIRST_PAGE  # header, rule, rows
     rest = "".join(pieces)
     assert len(rest.splitlines()) == 5 and "order" not in rest  # no second header
+
+
+# --- the standard library's encoder for small answers (cli.output.LIGHT_ROWS) -------------
+
+_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values, st.booleans())
+def test_small_answers_are_encoded_as_orjson_would(body, indent):
+    from backflush.cli.output import LIGHT_ROWS, _dumps, _light
+
+    assert _light(body, 1)
+    light = _dumps(body, 1, indent)              # json.dumps
+    heavy = _dumps(body, LIGHT_ROWS + 1, indent)  # orjson.dumps
+    assert light == heavy
+
+
+def test_floats_and_long_answers_take_orjson():
+    from backflush.cli.output import LIGHT_ROWS, _light
+
+    assert not _light([{"a": [1, {"b": 0.5}]}], 1)
+    assert not _light([], LIGHT_ROWS + 1)
+    assert _light([{"a": [1, {"b": "0.5"}]}], LIGHT_ROWS)
