@@ -237,9 +237,6 @@ class _Writer:
         # (open since the day they were last listed) are kept: memory follows one day.
         self.listed: dict[int, int] = {}  # by signed id, as ``open_from``
         self.listed_bucket = _NEVER
-        # seq -> at_us of the events of the page being applied (the pass sets it): the
-        # stored sortable time, instead of converting each event's datetime back.
-        self.at_us_of: dict[int, int] = {}
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -266,8 +263,8 @@ class _Writer:
         # In the order first met, so that new keys are numbered as one by one (dicts).
         want: dict[str, dict[tuple, None]] = {"bf_onhand_keys": {}, "bf_wip_keys": {}}
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
-        for code, key, *_ in bal:
-            if code < 2:
+        for kind, key, *_ in bal:
+            if kind == "onhand":
                 if key not in onhand_ids:
                     want["bf_onhand_keys"][key] = None
             elif key not in wip_ids:
@@ -342,10 +339,6 @@ class _Writer:
         self.cur.execute("DELETE FROM bf_open")
         self.cur.executemany("INSERT INTO bf_open VALUES (?,?,?)", self.open_keys())
 
-    def write(self, engine: Replay) -> None:
-        """Write (and drain) the engine's change log."""
-        self.write_changes(changes(engine, self.at_us_of))
-
     def write_changes(self, ch: tuple) -> None:
         """Write a change log taken by ``changes``: key ids, history rows, bf_alive (and the
         keys open in memory), then the other tables' rows as they come."""
@@ -362,7 +355,7 @@ class _Writer:
         listed, bucket = self.listed, self.listed_bucket
         if not self.fresh:
             self._prefetch(bal)
-        for code, key, balance, seq in bal:
+        for kind, key, balance, seq, zero in bal:
             if seq != last_seq:
                 last_seq, n = seq, 0
                 at_us = ats[seq]
@@ -372,16 +365,14 @@ class _Writer:
                         listed = {k: u for k, u in listed.items() if open_from.get(k) == u}
             else:
                 n += 1
-            if code < 2:
-                kind = "onhand"
+            if kind == "onhand":
                 ok = kid = onhand_ids.get(key) or key_id(onhand_ids, "bf_onhand_keys", key, 4)
                 onhand.append((kid, at_us, seq, n, balance))
             else:
-                kind = "wip"
                 kid = wip_ids.get(key) or key_id(wip_ids, "bf_wip_keys", key, 7)
                 wip.append((kid, at_us, seq, n, balance))
                 ok = -kid
-            if code & 1:  # non-zero
+            if not zero:
                 if ok not in open_from:
                     open_from[ok] = bucket
             else:
@@ -422,20 +413,14 @@ def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
     dicts: what ``marshal`` carries from a replay worker to the writing process).
 
     ``at_us_of``: seq -> at_us of the events being applied (the stored sortable time,
-    instead of converting each event's datetime back). Returns (balance changes as
-    ``(code, key, balance text, seq)`` with code 0/1 on-hand zero/non-zero, 2/3 WIP
-    zero/non-zero; seq -> at_us of their events; then the rows of bf_flushes, bf_staging,
-    bf_unresolved, bf_negative and bf_residual)."""
-    bal = []
-    ats: dict[int, int] = {}
-    last_seq = None
-    append = bal.append
-    for kind, key, balance, _eid, at, seq in engine.balance_changes:
-        if seq != last_seq:
-            last_seq = seq
-            ats[seq] = at_us_of.get(seq) or to_us(at)
-        code = 0 if kind == "onhand" else 2
-        append((code + 1 if balance else code, key, str(balance), seq))
+    instead of converting each event's datetime back; every balance change is of an event
+    in it). Returns (balance changes as ``(kind, key, balance text, seq, zero)``,
+    ``at_us_of``, then the rows of bf_flushes, bf_staging, bf_unresolved, bf_negative and
+    bf_residual)."""
+    # Only what must happen here: the balance as text (and whether it is zero); key ids,
+    # numbering and bf_alive are the writer's, which may run in another process.
+    bal = [(kind, key, str(b), seq, not b)
+           for kind, key, b, _eid, _at, seq in engine.balance_changes]
     engine.balance_changes.clear()
     flushes = []
     last_seq, n = None, 0
@@ -488,7 +473,7 @@ def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
     engine.negative_onhand.clear()
     engine.puts_without_pick.clear()
     engine.anomalies.clear()
-    return bal, ats, flushes, staging, unresolved, negative, residual
+    return bal, at_us_of, flushes, staging, unresolved, negative, residual
 
 
 def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
