@@ -33,7 +33,7 @@ the history tables' primary keys, and builds those once at the end, in the same 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, DecimalException, localcontext
 from itertools import chain
@@ -659,36 +659,29 @@ class _Run:
     def run(self, progress: Callable[[int], None] | None) -> int:
         """The pass in this process; returns the events applied."""
         self.progress = progress
-        return self.replay(self.cur, self)
+        pages = read_pages(self.cur, self.pos)
+        try:
+            return self.replay(pages, self)
+        finally:
+            pages.close()  # now, not when collected (maybe after the connection closed)
 
-    def replay(self, read: Cursor, sink: Any) -> int:
-        """Read the events after ``pos`` through ``read`` in pages, apply them and hand what
-        changed to ``sink`` (``changes``/``checkpoint``/``page``, as this class does), the
-        head checkpoint last; returns the events applied."""
+    def replay(self, pages: Iterable[list[tuple]], sink: Any) -> int:
+        """Apply the pages of events after ``pos`` (``read_pages``) and hand what changed to
+        ``sink`` (``changes``/``checkpoint``/``page``, as this class does), the head
+        checkpoint last; returns the events applied."""
         from backflush.ledger.codec import replay_decoder
         from backflush.projections.engine import UnreplayableEvent
 
         engine = self.engine
         decode = replay_decoder()
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
-        # On a cursor of plain tuples: a row per event, looked up by name, was measurable.
-        # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
-        # filter over every earlier event, so each page cost more than the one before.
-        pages_cur = _tuple_cursor(read)
-        mark = "%s" if read.dialect == "postgres" else "?"
-        sql = (
-            "SELECT i.seq, i.at_us, i.state FROM bf_events i"
-            f" WHERE (i.at_us, i.seq) > ({mark}, {mark}) ORDER BY i.at_us, i.seq LIMIT {PAGE}"
-        )
         n = 0
         count, last_seq = self.count, self.last_seq
         due = self._due(self.last_spaced)
         ev: dict = {}
         at_us_of: dict[int, int] = {}
         with localcontext(ARITHMETIC):
-            while True:
-                pages_cur.execute(sql, self.pos)
-                rows = pages_cur.fetchall()
+            for rows in pages:
                 at_us_of = {seq: at_us for seq, at_us, _ in rows}
                 try:
                     for seq, at_us, state in rows:
@@ -713,11 +706,35 @@ class _Run:
                     # reference cycles, so sweep them now and then to keep memory flat.
                     gc.collect()
                 sink.page(n, self.pos, count, last_seq)
-                if len(rows) < PAGE:
-                    break
             self._emit_checkpoint(sink, at_us_of, head=True)
-        pages_cur.close()
         return n
+
+
+def read_pages(cur: Cursor, start: tuple[int, int]) -> Iterator[list[tuple]]:
+    """The events after position ``start`` in replay order, ``PAGE`` at a time, as
+    (seq, at_us, state) tuples; the last page is the first one shorter than ``PAGE``."""
+    # Reads go through the writing transaction's own connection (on SQLite a second one
+    # would not see rows it has not committed yet), on a cursor of plain tuples: a row per
+    # event, looked up by name, was measurable.
+    # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
+    # filter over every earlier event, so each page cost more than the one before.
+    pages_cur = _tuple_cursor(cur)
+    mark = "%s" if cur.dialect == "postgres" else "?"
+    sql = (
+        "SELECT i.seq, i.at_us, i.state FROM bf_events i"
+        f" WHERE (i.at_us, i.seq) > ({mark}, {mark}) ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+    )
+    pos = start
+    try:
+        while True:
+            pages_cur.execute(sql, pos)
+            rows = pages_cur.fetchall()
+            yield rows
+            if len(rows) < PAGE:
+                return
+            pos = (rows[-1][1], rows[-1][0])
+    finally:
+        pages_cur.close()
 
 
 def _replay(run: _Run, progress: Callable[[int], None] | None) -> int:

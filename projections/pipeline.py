@@ -100,17 +100,19 @@ class _Sender:
 
 
 def _child(run: _Run, fd: int) -> None:
-    """The worker: replay on its own read connection, send everything, exit. Never
-    returns, never touches the parent's connections (``os._exit``: no finalizers)."""
+    """The worker: read and apply the pages on its own read connection, send what changed,
+    exit. Never returns, never touches the parent's connections (``os._exit``: no
+    finalizers, no connection closed on the parent's behalf)."""
     code = 1
     try:
         sender = _Sender(fd)
         try:
             from backflush.ledger.store import Ledger
+            from backflush.projections.materialise import read_pages
 
             reader = Ledger(run.ledger.url)
             with reader.transaction(commit=False, read_only=False) as cur:
-                n = run.replay(cur, sender)
+                n = run.replay(read_pages(cur, run.pos), sender)
             sender.send(("d", n))
             code = 0
         except BaseException as exc:  # noqa: BLE001  (whatever it is, the parent raises it)
