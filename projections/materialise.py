@@ -28,6 +28,11 @@ data means a rebuild from the log, never a load.
 
 On PostgreSQL a full rebuild loads into tables without their secondary indexes and without
 the history tables' primary keys, and builds those once at the end, in the same transaction.
+
+A pass (``_Run``) is a producer (read the pages, apply them, drain the engine's change log
+as plain data: ``changes``, ``encode_engine``) and a consumer (key ids, rows, checkpoints,
+in the write transaction). A long one runs the producer in a worker process on the other
+core (``projections.pipeline``); the rows and checkpoints are the same either way.
 """
 
 from __future__ import annotations
