@@ -123,6 +123,8 @@ def _child(run: _Run, fd: int) -> None:
 
             reader = Ledger(run.ledger.url)
             with reader.transaction(commit=False, read_only=False) as cur:
+                if cur.dialect == "sqlite":  # the page cache the writing connection has
+                    cur.execute("PRAGMA cache_size = -32768")
                 n = run.replay(read_pages(cur, run.pos), sender)
             sender.send(("d", n))
             code = 0
