@@ -177,6 +177,8 @@ def test_a_worker_that_dies_rolls_back_with_one_error_and_is_reaped(tmp_path, db
         materialise.catch_up(ledger)
         before = tables(ledger)
         monkeypatch.setenv(pipeline.ENV, "1")
+        # The smallest pipe: the worker cannot run far ahead (and finish) before it is killed.
+        monkeypatch.setattr(pipeline, "_PIPE_BYTES", 4096)
         killed = []
 
         def kill_worker(n: int) -> None:
