@@ -28,12 +28,17 @@ data means a rebuild from the log, never a load.
 
 On PostgreSQL a full rebuild loads into tables without their secondary indexes and without
 the history tables' primary keys, and builds those once at the end, in the same transaction.
+
+A pass (``_Run``) is a producer (read the pages, apply them, drain the engine's change log
+as plain data: ``changes``, ``encode_engine``) and a consumer (key ids, rows, checkpoints,
+in the write transaction). A long one runs the producer in a worker process on the other
+core (``projections.pipeline``); the rows and checkpoints are the same either way.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, DecimalException, localcontext
 from itertools import chain
@@ -237,9 +242,6 @@ class _Writer:
         # (open since the day they were last listed) are kept: memory follows one day.
         self.listed: dict[int, int] = {}  # by signed id, as ``open_from``
         self.listed_bucket = _NEVER
-        # seq -> at_us of the events of the page being applied (the pass sets it): the
-        # stored sortable time, instead of converting each event's datetime back.
-        self.at_us_of: dict[int, int] = {}
 
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
@@ -260,13 +262,13 @@ class _Writer:
             ids[key] = kid
         return kid
 
-    def _prefetch(self, engine: Replay) -> None:
+    def _prefetch(self, bal: list[tuple]) -> None:
         """Look up, a few statements per batch, the stored ids of the keys this batch
         touches for the first time (one statement per key was a round trip each)."""
         # In the order first met, so that new keys are numbered as one by one (dicts).
         want: dict[str, dict[tuple, None]] = {"bf_onhand_keys": {}, "bf_wip_keys": {}}
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
-        for kind, key, *_ in engine.balance_changes:
+        for kind, key, *_ in bal:
             if kind == "onhand":
                 if key not in onhand_ids:
                     want["bf_onhand_keys"][key] = None
@@ -342,7 +344,10 @@ class _Writer:
         self.cur.execute("DELETE FROM bf_open")
         self.cur.executemany("INSERT INTO bf_open VALUES (?,?,?)", self.open_keys())
 
-    def write(self, engine: Replay) -> None:
+    def write_changes(self, ch: tuple) -> None:
+        """Write a change log taken by ``changes``: key ids, history rows, bf_alive (and the
+        keys open in memory), then the other tables' rows as they come."""
+        bal, ats, flushes, staging, unresolved, negative, residual = ch
         onhand, wip = [], []
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
         key_id = self._key_id
@@ -354,12 +359,11 @@ class _Writer:
         alive: list[tuple[str, int, int]] = []
         listed, bucket = self.listed, self.listed_bucket
         if not self.fresh:
-            self._prefetch(engine)
-        at_us_of = self.at_us_of
-        for kind, key, balance, _eid, at, seq in engine.balance_changes:
+            self._prefetch(bal)
+        for kind, key, balance, seq, zero in bal:
             if seq != last_seq:
                 last_seq, n = seq, 0
-                at_us = at_us_of.get(seq) or to_us(at)
+                at_us = ats[seq]
                 if at_us // BUCKET_US > bucket:
                     bucket = at_us // BUCKET_US
                     if listed:
@@ -368,12 +372,12 @@ class _Writer:
                 n += 1
             if kind == "onhand":
                 ok = kid = onhand_ids.get(key) or key_id(onhand_ids, "bf_onhand_keys", key, 4)
-                onhand.append((kid, at_us, seq, n, str(balance)))
+                onhand.append((kid, at_us, seq, n, balance))
             else:
                 kid = wip_ids.get(key) or key_id(wip_ids, "bf_wip_keys", key, 7)
-                wip.append((kid, at_us, seq, n, str(balance)))
+                wip.append((kid, at_us, seq, n, balance))
                 ok = -kid
-            if balance:
+            if not zero:
                 if ok not in open_from:
                     open_from[ok] = bucket
             else:
@@ -388,7 +392,6 @@ class _Writer:
                         alive.extend((kind, b, kid) for b in range(start, bucket + 1))
                     listed[ok] = bucket
         self.listed, self.listed_bucket = listed, bucket
-        engine.balance_changes.clear()
         self._flush_keys()
         # In primary-key order: one pass down the b-tree instead of a random walk. Rows are
         # made in (at_us, seq, n) order, so a stable sort on the key id alone is enough.
@@ -403,62 +406,79 @@ class _Writer:
         else:
             self.cur.executemany(
                 "INSERT INTO bf_alive VALUES (?,?,?) ON CONFLICT DO NOTHING", alive)
-        flushes = []
-        last_seq, n = None, 0
-        for f in engine.flushes:
-            if f.seq != last_seq:
-                last_seq, n = f.seq, 0
-            else:
-                n += 1
-            flushes.append(
-                (
-                    f.event_id, at_us_of.get(f.seq) or to_us(f.at), f.seq, n, f.order, f.line,
-                    f.item, f.trigger, f.device, str(f.qty), f.location, f.batch, f.lp,
-                )
-            )
-        engine.flushes.clear()
         self._insert("bf_flushes", flushes, "?,?,?,?,?,?,?,?,?,?,?,?,?")
-        staging = [
-            (_NEVER if at is None else to_us(at), seq or 0,
-             orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
-            for m, _eid, at, seq in engine.staging_changes
-        ]
-        engine.staging_changes.clear()
         self.cur.executemany("INSERT INTO bf_staging VALUES (?,?,?)", staging)
-        unresolved = []
-        last_seq, n = None, 0
-        for order, u, seq in engine.unresolved_log:
-            n = n + 1 if seq == last_seq else 0
-            last_seq = seq
-            unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
-                               u.location, str(u.qty)))
-        engine.unresolved_log.clear()
         self._insert("bf_unresolved", unresolved, "?,?,?,?,?,?,?,?,?")
-        # The history tables hold what these lists would tell (negative balances are rows
-        # with a balance below zero); keeping them would grow memory with the history.
-        negative = []
-        last_seq, n = None, 0
-        for r in engine.negative_onhand:
-            n = n + 1 if r.seq == last_seq else 0
-            last_seq = r.seq
-            item, loc, batch, lp = r.key
-            negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
-                             str(r.balance)))
         self._insert("bf_negative", negative, "?,?,?,?,?,?,?,?,?,?")
-        residual = []
-        for order, eid, seq, at, found in engine.residual_log:
-            at_us = to_us(at)
-            if not found:  # an end that left nothing: a row too, it replaces an earlier end's
-                residual.append((eid, at_us, seq, -1, order, "", "", None, "0", "[]"))
-            for n, r in enumerate(found):
-                residual.append((eid, at_us, seq, n, order, r.item, r.location,
-                                 getattr(r, "batch", None), str(r.qty),
-                                 orjson.dumps(list(r.put_events)).decode()))
-        engine.residual_log.clear()
         self._insert("bf_residual", residual, "?,?,?,?,?,?,?,?,?,?")
-        engine.negative_onhand.clear()
-        engine.puts_without_pick.clear()
-        engine.anomalies.clear()
+
+
+def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
+    """Drain the engine's change log into plain data (ints, strs, None, tuples, lists,
+    dicts: what ``marshal`` carries from a replay worker to the writing process).
+
+    ``at_us_of``: seq -> at_us of the events being applied (the stored sortable time,
+    instead of converting each event's datetime back; every balance change is of an event
+    in it). Returns (balance changes as ``(kind, key, balance text, seq, zero)``,
+    ``at_us_of``, then the rows of bf_flushes, bf_staging, bf_unresolved, bf_negative and
+    bf_residual)."""
+    # Only what must happen here: the balance as text (and whether it is zero); key ids,
+    # numbering and bf_alive are the writer's, which may run in another process.
+    bal = [(kind, key, str(b), seq, not b)
+           for kind, key, b, _eid, _at, seq in engine.balance_changes]
+    engine.balance_changes.clear()
+    flushes = []
+    last_seq, n = None, 0
+    for f in engine.flushes:
+        if f.seq != last_seq:
+            last_seq, n = f.seq, 0
+        else:
+            n += 1
+        flushes.append(
+            (
+                f.event_id, at_us_of.get(f.seq) or to_us(f.at), f.seq, n, f.order, f.line,
+                f.item, f.trigger, f.device, str(f.qty), f.location, f.batch, f.lp,
+            )
+        )
+    engine.flushes.clear()
+    staging = [
+        (_NEVER if at is None else to_us(at), seq or 0,
+         orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
+        for m, _eid, at, seq in engine.staging_changes
+    ]
+    engine.staging_changes.clear()
+    unresolved = []
+    last_seq, n = None, 0
+    for order, u, seq in engine.unresolved_log:
+        n = n + 1 if seq == last_seq else 0
+        last_seq = seq
+        unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
+                           u.location, str(u.qty)))
+    engine.unresolved_log.clear()
+    # The history tables hold what these lists would tell (negative balances are rows
+    # with a balance below zero); keeping them would grow memory with the history.
+    negative = []
+    last_seq, n = None, 0
+    for r in engine.negative_onhand:
+        n = n + 1 if r.seq == last_seq else 0
+        last_seq = r.seq
+        item, loc, batch, lp = r.key
+        negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
+                         str(r.balance)))
+    residual = []
+    for order, eid, seq, at, found in engine.residual_log:
+        at_us = to_us(at)
+        if not found:  # an end that left nothing: a row too, it replaces an earlier end's
+            residual.append((eid, at_us, seq, -1, order, "", "", None, "0", "[]"))
+        for n, r in enumerate(found):
+            residual.append((eid, at_us, seq, n, order, r.item, r.location,
+                             getattr(r, "batch", None), str(r.qty),
+                             orjson.dumps(list(r.put_events)).decode()))
+    engine.residual_log.clear()
+    engine.negative_onhand.clear()
+    engine.puts_without_pick.clear()
+    engine.anomalies.clear()
+    return bal, at_us_of, flushes, staging, unresolved, negative, residual
 
 
 def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
@@ -540,15 +560,24 @@ def no_gc() -> Iterator[None]:
 # position P holds order O iff O was created by P and O's last event is at or after P's at.
 
 
-def _save_checkpoint(cur: Cursor, engine: Replay, writer: _Writer, pos: tuple[int, int],
-                     count: int, head: bool) -> None:
+def encode_engine(engine: Replay) -> tuple[Any, int]:
+    """The engine's part of a checkpoint, encoded (``snapshot.encode_part``): plain data,
+    made where the engine lives (a replay worker) and joined by ``_save_checkpoint``."""
+    return snapshot.encode_part(engine.state(), 1)
+
+
+def _save_checkpoint(cur: Cursor, encoded: tuple[Any, int], writer: _Writer,
+                     pos: tuple[int, int], count: int, head: bool) -> None:
+    """Store a checkpoint: the engine's state (``encode_engine``) and the keys open then.
+
+    The document is the one ``snapshot.dumps({"engine": ..., "open": ...})`` writes."""
     if head and cur.execute(
         "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
     ).fetchone() is not None:
         return  # a kept checkpoint was taken after this very event: it is the head
-    state = {"engine": engine.state(),
-             "open": [list(k) for k in writer.open_keys()]}
-    blob = snapshot.dumps(state, ENGINE_VERSION)
+    tree, nxt = encoded
+    open_tree, _ = snapshot.encode_part([list(k) for k in writer.open_keys()], nxt)
+    blob = snapshot.dumps_parts([("engine", tree), ("open", open_tree)], ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
     cur.execute(
@@ -578,7 +607,11 @@ def _checkpoint_before(cur: Cursor, bound: tuple[int, int]) -> Any:
 
 
 class _Run:
-    """One replay pass: events after a position, applied and written, checkpoints taken."""
+    """One replay pass: events after a position, applied and written, checkpoints taken.
+
+    The pass is a producer (read pages, apply them, say what changed: ``replay``) and a
+    consumer (write it: ``changes``, ``checkpoint``, ``page``). ``run`` does both in this
+    process; ``projections.pipeline`` runs the producer in a worker process beside it."""
 
     def __init__(self, ledger: Ledger, cur: Cursor, engine: Replay, writer: _Writer,
                  start: tuple[int, int], count: int, last_spaced: int,
@@ -588,18 +621,31 @@ class _Run:
         self.last_seq = 0
         # From which count on checkpoints are dense (``total``: about the count at the end).
         self.near_from = total - CHECKPOINT_NEAR_SPAN
+        self.events = total - count  # about how many events this pass replays
+        self.progress: Callable[[int], None] | None = None
 
     def _retire_before(self, at_us: int) -> None:
         retire, engine = self.retire, self.engine
         while retire and retire[-1][0] < at_us:
             engine.retire(retire.pop()[1])
 
-    def checkpoint(self, head: bool) -> None:
-        self.writer.write(self.engine)
-        self._retire_before(self.pos[0])
-        _save_checkpoint(self.cur, self.engine, self.writer, self.pos, self.count, head)
+    # --- the consumer: what the producer says, written in this transaction --------------
+
+    def changes(self, ch: tuple) -> None:
+        self.writer.write_changes(ch)
+
+    def checkpoint(self, pos: tuple[int, int], count: int, head: bool,
+                   encoded: tuple[Any, int]) -> None:
+        _save_checkpoint(self.cur, encoded, self.writer, pos, count, head)
         if not head:
-            self.last_spaced = self.count
+            self.last_spaced = count
+
+    def page(self, n: int, pos: tuple[int, int], count: int, last_seq: int) -> None:
+        self.pos, self.count, self.last_seq = pos, count, last_seq
+        if self.progress is not None:
+            self.progress(n)
+
+    # --- the producer ---------------------------------------------------------------------
 
     def _due(self, last: int) -> int:
         """The count at which the checkpoint after the one at count ``last`` is due: the
@@ -610,33 +656,38 @@ class _Run:
             return last + every
         return max(self.near_from, last + min(every, CHECKPOINT_NEAR_EVERY))
 
+    def _emit_checkpoint(self, sink: Any, at_us_of: dict[int, int], head: bool) -> None:
+        sink.changes(changes(self.engine, at_us_of))
+        self._retire_before(self.pos[0])
+        sink.checkpoint(self.pos, self.count, head, encode_engine(self.engine))
+
     def run(self, progress: Callable[[int], None] | None) -> int:
+        """The pass in this process; returns the events applied."""
+        self.progress = progress
+        pages = read_pages(self.cur, self.pos)
+        try:
+            return self.replay(pages, self)
+        finally:
+            pages.close()  # now, not when collected (maybe after the connection closed)
+
+    def replay(self, pages: Iterable[list[tuple]], sink: Any) -> int:
+        """Apply the pages of events after ``pos`` (``read_pages``) and hand what changed to
+        ``sink`` (``changes``/``checkpoint``/``page``, as this class does), the head
+        checkpoint last; returns the events applied."""
         from backflush.ledger.codec import replay_decoder
         from backflush.projections.engine import UnreplayableEvent
 
         engine = self.engine
         decode = replay_decoder()
         apply = engine._apply  # noqa: SLF001  (one arithmetic context for the whole pass)
-        # Reads go through the same transaction (on SQLite a second connection would not see
-        # rows this transaction has not committed yet, and we hold the write lock), on a
-        # cursor of plain tuples: a row per event, looked up by name, was measurable.
-        # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
-        # filter over every earlier event, so each page cost more than the one before.
-        pages_cur = _tuple_cursor(self.cur)
-        mark = "%s" if self.cur.dialect == "postgres" else "?"
-        sql = (
-            "SELECT i.seq, i.at_us, i.state FROM bf_events i"
-            f" WHERE (i.at_us, i.seq) > ({mark}, {mark}) ORDER BY i.at_us, i.seq LIMIT {PAGE}"
-        )
         n = 0
         count, last_seq = self.count, self.last_seq
         due = self._due(self.last_spaced)
         ev: dict = {}
+        at_us_of: dict[int, int] = {}
         with localcontext(ARITHMETIC):
-            while True:
-                pages_cur.execute(sql, self.pos)
-                rows = pages_cur.fetchall()
-                at_us_of = self.writer.at_us_of = {seq: at_us for seq, at_us, _ in rows}
+            for rows in pages:
+                at_us_of = {seq: at_us for seq, at_us, _ in rows}
                 try:
                     for seq, at_us, state in rows:
                         ev = decode(state, seq)
@@ -644,7 +695,7 @@ class _Run:
                         count += 1
                         if count >= due:
                             self.pos, self.count = (at_us, seq), count
-                            self.checkpoint(head=False)
+                            self._emit_checkpoint(sink, at_us_of, head=False)
                             due = self._due(count)
                 except DecimalException as exc:
                     raise UnreplayableEvent(ev, exc) from None
@@ -653,18 +704,52 @@ class _Run:
                     last_seq = max(last_seq, *at_us_of)
                 self.count, self.last_seq = count, last_seq
                 n += len(rows)
-                self.writer.write(engine)
+                sink.changes(changes(engine, at_us_of))
                 self._retire_before(self.pos[0])
                 if n // GC_EVERY != (n - len(rows)) // GC_EVERY:
                     # The collector is off during replay (see no_gc); retired orders hold
                     # reference cycles, so sweep them now and then to keep memory flat.
                     gc.collect()
-                if progress is not None:
-                    progress(n)
-                if len(rows) < PAGE:
-                    break
-        pages_cur.close()
+                sink.page(n, self.pos, count, last_seq)
+            self._emit_checkpoint(sink, at_us_of, head=True)
         return n
+
+
+def read_pages(cur: Cursor, start: tuple[int, int]) -> Iterator[list[tuple]]:
+    """The events after position ``start`` in replay order, ``PAGE`` at a time, as
+    (seq, at_us, state) tuples; the last page is the first one shorter than ``PAGE``."""
+    # Reads go through the writing transaction's own connection (on SQLite a second one
+    # would not see rows it has not committed yet), on a cursor of plain tuples: a row per
+    # event, looked up by name, was measurable.
+    # A row value, not ``a > ? OR (a = ? AND s > ?)``: PostgreSQL turns that OR into a
+    # filter over every earlier event, so each page cost more than the one before.
+    pages_cur = _tuple_cursor(cur)
+    mark = "%s" if cur.dialect == "postgres" else "?"
+    sql = (
+        "SELECT i.seq, i.at_us, i.state FROM bf_events i"
+        f" WHERE (i.at_us, i.seq) > ({mark}, {mark}) ORDER BY i.at_us, i.seq LIMIT {PAGE}"
+    )
+    pos = start
+    try:
+        while True:
+            pages_cur.execute(sql, pos)
+            rows = pages_cur.fetchall()
+            yield rows
+            if len(rows) < PAGE:
+                return
+            pos = (rows[-1][1], rows[-1][0])
+    finally:
+        pages_cur.close()
+
+
+def _replay(run: _Run, progress: Callable[[int], None] | None) -> int:
+    """Run the pass, in a worker process beside this one where that pays
+    (``projections.pipeline``), else here."""
+    from backflush.projections import pipeline
+
+    if pipeline.wanted(run.ledger, run.events):
+        return pipeline.run(run, progress)
+    return run.run(progress)
 
 
 def _tuple_cursor(cur: Cursor) -> Any:
@@ -719,7 +804,7 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
     total = cur.execute("SELECT MAX(seq) AS c FROM bf_events").fetchone()["c"] or 0
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
                _retirement_plan(cur), total)
-    n = run.run(progress)
+    n = _replay(run, progress)
     for ddl in _BULK_INDEXES if pg else ():
         cur.execute(ddl)
     if pg:
@@ -730,7 +815,6 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
 
 
 def _finish(cur: Cursor, run: _Run) -> None:
-    run.checkpoint(head=True)
     _thin_checkpoints(cur, run.count - CHECKPOINT_NEAR_SPAN)
     run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
@@ -878,7 +962,7 @@ def _continue(cur: Cursor, ledger: Ledger, ck: Any, state: dict[str, Any], engin
                         (pos[0],)).fetchone()["c"]
     run = _Run(ledger, cur, engine, _Writer(cur, open_keys=state["open"]), pos, ck["n"],
                spaced, _plan_from(cur, pos[0]), ck["n"] + after)
-    n = run.run(None)
+    n = _replay(run, None)
     _finish(cur, run)
     return n
 

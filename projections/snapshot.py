@@ -57,9 +57,10 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 class _Encoder:
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         from backflush.projections.rules import Params
 
+        self.start = start  # the number of the first shared object met
         self.memo: dict[int, int] = {}
         self.keep: list[Any] = []  # ids stay valid while encoding
         self.classes = {c: n for n, c in _classes().items()}
@@ -83,7 +84,7 @@ class _Encoder:
         n = self.memo.get(id(v))
         if n is not None:
             return ["R", n]
-        n = self.memo[id(v)] = len(self.memo)
+        n = self.memo[id(v)] = self.start + len(self.memo)
         self.keep.append(v)
         if t is list:
             return ["L", n, [self.enc(x) for x in v]]
@@ -172,6 +173,25 @@ def dumps(state: dict[str, Any], engine_version: str) -> bytes:
     """A snapshot document for ``state`` (attribute name -> value), compressed."""
     doc = {"format": FORMAT, "version": VERSION, "engine": engine_version,
            "state": _Encoder().enc(state)}
+    return zlib.compress(orjson.dumps(doc), 1)
+
+
+def encode_part(value: Any, start: int) -> tuple[Any, int]:
+    """``value`` encoded as one part of a state whose shared objects before it took the
+    numbers below ``start``; returns the encoded part and the next free number.
+
+    Lets one process encode the engine and another the rest of the state and join them
+    with ``dumps_parts``: the very document ``dumps`` writes, provided the parts share no
+    object."""
+    enc = _Encoder(start)
+    return enc.enc(value), start + len(enc.memo)
+
+
+def dumps_parts(parts: list[tuple[str, Any]], engine_version: str) -> bytes:
+    """``dumps`` of a dict whose values were encoded (in this order) by ``encode_part``,
+    the first from number 1 on (the dict itself is number 0)."""
+    doc = {"format": FORMAT, "version": VERSION, "engine": engine_version,
+           "state": ["M", 0, [[k, v] for k, v in parts]]}
     return zlib.compress(orjson.dumps(doc), 1)
 
 
