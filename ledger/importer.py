@@ -262,16 +262,22 @@ def import_files(
             else nullcontext()
         )
         with deferred:
-            for path in paths:
-                occurrences: dict[str, int] = {}
-                try:
-                    _validate(path, names, occurrences, state, result, progress)
-                except OSError as exc:
-                    result.errors.append(
-                        ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
-                    )
-            state.flush()
-            state.drain()
+            if _pipelined(paths, state):
+                from backflush.ledger import parallel
+
+                def produce(remote: parallel.RemoteStore) -> tuple[Any, ...]:
+                    # In the worker (forked): the same work, every store access through
+                    # the writer; the result goes back as plain tuples.
+                    state.store, state.ledger, state.cur = remote, None, None
+                    _produce(paths, names, state, result, remote.progress if progress else None)
+                    errs = [(e.file, e.line, e.field, e.reason) for e in result.errors]
+                    return result.lines, result.appended, result.duplicates, errs
+
+                lines, appended, dups, errs = parallel.run(produce, state.store, progress)
+                result.lines, result.appended, result.duplicates = lines, appended, dups
+                result.errors = [ImportError_(*e) for e in errs]
+            else:
+                _produce(paths, names, state, result, progress)
             if result.errors:
                 # Some checks run per batch: list the problems in file and line order.
                 rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
@@ -280,6 +286,56 @@ def import_files(
                 # (the dropped indexes with it).
                 raise _Rollback(result)
     return result
+
+
+def _produce(
+    paths: list[str],
+    names: _Names,
+    state: _Appender,
+    result: ImportResult,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Validate every line of ``paths`` and append the good ones (through ``state``)."""
+    for path in paths:
+        occurrences: dict[str, int] = {}
+        try:
+            _validate(path, names, occurrences, state, result, progress)
+        except OSError as exc:
+            result.errors.append(
+                ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+            )
+    state.flush()
+    state.drain()
+
+
+# Files smaller than this (bytes, ~20k events) import in one process: a worker's start and
+# the pipe cost more than they save there.
+PIPELINE_MIN_BYTES = 20_000 * 128
+
+
+def _pipelined(paths: list[str], appender: _Appender) -> bool:
+    """Whether to prepare the rows in a worker process while this one writes them
+    (``ledger.parallel``).
+
+    Only into an empty ledger: there the store is read only for the rare id the filter of
+    written ids cannot rule out (and a Reversal's target from an earlier batch); into a
+    non-empty one every batch reads the store (its ids, the stream heads), and each read
+    waits for the writer to catch up, which leaves little to overlap. Not for stdin, whose
+    size is unknown (and which the worker would have to take over).
+    """
+    if not appender.fresh or STDIN in paths:
+        return False
+    size = 0
+    for path in paths:
+        try:
+            size += os.path.getsize(path)
+        except OSError:
+            pass  # reported when it is read
+    if size < PIPELINE_MIN_BYTES:
+        return False
+    from backflush.ledger import parallel
+
+    return parallel.usable()
 
 
 # Bytes per event line the bulk rule assumes: simulated plants average ~140, so this
@@ -447,6 +503,9 @@ class _Appender:
 
     def __init__(self, ledger: Ledger, cur: Cursor, rec_text: str, rec_us: int, res: ImportResult):
         self.ledger, self.cur = ledger, cur
+        # Every read and write of the store goes through this (a worker process swaps in
+        # one that asks the writing process: ``ledger.parallel``).
+        self.store: Any = _LocalStore(ledger, cur)
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
@@ -479,7 +538,7 @@ class _Appender:
         every earlier line of the import."""
         events, links = self.unwritten
         if events:
-            self.ledger.write_rows(self.cur, events, links)
+            self.store.write(events, links)
             self.unwritten = ([], [])
 
     def find(self, event_id: str) -> tuple[str, str, int] | None:
@@ -491,12 +550,7 @@ class _Appender:
             _body, order, type_, at_us = self.ids_after_error[event_id]
             return order, type_, at_us
         self.drain()
-        row = self.cur.execute(
-            "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        return row["ord"] or "", row["type"], row["at_us"]
+        return self.store.find(event_id)
 
     def add(
         self, eid: str, type_: str, body: bytes, at_us: int, order: str | None, path: str,
@@ -526,7 +580,7 @@ class _Appender:
     def _known(self, ids: list[str]) -> dict[str, bytes]:
         """Canonical body (without id) of each of ``ids`` the ledger holds."""
         self.drain()
-        states = self.ledger.known_states(self.cur, ids)
+        states = self.store.known_states(ids)
         return {i: body_of(orjson.loads(s)["e"]) for i, s in states.items()}
 
     def _check_only(
@@ -571,7 +625,7 @@ class _Appender:
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
             self.drain()
-            found = self.ledger.stream_heads(self.cur, sorted(streams))
+            found = self.store.stream_heads(sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
         events: list[tuple[Any, ...]] = []
@@ -642,6 +696,34 @@ class _Appender:
                 bits[ic] |= bc
         return maybe
 
+
+
+class _LocalStore:
+    """The store reads and writes the import makes, on this process's transaction."""
+
+    def __init__(self, ledger: Ledger, cur: Cursor):
+        self.ledger, self.cur = ledger, cur
+
+    def write(self, events: list[tuple[Any, ...]], links: list[tuple[Any, ...]]) -> None:
+        """Write ready rows (``Ledger.write_rows``)."""
+        self.ledger.write_rows(self.cur, events, links)
+
+    def known_states(self, ids: list[str]) -> dict[str, bytes]:
+        """``Ledger.known_states``."""
+        return self.ledger.known_states(self.cur, ids)
+
+    def stream_heads(self, streams: list[str]) -> dict[str, tuple[int, str]]:
+        """``Ledger.stream_heads``."""
+        return self.ledger.stream_heads(self.cur, streams)
+
+    def find(self, event_id: str) -> tuple[str, str, int] | None:
+        """(order or '', type, at_us) of a recorded event, or None."""
+        row = self.cur.execute(
+            "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return row["ord"] or "", row["type"], row["at_us"]
 
 
 def stream_of_parts(type_: str, order: str | None) -> str:
