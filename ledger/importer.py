@@ -269,6 +269,7 @@ def import_files(
                     # In the worker (forked): the same work, every store access through
                     # the writer; the result goes back as plain tuples.
                     state.store, state.ledger, state.cur = remote, None, None
+                    state.chain_here = False
                     _produce(paths, names, state, result, remote.progress if progress else None)
                     errs = [(e.file, e.line, e.field, e.reason) for e in result.errors]
                     return result.lines, result.appended, result.duplicates, errs
@@ -506,6 +507,9 @@ class _Appender:
         # Every read and write of the store goes through this (a worker process swaps in
         # one that asks the writing process: ``ledger.parallel``).
         self.store: Any = _LocalStore(ledger, cur)
+        # Whether ``flush`` links the events into the ledger-wide chain (``bf_chain``) or
+        # leaves that to the store's ``write`` (a worker does: the writer has time to spare).
+        self.chain_here = True
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
@@ -514,6 +518,7 @@ class _Appender:
         # has no stream heads to look up.
         self.seq = ledger.next_seq(cur)
         self.link = last_link(cur)[1]
+        self.store.link = self.link
         self.fresh = self.seq == 1
         self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
@@ -631,6 +636,7 @@ class _Appender:
         events: list[tuple[Any, ...]] = []
         links: list[tuple[int, str, str, int, str]] = []
         seq, link = self.seq, self.link
+        chain_here = self.chain_here
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
         sha, names = sha256, self.stream_names
@@ -660,9 +666,10 @@ class _Appender:
             state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
                 body[:-1], dumps(eid), rec_b, prev_b, h.encode()
             )
-            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
             events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
-            links.append((seq, link, stream, version, eid))
+            if chain_here:
+                link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+                links.append((seq, link, stream, version, eid))
             seq += 1
         self.pending.clear()
         self.pending_ids.clear()
@@ -703,9 +710,17 @@ class _LocalStore:
 
     def __init__(self, ledger: Ledger, cur: Cursor):
         self.ledger, self.cur = ledger, cur
+        self.link = GENESIS  # the last ledger-wide link written (set by the appender)
 
     def write(self, events: list[tuple[Any, ...]], links: list[tuple[Any, ...]]) -> None:
-        """Write ready rows (``Ledger.write_rows``)."""
+        """Write ready rows (``Ledger.write_rows``); with no ``links``, link the events into
+        the ledger-wide chain here (``anchor.link_of``, inline), after ``self.link``."""
+        if not links:
+            link, sha = self.link, sha256
+            for seq, eid, stream, version, _t, _at, rec_us, _o, h, _s in events:
+                link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+                links.append((seq, link, stream, version, eid))
+            self.link = link
         self.ledger.write_rows(self.cur, events, links)
 
     def known_states(self, ids: list[str]) -> dict[str, bytes]:
