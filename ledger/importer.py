@@ -9,6 +9,13 @@ ledger as it was, and memory stays bounded by the batch size, not by the file.
 A bulk load (into an empty ledger, or on SQLite a file at least as large as the ledger)
 builds the events' secondary indexes after the rows, in the same transaction
 (``Ledger.indexes_deferred``); duplicate ids are still caught before anything is written.
+
+A bulk file (``PIPELINE_MIN_BYTES``, ~20k events) into an empty ledger, on a machine with two
+usable CPUs, is imported by two processes (``ledger.parallel``): a forked worker runs this
+module's per-line work (``_produce``: read, validate, dedup, hash-chain, build the rows) while
+this process writes the rows it sends, links them into the ledger-wide chain and holds the
+transaction. Same rows, same result, same all-or-nothing; ``BACKFLUSH_IMPORT_WORKERS=0``
+keeps everything in one process.
 """
 
 from __future__ import annotations
