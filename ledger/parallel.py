@@ -49,6 +49,8 @@ def usable() -> bool:
         return False
     if "fork" not in multiprocessing.get_all_start_methods():
         return False
+    if multiprocessing.current_process().daemon:
+        return False  # a daemonic process may not start children
     try:
         return len(os.sched_getaffinity(0)) >= 2
     except (AttributeError, OSError):
