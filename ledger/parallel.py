@@ -27,7 +27,9 @@ from __future__ import annotations
 import marshal
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -105,18 +107,27 @@ def run(
     proc = ctx.Process(target=_worker, args=(produce, here, there), daemon=True)
     proc.start()
     there.close()  # so that the worker's end closing (it died) reads as EOF here
-    recv, send = here.recv_bytes, here.send_bytes
+    # A thread takes the worker's messages off the pipe as they come, so that the worker
+    # does not wait for each write to end before it can send the next batch: a few batches
+    # in flight absorb the two processes' uneven pace (the machine is shared).
+    inbox: queue.Queue[bytes | None] = queue.Queue(IN_FLIGHT)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read, args=(here.recv_bytes, inbox, stop), daemon=True)
+    reader.start()
+    send = here.send_bytes
+    last = False  # the worker sent its last message and is ending by itself
     try:
         while True:
-            try:
-                msg = marshal.loads(recv())
-            except (EOFError, OSError):
+            data = inbox.get()
+            if data is None:
                 proc.join(5)
                 raise OperationalError(
                     f"the import worker process ended unexpectedly (exit code {proc.exitcode});"
                     " nothing was imported"
-                ) from None
+                )
+            msg = marshal.loads(data)
             kind = msg[0]
+            last = kind in (DONE, FAILED)
             if kind == ROWS:
                 store.write(msg[1], msg[2])
             elif kind == KNOWN:
@@ -129,16 +140,37 @@ def run(
                 if progress is not None:
                     progress(msg[1])
             elif kind == DONE:
-                proc.join()
                 return msg[1]
             else:  # FAILED
-                proc.join()
                 raise OperationalError(f"the import worker failed: {msg[1]}; nothing was imported")
     finally:
-        here.close()
-        if proc.is_alive():
+        stop.set()
+        if not last:
             proc.terminate()
-        proc.join()
+        proc.join()  # its end of the pipe is closed now: the reader sees EOF and ends
+        reader.join()
+        here.close()
+
+
+# Messages received but not yet handled: bounds the writer's memory (a few batches).
+IN_FLIGHT = 4
+
+
+def _read(recv: Callable[[], bytes], inbox: queue.Queue, stop: threading.Event) -> None:
+    while True:
+        try:
+            data: bytes | None = recv()
+        except (EOFError, OSError):
+            data = None
+        while True:
+            try:
+                inbox.put(data, timeout=0.1)
+                break
+            except queue.Full:
+                if stop.is_set():  # the writer stopped listening
+                    return
+        if data is None:
+            return
 
 
 def _worker(produce: Callable[[RemoteStore], Any], here: Any, there: Any) -> None:
