@@ -9,6 +9,13 @@ ledger as it was, and memory stays bounded by the batch size, not by the file.
 A bulk load (into an empty ledger, or on SQLite a file at least as large as the ledger)
 builds the events' secondary indexes after the rows, in the same transaction
 (``Ledger.indexes_deferred``); duplicate ids are still caught before anything is written.
+
+A bulk file (``PIPELINE_MIN_BYTES``, ~20k events) into an empty ledger, on a machine with two
+usable CPUs, is imported by two processes (``ledger.parallel``): a forked worker runs this
+module's per-line work (``_produce``: read, validate, dedup, hash-chain, build the rows) while
+this process writes the rows it sends, links them into the ledger-wide chain and holds the
+transaction. Same rows, same result, same all-or-nothing; ``BACKFLUSH_IMPORT_WORKERS=0``
+keeps everything in one process.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from backflush.ledger.events import (
 from backflush.ledger.store import Cursor, Ledger, to_us
 
 BATCH = 1000
+PROGRESS_EVERY = 10_000  # lines between progress callbacks
 # Rows PostgreSQL gets per COPY: each COPY costs the server a statement's set-up, so fewer
 # and larger ones (measured at 200k events: server CPU 2.65 s at 1,000 rows, 1.81 s at
 # 5,000). SQLite's executemany has no such cost: its rows are written per batch.
@@ -262,16 +270,23 @@ def import_files(
             else nullcontext()
         )
         with deferred:
-            for path in paths:
-                occurrences: dict[str, int] = {}
-                try:
-                    _validate(path, names, occurrences, state, result, progress)
-                except OSError as exc:
-                    result.errors.append(
-                        ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
-                    )
-            state.flush()
-            state.drain()
+            if _pipelined(paths, state):
+                from backflush.ledger import parallel
+
+                def produce(remote: parallel.RemoteStore) -> tuple[Any, ...]:
+                    # In the worker (forked): the same work, every store access through
+                    # the writer; the result goes back as plain tuples.
+                    state.store, state.ledger, state.cur = remote, None, None
+                    state.chain_here = False
+                    _produce(paths, names, state, result, remote.progress if progress else None)
+                    errs = [(e.file, e.line, e.field, e.reason) for e in result.errors]
+                    return result.lines, result.appended, result.duplicates, errs
+
+                lines, appended, dups, errs = parallel.run(produce, state.store, progress)
+                result.lines, result.appended, result.duplicates = lines, appended, dups
+                result.errors = [ImportError_(*e) for e in errs]
+            else:
+                _produce(paths, names, state, result, progress)
             if result.errors:
                 # Some checks run per batch: list the problems in file and line order.
                 rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
@@ -280,6 +295,56 @@ def import_files(
                 # (the dropped indexes with it).
                 raise _Rollback(result)
     return result
+
+
+def _produce(
+    paths: list[str],
+    names: _Names,
+    state: _Appender,
+    result: ImportResult,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Validate every line of ``paths`` and append the good ones (through ``state``)."""
+    for path in paths:
+        occurrences: dict[str, int] = {}
+        try:
+            _validate(path, names, occurrences, state, result, progress)
+        except OSError as exc:
+            result.errors.append(
+                ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
+            )
+    state.flush()
+    state.drain()
+
+
+# Files smaller than this (bytes, ~20k events) import in one process: a worker's start and
+# the pipe cost more than they save there.
+PIPELINE_MIN_BYTES = 20_000 * 128
+
+
+def _pipelined(paths: list[str], appender: _Appender) -> bool:
+    """Whether to prepare the rows in a worker process while this one writes them
+    (``ledger.parallel``).
+
+    Only into an empty ledger: there the store is read only for the rare id the filter of
+    written ids cannot rule out (and a Reversal's target from an earlier batch); into a
+    non-empty one every batch reads the store (its ids, the stream heads), and each read
+    waits for the writer to catch up, which leaves little to overlap. Not for stdin, whose
+    size is unknown (and which the worker would have to take over).
+    """
+    if not appender.fresh or STDIN in paths:
+        return False
+    size = 0
+    for path in paths:
+        try:
+            size += os.path.getsize(path)
+        except OSError:
+            pass  # reported when it is read
+    if size < PIPELINE_MIN_BYTES:
+        return False
+    from backflush.ledger import parallel
+
+    return parallel.usable()
 
 
 # Bytes per event line the bulk rule assumes: simulated plants average ~140, so this
@@ -338,7 +403,7 @@ def _validate(
     pending, pending_ids, errors = appender.pending, appender.pending_ids, result.errors
     for lineno, raw in read_lines(source):
         result.lines += 1
-        if progress is not None and result.lines % 10_000 == 0:
+        if progress is not None and result.lines % PROGRESS_EVERY == 0:
             progress(result.lines)
         if raw is None:
             result.errors.append(
@@ -447,6 +512,12 @@ class _Appender:
 
     def __init__(self, ledger: Ledger, cur: Cursor, rec_text: str, rec_us: int, res: ImportResult):
         self.ledger, self.cur = ledger, cur
+        # Every read and write of the store goes through this (a worker process swaps in
+        # one that asks the writing process: ``ledger.parallel``).
+        self.store: Any = _LocalStore(ledger, cur)
+        # Whether ``flush`` links the events into the ledger-wide chain (``bf_chain``) or
+        # leaves that to the store's ``write`` (a worker does: the writer has time to spare).
+        self.chain_here = True
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
@@ -455,6 +526,7 @@ class _Appender:
         # has no stream heads to look up.
         self.seq = ledger.next_seq(cur)
         self.link = last_link(cur)[1]
+        self.store.link = self.link
         self.fresh = self.seq == 1
         self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
@@ -479,7 +551,7 @@ class _Appender:
         every earlier line of the import."""
         events, links = self.unwritten
         if events:
-            self.ledger.write_rows(self.cur, events, links)
+            self.store.write(events, links)
             self.unwritten = ([], [])
 
     def find(self, event_id: str) -> tuple[str, str, int] | None:
@@ -491,12 +563,7 @@ class _Appender:
             _body, order, type_, at_us = self.ids_after_error[event_id]
             return order, type_, at_us
         self.drain()
-        row = self.cur.execute(
-            "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        return row["ord"] or "", row["type"], row["at_us"]
+        return self.store.find(event_id)
 
     def add(
         self, eid: str, type_: str, body: bytes, at_us: int, order: str | None, path: str,
@@ -526,7 +593,7 @@ class _Appender:
     def _known(self, ids: list[str]) -> dict[str, bytes]:
         """Canonical body (without id) of each of ``ids`` the ledger holds."""
         self.drain()
-        states = self.ledger.known_states(self.cur, ids)
+        states = self.store.known_states(ids)
         return {i: body_of(orjson.loads(s)["e"]) for i, s in states.items()}
 
     def _check_only(
@@ -571,12 +638,13 @@ class _Appender:
         if not self.fresh:
             streams = {stream_of_parts(p[1], p[4]) for p in self.pending} - heads.keys()
             self.drain()
-            found = self.ledger.stream_heads(self.cur, sorted(streams))
+            found = self.store.stream_heads(sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
         events: list[tuple[Any, ...]] = []
         links: list[tuple[int, str, str, int, str]] = []
         seq, link = self.seq, self.link
+        chain_here = self.chain_here
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
         sha, names = sha256, self.stream_names
@@ -606,9 +674,10 @@ class _Appender:
             state = b'{"e":%b,"id":%b},"rec":"%b","prev":"%b","hash":"%b"}' % (
                 body[:-1], dumps(eid), rec_b, prev_b, h.encode()
             )
-            link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
             events.append((seq, eid, stream, version, t, at_us, rec_us, order, h, state))
-            links.append((seq, link, stream, version, eid))
+            if chain_here:
+                link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+                links.append((seq, link, stream, version, eid))
             seq += 1
         self.pending.clear()
         self.pending_ids.clear()
@@ -642,6 +711,42 @@ class _Appender:
                 bits[ic] |= bc
         return maybe
 
+
+
+class _LocalStore:
+    """The store reads and writes the import makes, on this process's transaction."""
+
+    def __init__(self, ledger: Ledger, cur: Cursor):
+        self.ledger, self.cur = ledger, cur
+        self.link = GENESIS  # the last ledger-wide link written (set by the appender)
+
+    def write(self, events: list[tuple[Any, ...]], links: list[tuple[Any, ...]]) -> None:
+        """Write ready rows (``Ledger.write_rows``); with no ``links``, link the events into
+        the ledger-wide chain here (``anchor.link_of``, inline), after ``self.link``."""
+        if not links:
+            link, sha = self.link, sha256
+            for seq, eid, stream, version, _t, _at, rec_us, _o, h, _s in events:
+                link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
+                links.append((seq, link, stream, version, eid))
+            self.link = link
+        self.ledger.write_rows(self.cur, events, links)
+
+    def known_states(self, ids: list[str]) -> dict[str, bytes]:
+        """``Ledger.known_states``."""
+        return self.ledger.known_states(self.cur, ids)
+
+    def stream_heads(self, streams: list[str]) -> dict[str, tuple[int, str]]:
+        """``Ledger.stream_heads``."""
+        return self.ledger.stream_heads(self.cur, streams)
+
+    def find(self, event_id: str) -> tuple[str, str, int] | None:
+        """(order or '', type, at_us) of a recorded event, or None."""
+        row = self.cur.execute(
+            "SELECT ord, type, at_us FROM bf_events WHERE id = ?", (event_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return row["ord"] or "", row["type"], row["at_us"]
 
 
 def stream_of_parts(type_: str, order: str | None) -> str:
