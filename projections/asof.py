@@ -212,8 +212,9 @@ def order_events(
     from backflush.ledger.names import MASTER_TYPES
 
     f = {"at_lte": _us(at), "rec_lte": _us(known_at)}
-    master = mat.events_for_replay(ledger, types=sorted(MASTER_TYPES), **f)
-    own = mat.events_for_replay(ledger, order=order, **f)
+    # Few events: decoded without orjson (a short query process, see events_for_replay).
+    master = mat.events_for_replay(ledger, types=sorted(MASTER_TYPES), light=True, **f)
+    own = mat.events_for_replay(ledger, order=order, light=True, **f)
     return heapq.merge(master, own, key=lambda e: (e["at"], e["seq"]))
 
 

@@ -45,9 +45,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from backflush.ledger.store import Cursor, Ledger, to_us
-from backflush.projections import snapshot
 from backflush.projections.common import ARITHMETIC, sort_wip, staged_rows
 from backflush.projections.rules import ZERO
 
@@ -422,6 +420,7 @@ def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
     in it). Returns (balance changes as ``(kind, key, balance text, seq, zero)``,
     ``at_us_of``, then the rows of bf_flushes, bf_staging, bf_unresolved, bf_negative and
     bf_residual)."""
+    import orjson
     # Only what must happen here: the balance as text (and whether it is zero); key ids,
     # numbering and bf_alive are the writer's, which may run in another process.
     bal = [(kind, key, str(b), seq, not b)
@@ -481,13 +480,32 @@ def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
     return bal, at_us_of, flushes, staging, unresolved, negative, residual
 
 
-def events_for_replay(ledger: Ledger, **filters: Any) -> Iterator[dict[str, Any]]:
-    """Stored events as the engine wants them, in (at, seq) order, streamed."""
+def events_for_replay(ledger: Ledger, *, light: bool = False,
+                      **filters: Any) -> Iterator[dict[str, Any]]:
+    """Stored events as the engine wants them, in (at, seq) order, streamed.
+
+    ``light``: few events (one order's), decoded by the standard library's parser (the same
+    values), so that a short query process does not import orjson (which loads
+    dataclasses, inspect and uuid: ~10 ms).
+    """
     from backflush.ledger.codec import replay_dict
 
-    loads = orjson.loads
+    loads = _light_loads if light else _orjson_loads()
     for row in ledger.iter_rows(by="at", **filters):
         yield replay_dict(loads(row["state"])["e"], row["seq"])
+
+
+def _orjson_loads() -> Callable[[Any], Any]:
+    import orjson
+
+    return orjson.loads
+
+
+def _light_loads(text: Any) -> Any:
+    """``orjson.loads`` by the standard library (which takes no memoryview)."""
+    import json
+
+    return json.loads(bytes(text) if isinstance(text, memoryview) else text)
 
 
 def _reversal_targets(cur: Cursor) -> set[str]:
@@ -497,7 +515,8 @@ def _reversal_targets(cur: Cursor) -> set[str]:
         + ("s.rowid" if cur.dialect == "sqlite" else "s.notification_id")
         + " = i.seq WHERE i.type = 'Reversal'"
     ).fetchall()
-    return {orjson.loads(r["state"])["e"]["reverses"] for r in rows}
+    loads = _orjson_loads()
+    return {loads(r["state"])["e"]["reverses"] for r in rows}
 
 
 def last_event_of_orders(ledger: Ledger) -> list[tuple[int, str]]:
@@ -534,7 +553,8 @@ def _reversal_targets_after(cur: Cursor, last: int) -> list[str]:
         + " = i.seq WHERE i.type = 'Reversal' AND i.seq > ?",
         (last,),
     ).fetchall()
-    return [orjson.loads(r["state"])["e"]["reverses"] for r in rows]
+    loads = _orjson_loads()
+    return [loads(r["state"])["e"]["reverses"] for r in rows]
 
 
 @contextmanager
@@ -563,6 +583,7 @@ def no_gc() -> Iterator[None]:
 def encode_engine(engine: Replay) -> tuple[Any, int]:
     """The engine's part of a checkpoint, encoded (``snapshot.encode_part``): plain data,
     made where the engine lives (a replay worker) and joined by ``_save_checkpoint``."""
+    from backflush.projections import snapshot
     return snapshot.encode_part(engine.state(), 1)
 
 
@@ -571,6 +592,8 @@ def _save_checkpoint(cur: Cursor, encoded: tuple[Any, int], writer: _Writer,
     """Store a checkpoint: the engine's state (``encode_engine``) and the keys open then.
 
     The document is the one ``snapshot.dumps({"engine": ..., "open": ...})`` writes."""
+    from backflush.projections import snapshot
+
     if head and cur.execute(
         "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
     ).fetchone() is not None:
@@ -930,6 +953,7 @@ def catch_up(ledger: Ledger) -> int:
         if bound is None:
             return 0
         ck = _checkpoint_before(cur, bound)
+        from backflush.projections import snapshot
         from backflush.projections.engine import Replay
 
         state = None
@@ -1051,7 +1075,7 @@ def staging_asof(ledger: Ledger, at_us: int | None) -> dict[str, tuple]:
         ).fetchone()
     if row is None:
         return {}
-    return {loc: tuple(rs) for loc, rs in orjson.loads(row["map"])}
+    return {loc: tuple(rs) for loc, rs in _light_loads(row["map"])}
 
 
 def wip_asof(
@@ -1156,7 +1180,7 @@ def residual_of(ledger: Ledger, order: str, at_us: int | None = None
         if r["n"] >= 0:
             out[-1][1].append({"item": r["item"], "location": r["location"],
                                "batch": r["batch"], "qty": Decimal(r["qty"]),
-                               "put_events": tuple(orjson.loads(r["put_events"]))})
+                               "put_events": tuple(_light_loads(r["put_events"]))})
     return out
 
 
