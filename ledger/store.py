@@ -389,11 +389,14 @@ class Ledger:
         out: dict[str, tuple[int, str]] = {}
         for i in range(0, len(streams), 500):
             chunk = list(streams[i : i + 500])
-            marks = ",".join("?" * len(chunk))
+            # Each stream's last version through the (stream, version) index, one probe per
+            # stream: a GROUP BY over ``stream IN (...)`` read every version of a long stream
+            # ("inventory") on PostgreSQL, ~0.3-0.6 s per import into a 1M-event ledger.
+            marks = ",".join(["(?)"] * len(chunk))
             cur.execute(
-                "SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
-                f" MAX(version) AS v FROM bf_events WHERE stream IN ({marks}) GROUP BY stream)"
-                " h ON e.stream = h.stream AND e.version = h.v",
+                f"WITH v(s) AS (VALUES {marks}) SELECT e.stream, e.version, e.hash FROM v"
+                " JOIN bf_events e ON e.stream = v.s AND e.version ="
+                " (SELECT MAX(m.version) FROM bf_events m WHERE m.stream = v.s)",
                 chunk,
             )
             for row in cur.fetchall():
