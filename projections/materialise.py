@@ -176,17 +176,6 @@ def _blob_type(ledger: Ledger, sql: str) -> str:
     return sql.replace("BYTEA", "BLOB")
 
 
-def ensure_tables(ledger: Ledger) -> None:
-    """Create the projection tables if missing (no DDL at all when they exist)."""
-    try:
-        with ledger.transaction(commit=False) as cur:
-            cur.execute("SELECT 1 AS x FROM bf_proj_ckpt LIMIT 1").fetchall()
-        return
-    except Exception:  # missing table: each driver names it differently
-        pass
-    create_tables(ledger)
-
-
 def create_tables(ledger: Ledger) -> None:
     """Run the projection DDL (each statement is idempotent)."""
     with ledger.transaction(commit=True) as cur:
@@ -928,6 +917,23 @@ def _check_current(ledger: Ledger) -> int:
     return 0
 
 
+def _progress(ledger: Ledger) -> tuple[str | None, int, int] | None:
+    """(engine version, last seq applied, last seq recorded) in one statement: every query
+    on a writable ledger asks, and on PostgreSQL each statement and transaction is a round
+    trip. None when a projection table is missing (``bf_proj_ckpt`` is the newest)."""
+    try:
+        with ledger.transaction(commit=False) as cur:
+            row = cur.execute(
+                "SELECT (SELECT v FROM bf_proj WHERE k = 'engine_version') AS version,"
+                " (SELECT v FROM bf_proj WHERE k = 'last_seq') AS last,"
+                " (SELECT MAX(seq) FROM bf_events) AS recorded,"
+                " (SELECT 1 FROM bf_proj_ckpt LIMIT 1) AS ckpt"
+            ).fetchone()
+    except Exception:  # a missing table: each driver names it differently
+        return None
+    return row["version"], int(row["last"] or 0), row["recorded"] or 0
+
+
 def catch_up(ledger: Ledger) -> int:
     """Bring the projections up to everything recorded; returns the events applied.
 
@@ -938,13 +944,14 @@ def catch_up(ledger: Ledger) -> int:
     """
     if getattr(ledger, "readonly", False):
         return _check_current(ledger)
-    ensure_tables(ledger)
-    with ledger.transaction(commit=False) as cur:
-        version = _get(cur, "engine_version")
-        last = int(_get(cur, "last_seq") or 0)
+    state = _progress(ledger)
+    if state is None:  # no projection tables yet (or of an older version)
+        create_tables(ledger)
+        state = _progress(ledger) or (None, 0, 0)
+    version, last, recorded = state
     if version != ENGINE_VERSION:
         return rebuild(ledger)
-    if ledger.max_seq() <= last:
+    if recorded <= last:
         return 0
     with no_gc(), ledger.writing() as cur:
         # Re-read under the write lock: another process may have caught up meanwhile.
