@@ -124,10 +124,46 @@ class SQLiteConnections(_Connections):
             # A ledger is made in WAL mode; a read-only opening only asks.
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal" and not self.readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
+                # Fails at once ("locked") while a first bulk import writes in rollback
+                # journal mode (``rollback_journal``): read as it is, it turns WAL again.
+                with suppress(sqlite3.OperationalError):
+                    conn.execute("PRAGMA journal_mode=WAL")
             self._wal_checked = True
         conn.row_factory = sqlite3.Row
         return conn
+
+    @contextmanager
+    def rollback_journal(self) -> Iterator[bool]:
+        """Write with a rollback journal instead of the WAL while inside, if this is the one
+        connection to the database (else nothing changes); says whether it switched.
+
+        For a first bulk import (issue 7): in WAL mode every page of the load is written
+        twice, into the log and then by the checkpoint into the database, and for an empty
+        database the rollback journal holds next to nothing, so each page is written once.
+        It is as atomic (a crash leaves a hot journal that the next opening rolls back).
+        SQLite refuses to leave WAL while any other connection has the database open, so a
+        reader is never surprised; one that opens meanwhile reads the ledger as it was and
+        waits for the import's commit as it would in WAL mode. WAL again on the way out.
+        """
+        if self.memory or self.readonly:
+            yield False
+            return
+        import sqlite3
+
+        self.release_idle()
+        with self.connection() as conn:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+            except sqlite3.OperationalError:  # another connection: stay in WAL
+                mode = "wal"
+        switched = mode.lower() == "delete"
+        try:
+            yield switched
+        finally:
+            if switched:
+                with self.connection() as conn, suppress(sqlite3.OperationalError):
+                    # If a reader holds it now, the next opening switches (``_open``).
+                    conn.execute("PRAGMA journal_mode=WAL")
 
     @contextmanager
     def transaction(self, *, commit: bool, read_only: bool = False) -> Iterator[Any]:

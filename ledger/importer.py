@@ -15,7 +15,8 @@ usable CPUs, is imported by two processes (``ledger.parallel``): a forked worker
 module's per-line work (``_produce``: read, validate, dedup, hash-chain, build the rows) while
 this process writes the rows it sends, links them into the ledger-wide chain and holds the
 transaction. Same rows, same result, same all-or-nothing; ``BACKFLUSH_IMPORT_WORKERS=0``
-keeps everything in one process.
+keeps everything in one process. Such a file into an empty SQLite ledger is also written
+with a rollback journal instead of the WAL (``Ledger.bulk_load``): each page once, not twice.
 """
 
 from __future__ import annotations
@@ -298,7 +299,12 @@ def import_files(
     rec_text = recorded.isoformat()
     rec_us = to_us(recorded)
     result = ImportResult()
-    with ledger.writing(commit=not dry_run) as cur:
+    bulk = (
+        ledger.bulk_load()
+        if not dry_run and ledger.dialect == "sqlite" and _large(paths) and ledger.is_empty()
+        else nullcontext()
+    )
+    with bulk, ledger.writing(commit=not dry_run) as cur:
         names = _Names.load(ledger, cur)
         state = _Appender(ledger, cur, rec_text, rec_us, result)
         deferred = (
@@ -359,6 +365,19 @@ def _produce(
 PIPELINE_MIN_BYTES = 20_000 * 128
 
 
+def _large(paths: list[str]) -> bool:
+    """Whether ``paths`` hold at least ``PIPELINE_MIN_BYTES`` (stdin: no)."""
+    size = 0
+    for path in paths:
+        if path == STDIN:
+            return False
+        try:
+            size += os.path.getsize(path)
+        except OSError:
+            pass  # reported when it is read
+    return size >= PIPELINE_MIN_BYTES
+
+
 def _pipelined(paths: list[str], appender: _Appender) -> bool:
     """Whether to prepare the rows in a worker process while this one writes them
     (``ledger.parallel``).
@@ -369,15 +388,7 @@ def _pipelined(paths: list[str], appender: _Appender) -> bool:
     waits for the writer to catch up, which leaves little to overlap. Not for stdin, whose
     size is unknown (and which the worker would have to take over).
     """
-    if not appender.fresh or STDIN in paths:
-        return False
-    size = 0
-    for path in paths:
-        try:
-            size += os.path.getsize(path)
-        except OSError:
-            pass  # reported when it is read
-    if size < PIPELINE_MIN_BYTES:
+    if not appender.fresh or not _large(paths):
         return False
     from backflush.ledger import parallel
 

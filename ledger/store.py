@@ -322,6 +322,22 @@ class Ledger:
         with self.connections.transaction(commit=commit, read_only=read_only) as raw:
             yield Cursor(raw, self.dialect)
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[bool]:
+        """Around a first bulk load into an empty SQLite ledger: the rollback journal
+        instead of the WAL while inside (``SQLiteConnections.rollback_journal``), if this
+        is the one connection; says whether it switched. PostgreSQL: nothing changes."""
+        if self.dialect != "sqlite":
+            yield False
+            return
+        with self.connections.rollback_journal() as switched:
+            yield switched
+
+    def is_empty(self) -> bool:
+        """Whether no event is stored (one read, no lock)."""
+        with self.transaction(commit=False) as cur:
+            return cur.execute("SELECT 1 AS x FROM bf_events LIMIT 1").fetchone() is None
+
     def analyze(self, tables: Sequence[str]) -> None:
         """Refresh PostgreSQL's planner statistics of ``tables`` after a bulk write.
 
