@@ -30,9 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import cache, wraps
-from typing import Any
 
 from backflush.projections.common import fmt_qty as _dec
+
+TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMATS = ("table", "json", "nl", "csv", "tsv")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,34 +57,6 @@ def last_link(cur: Cursor) -> tuple[int, str]:
     """(seq, link) of the last chained event; (0, GENESIS) when none is."""
     row = cur.execute("SELECT seq, link FROM bf_chain ORDER BY seq DESC LIMIT 1").fetchone()
     return (0, GENESIS) if row is None else (row["seq"], row["link"])
-
-
-def chain_rows(
-    prev: str, rows: Sequence[tuple[int, str, int, str, int, str]]
-) -> list[tuple[int, str, str, int, str]]:
-    """``bf_chain`` rows (seq, link, stream, version, id) of ``rows`` (seq, stream, version,
-    hash, rec_us, id; by seq), linked on from ``prev``: ``link_of`` inlined (import's path)."""
-    dumps, sha = orjson.dumps, hashlib.sha256
-    out = []
-    for seq, stream, version, h, rec_us, eid in rows:
-        prev = sha(dumps([prev, seq, stream, version, h, rec_us])).hexdigest()
-        out.append((seq, prev, stream, version, eid))
-    return out
-
-
-def link_events(cur: Cursor, rows: Sequence[tuple[int, str, int, str, int, str]]) -> None:
-    """Chain just-appended events: ``rows`` are (seq, stream, version, hash, rec_us, id) by seq.
-
-    Called inside the append's transaction (under the write lock), so the last link read
-    here cannot change before these are written. (``Ledger.append`` does the same with
-    ``chain_rows`` and a bulk write of its own.)
-    """
-    if not rows:
-        return
-    cur.executemany(
-        "INSERT INTO bf_chain (seq, link, stream, version, id) VALUES (?, ?, ?, ?, ?)",
-        chain_rows(last_link(cur)[1], rows),
-    )
 
 
 # --- Merkle root over stream heads --------------------------------------------------------

@@ -8,9 +8,10 @@ This module calls the very libpq psycopg itself sits on (the copy bundled with
 same keyword parameters, run a statement with parameters, return rows as dicts with the
 Python types psycopg gives for the column types the ledger uses.
 
-It serves read-only transactions only (``BEGIN`` … ``ROLLBACK``); every writing transaction
-goes through psycopg (``ledger.connect``). When no libpq can be loaded, ``load()`` returns
-None and psycopg serves the reads too, so this is a speed path, never a requirement.
+It serves read-only transactions only (each statement its own, in a session whose
+transactions are read-only by default); every writing transaction goes through psycopg
+(``ledger.connect``). When no libpq can be loaded, ``load()`` returns None and psycopg
+serves the reads too, so this is a speed path, never a requirement.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import ctypes
 import os
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _CONNECTION_OK = 0
 _PGRES_COMMAND_OK = 1
@@ -206,19 +211,10 @@ class Connection:
         raw = self.lib.PQerrorMessage(self.pg) or b""
         return raw.decode("utf-8", "replace").strip()
 
-    @property
-    def broken_link(self) -> bool:
-        """True when the connection to the server is gone."""
-        return not self.pg or self.lib.PQstatus(self.pg) != _CONNECTION_OK
-
     def take_rows_read(self) -> int:
         """Rows decoded since the last call (``ledger.connect`` budgets them)."""
         n, self.rows_read = self.rows_read, 0
         return n
-
-    def run_and_clear(self, sql: str) -> None:
-        """Run a statement whose result is not needed (``BEGIN``, ``ROLLBACK``)."""
-        self.lib.PQclear(self.run(sql))
 
     @property
     def broken(self) -> bool:

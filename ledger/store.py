@@ -33,11 +33,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
 
 from backflush.ledger.names import MASTER_TYPES
 
 from backflush.errors import BackflushError
+
+TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_DB = "./backflush.db"
 SCHEMA_LOCK_KEY = 0x6266_6C65_6467_6572  # "bfledger": advisory lock for schema creation
@@ -54,22 +57,6 @@ VERIFY_DDL = (
     "CREATE TABLE IF NOT EXISTS bf_verify (verified_at TEXT, events INTEGER, ok INTEGER,"
     " heads TEXT)"
 )
-
-
-# The ledger-wide chain (``ledger.anchor``, with hashlib) loads when a command writes: a query
-# does not need it.
-def chain_rows(*args: Any) -> Any:
-    """``ledger.anchor.chain_rows``."""
-    from backflush.ledger.anchor import chain_rows as rows
-
-    return rows(*args)
-
-
-def last_link(cur: Cursor) -> tuple[int, str]:
-    """``ledger.anchor.last_link``."""
-    from backflush.ledger.anchor import last_link as link
-
-    return link(cur)
 
 
 def _ddl(dialect: str) -> list[str]:
@@ -151,19 +138,6 @@ def from_us(us: int) -> datetime:
 
 _COPY_TYPES = ["int8", "text", "text", "int4", "text", "int8", "int8", "text", "text", "bytea"]
 _CHAIN_COPY_TYPES = ["int8", "text", "text", "int4", "text"]
-
-
-class IndexRow(NamedTuple):
-    """The columns of one event row beside its stored state (a tuple: cheap per event)."""
-
-    id: str
-    stream: str
-    version: int
-    type: str
-    at_us: int
-    rec_us: int
-    ord: str | None
-    hash: str
 
 
 class Cursor:
@@ -434,24 +408,6 @@ class Ledger:
                     out[row["id"]] = bytes(row["state"])
         return out
 
-    def append(self, cur: Cursor, rows: Sequence[IndexRow], states: Sequence[bytes]) -> range:
-        """Append events (rows and their stored states, same order) inside ``cur``'s txn.
-
-        Returns the positions (``seq``) given: max+1.. under the write lock ``writing``
-        holds. Each event is linked into the ledger-wide chain (``ledger.anchor``) in the
-        same transaction. The importer prepares whole rows itself and calls ``write_rows``.
-        """
-        first = self.next_seq(cur)
-        seqs = range(first, first + len(rows))
-        chained = zip(seqs, rows, strict=True)
-        links = chain_rows(
-            last_link(cur)[1],
-            [(q, r.stream, r.version, r.hash, r.rec_us, r.id) for q, r in chained],
-        )
-        events = [(q, *r, s) for q, r, s in zip(seqs, rows, states, strict=True)]
-        self.write_rows(cur, events, links)
-        return seqs
-
     def next_seq(self, cur: Cursor) -> int:
         """The position the next appended event gets (under the write lock)."""
         return (cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0) + 1
@@ -463,7 +419,7 @@ class Ledger:
 
         ``events`` are (seq, id, stream, version, type, at_us, rec_us, ord, hash, state),
         ``links`` their ``bf_chain`` rows (seq, link, stream, version, id), both by seq.
-        The caller owns the positions and the chain: ``append`` or the importer, which
+        The caller owns the positions and the chain: the importer, which
         keeps the last position and link in memory between batches.
         """
         if self.dialect == "sqlite":

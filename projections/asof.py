@@ -22,12 +22,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from backflush.ledger.store import Ledger, to_us
 from backflush.projections import materialise as mat
 
+TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
 if TYPE_CHECKING:  # the engine loads only when a replay runs (not for materialised answers)
+    from typing import Any
+
     from backflush.projections.engine import Replay
 
 RETIRE_EVERY = 2000  # events between checks for orders whose findings are final

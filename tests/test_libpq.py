@@ -105,6 +105,20 @@ def test_a_write_in_a_read_only_transaction_fails(pg_ledger):
         assert cur.execute("SELECT COUNT(*) AS n FROM bf_proj").fetchone()["n"] > 0
 
 
+def test_a_read_costs_one_round_trip_per_statement(pg_ledger, monkeypatch):
+    # No BEGIN ... ROLLBACK around a read: each statement is its own read-only transaction.
+    sent: list[str] = []
+    real = libpq.Connection.run
+    monkeypatch.setattr(libpq.Connection, "run",
+                        lambda self, sql, params=(): sent.append(sql) or real(self, sql, params))
+    with pg_ledger.connections.transaction(commit=False, read_only=True) as cur:
+        assert isinstance(cur, libpq.Cursor)
+        cur.execute("SELECT 1 AS x")
+        row = cur.execute("SHOW transaction_read_only").fetchone()
+    assert row == {"transaction_read_only": "on"}
+    assert sent == ["SELECT 1 AS x", "SHOW transaction_read_only"]
+
+
 def test_a_long_read_moves_to_psycopg(pg_ledger, monkeypatch):
     monkeypatch.setattr(connect, "LIBPQ_ROW_BUDGET", 5)
     pg = pg_ledger.connections

@@ -40,7 +40,7 @@ MATERIALISED = NEVER + ("backflush.projections.engine", "backflush.projections.f
                         "backflush.cli.provenance")
 
 # What a query in a machine format never needs (see the tests below).
-LIGHT = ("click", "orjson", "dataclasses", "inspect", "uuid")
+LIGHT = ("click", "orjson", "dataclasses", "inspect", "uuid", "typing")
 
 
 def loaded(*args: str) -> set[str]:
@@ -78,6 +78,7 @@ def test_materialised_queries_load_neither_engine_nor_store_framework(ledger_db)
         mods = loaded("--db", ledger_db, *args)
         # Nor click (``cli.quick``), nor orjson and the dataclasses/inspect/uuid it loads:
         # a small answer is encoded by the standard library (``cli.output.LIGHT_ROWS``).
+        # Nor typing: annotations only, under a TYPE_CHECKING of the module's own.
         assert forbidden(mods, MATERIALISED + LIGHT) == set(), args
         # Nor psycopg: on PostgreSQL a read-only query goes through libpq (ledger.libpq).
         assert forbidden(mods, ("psycopg", "psycopg_binary")) == set(), args
