@@ -321,6 +321,7 @@ def import_files(
                     # the writer; the result goes back as plain tuples.
                     state.store, state.ledger, state.cur = remote, None, None
                     state.chain_here = False
+                    state.rows_elsewhere = ledger.dialect == "sqlite"
                     _produce(paths, names, state, result, remote.progress if progress else None)
                     errs = [(e.file, e.line, e.field, e.reason) for e in result.errors]
                     return result.lines, result.appended, result.duplicates, errs
@@ -563,9 +564,14 @@ class _Appender:
         # Every read and write of the store goes through this (a worker process swaps in
         # one that asks the writing process: ``ledger.parallel``).
         self.store: Any = _LocalStore(ledger, cur)
+        self.store.rows_of = self.rows
         # Whether ``flush`` links the events into the ledger-wide chain (``bf_chain``) or
         # leaves that to the store's ``write`` (a worker does: the writer has time to spare).
         self.chain_here = True
+        # Whether ``flush`` sends validated events for the store to build the rows of
+        # (``rows``, in the writing process) instead of building them here (a worker does,
+        # into SQLite: its writer has the time; PostgreSQL's writer and server have not).
+        self.rows_elsewhere = False
         self.rec_text, self.rec_us = rec_text, rec_us
         self.result = res
         self.heads: dict[str, tuple[int, str]] = {}
@@ -689,17 +695,44 @@ class _Appender:
             found = self.store.stream_heads(sorted(streams))
             for s in streams:
                 heads[s] = found.get(s, (0, GENESIS))
+        batch: list[tuple[str, str, bytes, int, str | None]] = []
+        for eid, t, body, at_us, order, path, line in self.pending:
+            if known and eid in known:
+                self._duplicate_or_conflict(eid, body, known[eid], path, line)
+                continue
+            batch.append((eid, t, body, at_us, order))
+        self.pending.clear()
+        self.pending_ids.clear()
+        if self.result.errors or not batch:
+            return
+        self.result.appended += len(batch)
+        if self.rows_elsewhere:
+            # A worker (``ledger.parallel``): the writing process, which waits for rows
+            # half of the time, chains and builds them (``rows``) as they arrive.
+            self.store.write_pending(batch)
+            return
+        events, links = self.rows(batch)
+        held, held_links = self.unwritten
+        held += events
+        held_links += links
+        if len(held) >= self.write_at:
+            self.drain()
+
+    def rows(
+        self, batch: list[tuple[str, str, bytes, int, str | None]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, str, str, int, str]]]:
+        """The stored rows of ``batch`` (id, type, canonical body, at_us, order; validated,
+        new), each hash-chained onto its stream's head, at the next positions; and their
+        ``bf_chain`` rows, unless ``chain_here`` is off (the store's ``write`` links them)."""
         events: list[tuple[Any, ...]] = []
         links: list[tuple[int, str, str, int, str]] = []
+        heads = self.heads
         seq, link = self.seq, self.link
         chain_here = self.chain_here
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
         sha, names = sha256, self.stream_names
-        for eid, t, body, at_us, order, path, line in self.pending:
-            if known and eid in known:
-                self._duplicate_or_conflict(eid, body, known[eid], path, line)
-                continue
+        for eid, t, body, at_us, order in batch:
             if t in MASTER_TYPES:
                 stream = "master"
             elif order and (t in ORDER_TYPES or t == "Reversal"):
@@ -727,17 +760,8 @@ class _Appender:
                 link = sha(dumps([link, seq, stream, version, h, rec_us])).hexdigest()
                 links.append((seq, link, stream, version, eid))
             seq += 1
-        self.pending.clear()
-        self.pending_ids.clear()
-        if self.result.errors or not events:
-            return
         self.seq, self.link = seq, link
-        self.result.appended += len(events)
-        held, held_links = self.unwritten
-        held += events
-        held_links += links
-        if len(held) >= self.write_at:
-            self.drain()
+        return events, links
 
     def _maybe_written(self, ids: Iterable[str]) -> list[str]:
         """The ``ids`` this import may have written already (all others surely not), and
@@ -767,6 +791,8 @@ class _LocalStore:
     def __init__(self, ledger: Ledger, cur: Cursor):
         self.ledger, self.cur = ledger, cur
         self.link = GENESIS  # the last ledger-wide link written (set by the appender)
+        # The appender's ``rows`` (set by it): builds the rows of a ``write_pending`` batch.
+        self.rows_of: Callable[[list[tuple[Any, ...]]], tuple[list, list]] | None = None
 
     def write(self, events: list[tuple[Any, ...]], links: list[tuple[Any, ...]]) -> None:
         """Write ready rows (``Ledger.write_rows``); with no ``links``, link the events into
@@ -778,6 +804,12 @@ class _LocalStore:
                 links.append((seq, link, stream, version, eid))
             self.link = link
         self.ledger.write_rows(self.cur, events, links)
+
+    def write_pending(self, batch: list[tuple[str, str, bytes, int, str | None]]) -> None:
+        """Build the rows of validated events (``_Appender.rows``) and write them."""
+        assert self.rows_of is not None
+        events, links = self.rows_of(batch)
+        self.write(events, links)
 
     def known_states(self, ids: list[str]) -> dict[str, bytes]:
         """``Ledger.known_states``."""

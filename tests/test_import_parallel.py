@@ -207,15 +207,20 @@ def test_worker_killed_rolls_back(two_urls, tmp_path, monkeypatch, runs):
     lines = _plant_lines()
     path = _write(tmp_path / "a.jsonl", lines)
     sent = [0]
-    real = parallel.RemoteStore.write
+    # Into SQLite the worker sends validated events (``write_pending``), else rows.
+    real = {name: getattr(parallel.RemoteStore, name) for name in ("write", "write_pending")}
 
-    def dying(self, events, links):
-        real(self, events, links)
-        sent[0] += 1
-        if sent[0] == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def dying(name):
+        def send(self, *batch):
+            real[name](self, *batch)
+            sent[0] += 1
+            if sent[0] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(parallel.RemoteStore, "write", dying)
+        return send
+
+    for name in real:
+        monkeypatch.setattr(parallel.RemoteStore, name, dying(name))
     url = two_urls[1]
     with pytest.raises(OperationalError) as exc, Ledger(url) as ledger:
         importer.run_import(ledger, [path], now=NOW)
@@ -225,7 +230,8 @@ def test_worker_killed_rolls_back(two_urls, tmp_path, monkeypatch, runs):
     with Ledger(url) as ledger:
         assert ledger.count() == 0
         # The indexes dropped for the load came back with the rollback: a later import works.
-    monkeypatch.setattr(parallel.RemoteStore, "write", real)
+    for name, send in real.items():
+        monkeypatch.setattr(parallel.RemoteStore, name, send)
     res = _import(url, [path], workers=True, monkeypatch=monkeypatch)
     assert not res.errors and res.appended == len(lines) - res.duplicates > 0
 
