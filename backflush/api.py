@@ -323,6 +323,7 @@ class Ledger:
             # The import's connection holds a 32 MiB page cache: let it go before the
             # catch-up, so the two do not add up in one process's memory.
             store.connections.release_idle()
+            _return_free_memory()
             catch_up(store)
         from backflush.reports import ImportReport
 
@@ -824,3 +825,24 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
         raise UnknownOrder(order)
     return result
 
+
+
+def _return_free_memory() -> None:
+    """Hand the heap the import freed back to the system (glibc keeps it otherwise).
+
+    Measured at 1M events: the import's own process catches up afterwards, and without
+    this its peak RSS was the ingest's leftover (~40 MB of freed page cache and rows, held
+    in malloc's free lists) plus the replay's, 152 MB against 109 MB for a rebuild alone.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        pass
