@@ -106,6 +106,10 @@ def classify(exc: BaseException) -> tuple[list[str], int] | None:
         msg = _one_line(exc)
         if "file is not a database" in msg:
             return [f"Error: not a backflush ledger (not a SQLite database): {msg}"], EXIT_USAGE
+        if msg == "database is locked":  # SQLite's busy handler gave up
+            return ["Error: database: the ledger stayed locked by another process writing it"
+                    " (an import or a catch-up); BACKFLUSH_LOCK_TIMEOUT sets the wait"
+                    " (seconds)"], EXIT_OPERATIONAL
         return [f"Error: database: {msg}"], EXIT_OPERATIONAL
     if isinstance(exc, OSError):
         if exc.errno == errno.EPIPE:

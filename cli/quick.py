@@ -158,8 +158,15 @@ def run(argv: list[str]) -> int | None:
             return None
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
         text.encode(encoding)
-    except Exception:  # noqa: BLE001  every error is reported by click's run of the command
-        return None
+    except Exception as exc:  # noqa: BLE001  every error is reported by click's run of the command
+        if "database is locked" not in str(exc):
+            return None
+        # ... but a lock held too long: click's run would wait as long again.
+        from backflush.cli.app import _Reported, classify
+
+        lines, code = classify(exc) or ([f"Error: {exc}"], 3)
+        _Reported(lines, code).show()
+        return code
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -7,6 +7,8 @@ code; and the command lines it must leave to click are checked to be left alone.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +152,29 @@ def test_the_console_entry_point_takes_it_without_click(ledger_db):
                         "--order", "P002-1", "--json"], capture_output=True, text=True,
                        timeout=120, env=env)
     assert "EXIT 0 CLICK True" in p.stderr, p.stderr
+
+
+def test_a_ledger_locked_too_long_is_said_once_not_waited_for_twice(tmp_path, monkeypatch):
+    # A first bulk import writes with a rollback journal (``Ledger.bulk_load``) and holds
+    # the database's exclusive lock: a query waits BACKFLUSH_LOCK_TIMEOUT, then says so
+    # (exit 3), itself, instead of leaving the error to click's run, which would wait again.
+
+    db = str(tmp_path / "l.db")
+    r = CliRunner().invoke(cli, ["--db", db, "import", str(FILES[0])])
+    assert r.exit_code == 0, r.output
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert holder.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+        holder.execute("BEGIN EXCLUSIVE")
+        env = {**os.environ, "BACKFLUSH_LOCK_TIMEOUT": "0.3"}
+        for args in (["onhand", "--json"], ["onhand"]):  # the quick path, then click's
+            p = subprocess.run([sys.executable, "-m", "backflush", "--db", db, *args],
+                               capture_output=True, text=True, timeout=120, env=env)
+            assert p.returncode == 3, p.stderr
+            assert p.stdout == ""
+            lines = p.stderr.splitlines()
+            assert len(lines) == 1 and "locked" in lines[0], lines
+            assert "BACKFLUSH_LOCK_TIMEOUT" in lines[0]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
