@@ -109,3 +109,15 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_db")
     return request.getfixturevalue("pg_db")
+
+
+def replay_steps(monkeypatch, *, page: int, every: int, near_every: int, near_span: int) -> None:
+    """Make the replay's pages and checkpoints (``projections.materialise``) this short, so
+    a short history crosses many of both."""
+    from backflush.projections import materialise
+
+    monkeypatch.setattr(materialise, "PAGE", page)
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", every)
+    # Denser near the head, over a window (events) that catch-ups thin again.
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", near_every)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", near_span)

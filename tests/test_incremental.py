@@ -13,6 +13,7 @@ import pytest
 from backflush.ledger.importer import run_import
 from backflush.ledger.store import Ledger
 from backflush.projections import asof, materialise, snapshot
+from conftest import replay_steps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,11 +111,7 @@ def projection(ledger: Ledger) -> dict:
 @pytest.fixture
 def small_steps(monkeypatch):
     """Checkpoints and pages of a few events, so short histories cross many of both."""
-    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 3)
-    # Denser near the head, over a window short enough that catch-ups thin it again.
-    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 1)
-    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 5)
-    monkeypatch.setattr(materialise, "PAGE", 4)
+    replay_steps(monkeypatch, page=4, every=3, near_every=1, near_span=5)
 
 
 def _check(tmp: Path, url_a: str, url_b: str, events, seed: int, cuts: list[int],

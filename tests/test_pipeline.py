@@ -16,6 +16,7 @@ import pytest
 from backflush.ledger.importer import run_import
 from backflush.ledger.store import Ledger
 from backflush.projections import materialise, pipeline
+from conftest import replay_steps
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -23,10 +24,7 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture
 def steps(monkeypatch):
     """Pages and checkpoints of a few dozen events: a short history crosses many of both."""
-    monkeypatch.setattr(materialise, "PAGE", 40)
-    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 300)
-    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 70)
-    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 500)
+    replay_steps(monkeypatch, page=40, every=300, near_every=70, near_span=500)
 
 
 @pytest.fixture
