@@ -12,9 +12,10 @@ builds the events' secondary indexes after the rows, in the same transaction
 
 A bulk file (``PIPELINE_MIN_BYTES``, ~20k events) into an empty ledger, on a machine with two
 usable CPUs, is imported by two processes (``ledger.parallel``): a forked worker runs this
-module's per-line work (``_produce``: read, validate, dedup, hash-chain, build the rows) while
-this process writes the rows it sends, links them into the ledger-wide chain and holds the
-transaction. Same rows, same result, same all-or-nothing; ``BACKFLUSH_IMPORT_WORKERS=0``
+module's per-line work (``_produce``: read, validate, dedup; into PostgreSQL also hash-chain
+and build the rows) while this process holds the transaction and writes what it sends (into
+SQLite it hash-chains and builds the rows itself, ``_Appender.rows``), linking them into the
+ledger-wide chain. Same rows, same result, same all-or-nothing; ``BACKFLUSH_IMPORT_WORKERS=0``
 keeps everything in one process. Such a file into an empty SQLite ledger is also written
 with a rollback journal instead of the WAL (``Ledger.bulk_load``): each page once, not twice.
 """
