@@ -159,7 +159,9 @@ def run(argv: list[str]) -> int | None:
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
         text.encode(encoding)
     except Exception as exc:  # noqa: BLE001  every error is reported by click's run of the command
-        if "database is locked" not in str(exc):
+        from backflush.ledger.store import _is_lock_timeout
+
+        if not _is_lock_timeout(exc):
             return None
         # ... but a lock held too long: click's run would wait as long again.
         from backflush.cli.app import _Reported, classify

@@ -148,8 +148,9 @@ class SQLiteConnections(_Connections):
         database the rollback journal holds next to nothing, so each page is written once.
         It is as atomic (a crash leaves a hot journal that the next opening rolls back).
         SQLite refuses to leave WAL while any other connection has the database open, so a
-        reader is never surprised; one that opens meanwhile reads the ledger as it was and
-        waits for the import's commit as it would in WAL mode. WAL again on the way out.
+        reader already there is never surprised; one that opens meanwhile waits for the
+        import's commit (up to the lock timeout) before it reads, where in WAL mode it would
+        have read the still empty ledger. WAL again on the way out.
         """
         if self.memory or self.readonly:
             yield False
