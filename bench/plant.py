@@ -13,7 +13,13 @@ under it; the baselines are written here, on the same file, in the same run:
   transaction), and on PostgreSQL a ``COPY`` of the lines into one table;
 - raw read-back: ``SELECT state FROM <the table holding the stored payloads>`` (found in the
   ledger's schema) plus ``orjson.loads`` of every row;
-- ``python -c pass`` of the interpreter the ``backflush`` script runs on.
+- ``python -c pass`` of the interpreter the ``backflush`` script runs on;
+- storage floor: the very rows the import stored in the event tables (``EVENT_TABLES``),
+  read back from the imported ledger beforehand (not timed) and written into an empty
+  copy of the ledger's own tables as the bulk import writes them (SQLite: rollback journal,
+  indexes that back no constraint built after the rows, one transaction; PostgreSQL: binary
+  ``COPY``, the same index builds): what the database alone costs for the stored layout,
+  whatever the Python before it. An import cannot be faster than this.
 
 The history comes from ``backflush simulate --orders N --seed S`` (faults ``scrap`` and
 ``late`` by default), cut at the target event count. Of the events in the last 24 hours of
@@ -368,8 +374,34 @@ class Backend:
         """Seconds to read back every stored payload and ``orjson.loads`` it; rows; table."""
         raise NotImplementedError
 
+    where = ""  # what a child process needs to make this backend again (``floor``)
+
+    def floor(self, url: str) -> float:
+        """Seconds to write the rows of ``EVENT_TABLES`` of ledger ``url`` into an empty copy
+        of its tables, as a bulk import does (the rows are read before the clock runs).
+
+        Measured in a process of its own: the rows it holds would grow this one, and a
+        child's ``ru_maxrss`` starts from its parent's (it survives fork and exec), so every
+        later command's peak RSS would read as this process's."""
+        p = subprocess.run([sys.executable, str(Path(__file__).resolve()), FLOOR_CHILD,
+                            self.name, self.where, url],
+                           capture_output=True, text=True, timeout=TIMEOUT[0])
+        if p.returncode != 0:
+            raise BenchError("floor: " + (p.stderr.strip() or p.stdout.strip())[-2000:])
+        return float(p.stdout.split()[-1])
+
+    def floor_here(self, url: str) -> float:
+        """``floor`` in this process."""
+        raise NotImplementedError
+
     def close(self, keep: bool) -> None:
         """Drop what the bench created unless ``keep``."""
+
+
+FLOOR_CHILD = "--floor-child"  # plant.py FLOOR_CHILD BACKEND WHERE URL: print floor seconds
+# The tables an import writes (the projections are written after its ingest phase).
+EVENT_TABLES = ("bf_events", "bf_chain")
+FLOOR_CHUNK = 50_000  # rows read (untimed) and written (timed) at a time
 
 
 def _decode_all(rows: Iterator[Any]) -> int:
@@ -391,6 +423,7 @@ class SQLiteBackend(Backend):
     raw_insert_label = "sqlite3 executemany"
 
     def __init__(self, work: Path):
+        self.where = str(work)
         self.dir = work / "sqlite"
         self.dir.mkdir(exist_ok=True)
 
@@ -458,6 +491,52 @@ class SQLiteBackend(Backend):
         con.close()
         return time.perf_counter() - t, n, f"{t_name}.{col}"
 
+    def floor_here(self, url: str) -> float:
+        try:
+            return self._floor(url)
+        finally:
+            self.drop("floor")
+
+    def _floor(self, url: str) -> float:
+        src = sqlite3.connect(url)
+        marks = ",".join("?" * len(EVENT_TABLES))
+        schema = src.execute(
+            "SELECT type, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+            f" AND tbl_name IN ({marks}) ORDER BY rowid", EVENT_TABLES).fetchall()
+        if {t for k, t, _ in schema if k == "table"} != set(EVENT_TABLES):
+            raise BenchError(f"the ledger has not all of {EVENT_TABLES}")
+        self.drop("floor")
+        con = sqlite3.connect(self._path("floor"), isolation_level=None)
+        con.execute("PRAGMA journal_mode=DELETE")
+        for kind, _t, sql in schema:
+            if kind == "table":
+                con.execute(sql)
+        dt = 0.0
+        t = time.perf_counter()
+        con.execute("BEGIN")
+        dt += time.perf_counter() - t
+        for table in EVENT_TABLES:
+            cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")')]
+            sql = f'INSERT INTO "{table}" VALUES ({",".join("?" * len(cols))})'
+            cur = src.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+            while rows := cur.fetchmany(FLOOR_CHUNK):
+                t = time.perf_counter()
+                con.executemany(sql, rows)
+                dt += time.perf_counter() - t
+        t = time.perf_counter()
+        for kind, _t, sql in schema:
+            if kind == "index":  # (constraints' own indexes have no SQL: made with the table)
+                con.execute(sql)
+        con.execute("COMMIT")
+        dt += time.perf_counter() - t
+        for table in EVENT_TABLES:
+            a, b = (c.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for c in (src, con))
+            if a != b:
+                raise BenchError(f"floor: {b} rows of {table} written, the ledger has {a}")
+        con.close()
+        src.close()
+        return dt
+
 
 class PostgresBackend(Backend):
     """Ledgers as databases created on the server of ``--pg`` (dropped at the end)."""
@@ -469,7 +548,7 @@ class PostgresBackend(Backend):
         import psycopg
 
         self.psycopg = psycopg
-        self.url = url
+        self.url = self.where = url
         self.prefix = f"bfbench_{os.getpid()}_"
         self.made: set[str] = set()
 
@@ -543,6 +622,61 @@ class PostgresBackend(Backend):
             cur.execute(f'SELECT "{col}" FROM "{schema}"."{table}"')
             n = _decode_all(cur)
         return time.perf_counter() - t, n, f"{table}.{col}"
+
+    def floor_here(self, url: str) -> float:
+        try:
+            return self._floor(url)
+        finally:
+            self.drop("floor")
+
+    def _floor(self, url: str) -> float:
+        # The same schema: a copy of the ledger (CREATE DATABASE ... TEMPLATE), emptied.
+        dst = self.clone(url, "floor")
+        types = {"bigint": "int8", "integer": "int4", "text": "text", "bytea": "bytea",
+                 "smallint": "int2", "boolean": "bool"}
+        dt = 0.0
+        with self.psycopg.connect(url) as src, self.psycopg.connect(dst) as conn:
+            conn.execute("TRUNCATE " + ", ".join(EVENT_TABLES))
+            conn.commit()
+            t = time.perf_counter()
+            indexes = conn.execute(
+                "SELECT c.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x"
+                " JOIN pg_class c ON c.oid = x.indexrelid"
+                " WHERE x.indrelid::regclass::text = ANY(%s) AND NOT EXISTS"
+                " (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)",
+                (list(EVENT_TABLES),)).fetchall()
+            for name, _sql in indexes:
+                conn.execute(f'DROP INDEX "{name}"')
+            dt += time.perf_counter() - t
+            for table in EVENT_TABLES:
+                cols = src.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns"
+                    " WHERE table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
+                names = ", ".join(c for c, _ in cols)
+                with src.cursor(name=f"floor_{table}") as rd:
+                    rd.itersize = FLOOR_CHUNK
+                    rd.execute(f"SELECT {names} FROM {table} ORDER BY 1")
+                    while rows := rd.fetchmany(FLOOR_CHUNK):
+                        t = time.perf_counter()
+                        with conn.cursor().copy(
+                                f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+                            cp.set_types([types[d] for _, d in cols])
+                            for r in rows:
+                                cp.write_row(r)
+                        dt += time.perf_counter() - t
+            t = time.perf_counter()
+            if indexes:
+                conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            for _name, sql in indexes:
+                conn.execute(sql)
+            conn.commit()
+            dt += time.perf_counter() - t
+            for table in EVENT_TABLES:
+                a, b = (c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                        for c in (src, conn))
+                if a != b:
+                    raise BenchError(f"floor: {b} rows of {table} written, the ledger has {a}")
+        return dt
 
     def close(self, keep: bool) -> None:
         if not keep:
@@ -621,6 +755,12 @@ class Bench:
             q = check(self.cli(url, "onhand", "--at", h.big.last_at, "--json"), "first query")
             s.add("first_query", q)
         return url
+
+    def floor_phase(self, url: str) -> None:
+        """The storage floor of the big ledger's rows (``Backend.floor``)."""
+        for r in range(self.args.reps):
+            self.log(f"[{self.b.name}] storage floor rep {r + 1}/{self.args.reps}")
+            self.s.add("floor", self.b.floor(url))
 
     def rebuild_phase(self, url: str) -> None:
         """Raw read-back + decode and ``rebuild``, interleaved."""
@@ -709,6 +849,7 @@ class Bench:
         url = self.phase("import", self.import_phase)
         small = self.phase("small ledger", self.small_ledger)
         if url:
+            self.phase("storage floor", lambda: self.floor_phase(url))
             self.phase("rebuild", lambda: self.rebuild_phase(url))
         if small:
             self.phase("queries (small)", lambda: self.query_phase(self.h.small, small))
@@ -765,6 +906,10 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
                     None, None, "bench/plant.py raw_insert big.jsonl"))
     rows.append(Row(name, "raw read-back + orjson.loads", rate(raw_read, n), "baseline", None,
                     None, f"SELECT {s.info.get('payload_table', 'state')} + orjson.loads"))
+    floor = m.get("floor")
+    rows.append(Row(name, f"storage floor: the stored event rows alone ({', '.join(EVENT_TABLES)})",
+                    rate(floor, n), "info", div(raw_ins, floor), None,
+                    "bench/plant.py floor: the import's rows, written as a bulk import does"))
     ingest = m.get("ingest")
     r = div(raw_ins, ingest)
     tgt = 0.3 if name == "sqlite" else 0.2
@@ -930,6 +1075,12 @@ def git_head(py: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, or 1 on a failed command)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [FLOOR_CHILD]:  # (``Backend.floor``)
+        name, where, url = argv[1:4]
+        backend = SQLiteBackend(Path(where)) if name == "sqlite" else PostgresBackend(where)
+        print(repr(backend.floor_here(url)))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000, help="big ledger size")
     ap.add_argument("--small", type=int, default=10_000, help="small ledger size (queries)")

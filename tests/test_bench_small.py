@@ -53,14 +53,15 @@ def _at(s: str) -> datetime:
 
 # Every median the report is built from, per backend.
 TIMED = [
-    "raw_insert", "raw_read", "import", "ingest", "first_query", "rebuild", "late_import",
+    "raw_insert", "raw_read", "floor", "import", "ingest", "first_query", "rebuild", "late_import",
     "late_first_query", "late_total", "stream.events", "stream.export", "stream.findings",
     "stream.hours",
 ] + [f"{tier}.{q}" for tier in ("small", "big")
      for q in ("pass", "version", "onhand", "wip", "consumption", "findings_order")]
 
 FIGURES = [
-    "raw insert", "raw read-back", "import, ingest phase alone", "import, whole process",
+    "raw insert", "raw read-back", "storage floor: the stored event rows alone",
+    "import, ingest phase alone", "import, whole process",
     "end to end: import + first query", "full rebuild", "late import (",
     "late import + first query / full rebuild", "python -c pass [", "--version [",
     "onhand --at T [", "wip --at T [", "consumption --order O [", "findings --order O [",
@@ -167,7 +168,7 @@ def test_rows_follow_from_samples() -> None:
     plant = _plant()
     s = plant.Samples()
     for key, v in {
-        "raw_insert": 1.0, "raw_read": 0.5, "ingest": 4.0, "import": 5.0,
+        "raw_insert": 1.0, "raw_read": 0.5, "floor": 2.0, "ingest": 4.0, "import": 5.0,
         "first_query": 1.0, "rebuild": 2.0, "late_total": 0.25,
         "small.pass": 0.02, "small.version": 0.07, "small.onhand": 0.09,
         "big.pass": 0.02, "big.version": 0.05, "big.onhand": 0.11, "big.findings_order": 0.13,
@@ -180,6 +181,8 @@ def test_rows_follow_from_samples() -> None:
         simulate_cmd=[], simulate_s=0.0, tail_last_at="",
     )
     rows = {r.figure: r for r in plant.rows_for("postgres", s, hist, "COPY")}
+    floor = rows["storage floor: the stored event rows alone (bf_events, bf_chain)"]
+    assert floor.ratio == pytest.approx(0.5) and floor.ok is None  # information, no target
     ingest = rows["import, ingest phase alone (run_import)"]
     assert ingest.ratio == pytest.approx(0.25) and ingest.ok  # >= 0.2x COPY
     assert rows["import, ingest rate"].ok is False  # 250 ev/s < 30,000
