@@ -376,21 +376,22 @@ class Backend:
 
     where = ""  # what a child process needs to make this backend again (``floor``)
 
-    def floor(self, url: str) -> float:
+    def floor(self, url: str, which: str = "events") -> float:
         """Seconds to write the rows of ``EVENT_TABLES`` of ledger ``url`` into an empty copy
-        of its tables, as a bulk import does (the rows are read before the clock runs).
+        of its tables, as a bulk import does (the rows are read before the clock runs);
+        ``which="projections"``: the projections' tables, as a rebuild writes them.
 
         Measured in a process of its own: the rows it holds would grow this one, and a
         child's ``ru_maxrss`` starts from its parent's (it survives fork and exec), so every
         later command's peak RSS would read as this process's."""
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), FLOOR_CHILD,
-                            self.name, self.where, url],
+                            self.name, self.where, url, which],
                            capture_output=True, text=True, timeout=TIMEOUT[0])
         if p.returncode != 0:
             raise BenchError("floor: " + (p.stderr.strip() or p.stdout.strip())[-2000:])
         return float(p.stdout.split()[-1])
 
-    def floor_here(self, url: str) -> float:
+    def floor_here(self, url: str, which: str = "events") -> float:
         """``floor`` in this process."""
         raise NotImplementedError
 
@@ -399,8 +400,10 @@ class Backend:
 
 
 FLOOR_CHILD = "--floor-child"  # plant.py FLOOR_CHILD BACKEND WHERE URL: print floor seconds
-# The tables an import writes (the projections are written after its ingest phase).
+# The tables an import writes (the projections are written after its ingest phase); of the
+# other bf_* tables, those a rebuild does not write: the rest are the projections'.
 EVENT_TABLES = ("bf_events", "bf_chain")
+NOT_PROJECTIONS = ("bf_lock", "bf_verify")
 FLOOR_CHUNK = 50_000  # rows read (untimed) and written (timed) at a time
 
 
@@ -491,45 +494,53 @@ class SQLiteBackend(Backend):
         con.close()
         return time.perf_counter() - t, n, f"{t_name}.{col}"
 
-    def floor_here(self, url: str) -> float:
+    def floor_here(self, url: str, which: str = "events") -> float:
         try:
-            return self._floor(url)
+            return self._floor(url, which)
         finally:
             self.drop("floor")
 
-    def _floor(self, url: str) -> float:
+    def _floor(self, url: str, which: str = "events") -> float:
         src = sqlite3.connect(url)
-        marks = ",".join("?" * len(EVENT_TABLES))
+        if which == "events":
+            tables = list(EVENT_TABLES)
+        else:
+            tables = [t for (t,) in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'bf\\_%'"
+                " ESCAPE '\\' ORDER BY rowid") if t not in EVENT_TABLES + NOT_PROJECTIONS]
+        marks = ",".join("?" * len(tables))
         schema = src.execute(
             "SELECT type, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
-            f" AND tbl_name IN ({marks}) ORDER BY rowid", EVENT_TABLES).fetchall()
-        if {t for k, t, _ in schema if k == "table"} != set(EVENT_TABLES):
-            raise BenchError(f"the ledger has not all of {EVENT_TABLES}")
+            f" AND tbl_name IN ({marks}) ORDER BY rowid", tables).fetchall()
+        if {t for k, t, _ in schema if k == "table"} != set(tables) or not tables:
+            raise BenchError(f"the ledger has not all of {tables}")
         self.drop("floor")
         con = sqlite3.connect(self._path("floor"), isolation_level=None)
-        con.execute("PRAGMA journal_mode=DELETE")
+        # An import's first bulk load: rollback journal, indexes built after the rows; a
+        # rebuild: WAL, the indexes in place (SQLite cannot drop a WITHOUT ROWID table's).
+        con.execute("PRAGMA journal_mode=" + ("DELETE" if which == "events" else "WAL"))
         for kind, _t, sql in schema:
-            if kind == "table":
+            if kind == "table" or (kind == "index" and which != "events"):
                 con.execute(sql)
         dt = 0.0
         t = time.perf_counter()
         con.execute("BEGIN")
         dt += time.perf_counter() - t
-        for table in EVENT_TABLES:
+        for table in tables:
             cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")')]
             sql = f'INSERT INTO "{table}" VALUES ({",".join("?" * len(cols))})'
-            cur = src.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+            cur = src.execute(f'SELECT * FROM "{table}"')  # (key order: b-trees' best case)
             while rows := cur.fetchmany(FLOOR_CHUNK):
                 t = time.perf_counter()
                 con.executemany(sql, rows)
                 dt += time.perf_counter() - t
         t = time.perf_counter()
         for kind, _t, sql in schema:
-            if kind == "index":  # (constraints' own indexes have no SQL: made with the table)
+            if kind == "index" and which == "events":  # (a constraint's index has no SQL)
                 con.execute(sql)
         con.execute("COMMIT")
         dt += time.perf_counter() - t
-        for table in EVENT_TABLES:
+        for table in tables:
             a, b = (c.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for c in (src, con))
             if a != b:
                 raise BenchError(f"floor: {b} rows of {table} written, the ledger has {a}")
@@ -623,7 +634,9 @@ class PostgresBackend(Backend):
             n = _decode_all(cur)
         return time.perf_counter() - t, n, f"{table}.{col}"
 
-    def floor_here(self, url: str) -> float:
+    def floor_here(self, url: str, which: str = "events") -> float:
+        if which != "events":  # (its rebuild met its target: only SQLite's is asked)
+            raise BenchError("the projections' storage floor is measured on SQLite only")
         try:
             return self._floor(url)
         finally:
@@ -771,6 +784,10 @@ class Bench:
             self.s.info["raw_read_rows"] = n
             self.s.info["payload_table"] = table
             self.s.add("rebuild", check(self.cli(url, "rebuild"), "rebuild"))
+        if self.b.name == "sqlite":
+            for r in range(self.args.reps):
+                self.log(f"[{self.b.name}] projections' storage floor rep {r + 1}/{self.args.reps}")
+                self.s.add("floor_projections", self.b.floor(url, "projections"))
 
     def query_phase(self, tier: Tier, url: str) -> None:
         """Whole-process queries, ``--version`` and ``python -c pass``, interleaved."""
@@ -928,6 +945,11 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
     rows.append(Row(name, "end to end: import + first query",
                     "n/a" if e2e is None else f"{e2e:.3f} s", ">= 0.25x raw insert + raw read",
                     r, ge(r, 0.25), imp_cmd + f"; backflush --db {L} onhand --at T --json"))
+    if "floor_projections" in m:
+        fp = m["floor_projections"]
+        rows.append(Row(name, "storage floor: the projection rows alone (every bf_* table a"
+                        " rebuild writes)", rate(fp, n), "info", div(raw_read, fp), None,
+                        "bench/plant.py floor: the rebuild's rows, written as it writes them"))
     r = div(raw_read, m.get("rebuild"))
     rows.append(Row(name, "full rebuild, whole process", rate(m.get("rebuild"), n),
                     ">= 0.2x raw read+decode (goal 0.4x)", r, ge(r, 0.2),
@@ -1077,9 +1099,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0, or 1 on a failed command)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [FLOOR_CHILD]:  # (``Backend.floor``)
-        name, where, url = argv[1:4]
+        name, where, url, which = argv[1:5]
         backend = SQLiteBackend(Path(where)) if name == "sqlite" else PostgresBackend(where)
-        print(repr(backend.floor_here(url)))
+        print(repr(backend.floor_here(url, which)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000, help="big ledger size")
