@@ -94,7 +94,7 @@ sys.exit(getattr(importlib.import_module(_mod), _fn)())
 
 @dataclass
 class Proc:
-    """One finished child process: wall time, peak RSS, time to first stdout byte."""
+    """One finished child process: wall time, peak RSS, time to first stdout byte, CPU."""
 
     argv: list[str]
     wall: float
@@ -104,6 +104,7 @@ class Proc:
     out_bytes: int
     head: bytes
     err: str
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
 
 COMPILE_PACKAGE = """
@@ -116,8 +117,10 @@ for name in ("backflush", "backflush.cli", "backflush.ledger", "backflush.projec
 def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
     """Run ``argv`` to completion, reading its stdout through a pipe.
 
-    ``os.wait4`` gives this child's own resource usage (peak RSS), not the sum over all
-    children, so commands can be compared one by one.
+    ``os.wait4`` gives this child's resource usage (Linux: its own and that of the
+    children it waited for, such as a worker process): its peak RSS is the largest of
+    theirs, not a sum, so commands can be compared one by one; its CPU time is their sum,
+    what the command cost the machine.
     """
     with tempfile.TemporaryFile() as errf:
         t0 = time.perf_counter()
@@ -149,7 +152,8 @@ def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> P
         err = errf.read().decode("utf-8", "replace")
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     rss = ru.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    return Proc(argv, wall, rss, p.returncode, ttfb, n, bytes(head), err[-2000:])
+    return Proc(argv, wall, rss, p.returncode, ttfb, n, bytes(head), err[-2000:],
+                ru.ru_utime + ru.ru_stime)
 
 
 def median(xs: list[float]) -> float | None:
@@ -707,6 +711,7 @@ class Samples:
     t: dict[str, list[float]] = field(default_factory=dict)
     rss: dict[str, list[float]] = field(default_factory=dict)
     ttfb: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def add(self, key: str, p: Proc | float, *, ttfb: bool = False) -> None:
@@ -714,6 +719,7 @@ class Samples:
         if isinstance(p, Proc):
             self.t.setdefault(key, []).append(p.wall)
             self.rss.setdefault(key, []).append(p.rss_mb)
+            self.cpu.setdefault(key, []).append(p.cpu)
             if ttfb:
                 self.ttfb.setdefault(key, []).append(p.ttfb if p.ttfb is not None else p.wall)
         else:
@@ -954,6 +960,14 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
     rows.append(Row(name, "full rebuild, whole process", rate(m.get("rebuild"), n),
                     ">= 0.2x raw read+decode (goal 0.4x)", r, ge(r, 0.2),
                     f"backflush --db {L} rebuild"))
+    for key, label, cmd in (("import", "import", imp_cmd),
+                            ("rebuild", "full rebuild", f"backflush --db {L} rebuild")):
+        cpu, wall = median(s.cpu.get(key, [])), m.get(key)
+        if cpu and wall:
+            # Two cores: a command whose CPU is near twice its wall time is at the bound.
+            rows.append(Row(name, f"{label}: CPU of all its processes",
+                            f"{cpu:.3f} s ({cpu / wall:.2f} CPUs busy on average)", "info",
+                            None, None, cmd))
     late = m.get("late_total")
     late_cmd = f"cp ledger; backflush --db {L} import tail.jsonl; onhand --at T --json"
     rows.append(Row(name, f"late import ({h.tail_events} events, {h.tail_late} late <= 24 h)"
@@ -1209,6 +1223,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_s": {k: median(v) for k, v in s.t.items()},
             "samples_s": s.t,
             "peak_rss_mb": {k: max(v) for k, v in s.rss.items()},
+            "cpu_s": {k: median(v) for k, v in s.cpu.items()},
             "ttfb_s": {k: median(v) for k, v in s.ttfb.items()},
             "info": s.info,
         }

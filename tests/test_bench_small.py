@@ -79,6 +79,7 @@ def _check_backend(report: dict, name: str) -> None:
     assert set(b["ttfb_s"]) == {"stream.events", "stream.export", "stream.findings",
                                 "stream.hours"}
     assert all(v > 0 for v in b["peak_rss_mb"].values())
+    assert b["cpu_s"]["import"] > 0 and b["cpu_s"]["rebuild"] > 0
     # The raw read-back read the table holding the events, and every event in it.
     assert b["info"]["raw_read_rows"] == meta["events_big"]
     rows = [r for r in report["rows"] if r["backend"] == name]
