@@ -24,7 +24,7 @@ is running (a reader inside a writer's loop) gets a connection of its own, as fr
 
 from __future__ import annotations
 
-import threading
+import _thread  # (threading's Lock, without importing threading: ~0.7 ms of a query)
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -47,7 +47,7 @@ class _Connections:
     def __init__(self, connect: Callable[[], Any]):
         self._connect = connect
         self._idle: list[Any] = []
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._closed = False
 
     def take(self) -> Any:
@@ -99,7 +99,7 @@ class SQLiteConnections(_Connections):
         self.readonly = readonly
         self.memory = ":memory:" in database or "mode=memory" in database
         self._wal_checked = self.memory
-        self._writer = threading.Lock()
+        self._writer = _thread.allocate_lock()
         super().__init__(self._open)
 
     @contextmanager

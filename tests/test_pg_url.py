@@ -1,0 +1,77 @@
+"""``ledger.store._pg_params``: the hand split of plain PostgreSQL URLs gives what
+``urllib.parse`` gives (the parameters, or the same error), for any URL."""
+
+from __future__ import annotations
+
+import pytest
+from backflush.ledger.store import _pg_params, _pg_params_parsed
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+# The characters URLs are made of, the odd ones included, so that both paths are exercised.
+PIECE = st.text(alphabet="aZ09-._~:@/!$&'()*+,=%[]?#; \tÄ\\", max_size=12)
+
+
+def _same(url: str) -> None:
+    try:
+        want = _pg_params_parsed(url)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as got:
+            _pg_params(url)
+        assert str(got.value) == str(exc)
+        return
+    assert _pg_params(url) == want
+
+
+@settings(max_examples=2000, deadline=None)
+@given(scheme=st.sampled_from(["postgresql", "postgres"]), user=PIECE, password=PIECE,
+       host=PIECE, port=st.one_of(st.just(""), st.integers(-1, 70000).map(str), PIECE),
+       path=PIECE, at=st.booleans(), colon=st.booleans())
+@example(scheme="postgresql", user="u", password="p", host="H", port="05432", path="/db",
+         at=True, colon=True)
+@example(scheme="postgresql", user="", password="", host="", port="0", path="",
+         at=False, colon=True)
+def test_the_hand_split_agrees_with_urllib(scheme, user, password, host, port, path, at,
+                                           colon):
+    auth = f"{user}:{password}@" if at else ""
+    _same(f"{scheme}://{auth}{host}{':' + port if colon else ''}/{path}")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres@127.0.0.1:5432/backflush",
+    "postgresql://alice:s3cret@db.example.com:6543/plant",
+    "postgresql://localhost/plant",
+    "postgresql://",
+    "postgres://u@h",
+    "postgresql://u:p%40ss@h/d%20b",         # percent-escapes: urllib's path
+    "postgresql://[::1]:5432/db",            # IPv6: urllib's path
+    "postgresql://h:99999/db",               # out of range: the same error
+    "postgresql://h:x/db",                   # not a number: the same error
+    "postgresql://h//db",
+    "postgresql://u@x@h:1/d@b",
+])
+def test_plain_and_odd_urls(url):
+    _same(url)
+
+
+class _NoUrllib:
+    """A meta path finder that refuses ``urllib``: any import of it raises."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "urllib" or name.startswith("urllib."):
+            raise ImportError(f"{name} imported")
+        return None
+
+
+def test_a_plain_url_is_split_without_urllib(monkeypatch):
+    import sys
+
+    for name in ("urllib.parse", "urllib"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoUrllib(), *sys.meta_path])
+    assert _pg_params("postgresql://alice:pw@Db.Example:6543/plant") == {
+        "dbname": "plant", "host": "db.example", "port": "6543", "user": "alice",
+        "password": "pw"}
+    with pytest.raises(ImportError):  # (the finder works: the general path needs urllib)
+        _pg_params("postgresql://alice:p%40ss@h/plant")
