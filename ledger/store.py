@@ -655,14 +655,22 @@ _PLAIN_URL = frozenset(
 
 
 def _pg_params_parsed(url: str) -> dict[str, str]:
-    """``_pg_params`` by ``urllib.parse``: the reference, and the general case."""
+    """``_pg_params`` by ``urllib.parse``: the reference, and the general case. A URL it
+    cannot take (a port that is not a number from 0 to 65535, a bad IPv6 address) is
+    ``BadInput`` naming ``--db``, without the URL (it may hold a password)."""
     from urllib.parse import unquote, urlparse
 
-    u = urlparse(url)
+    try:
+        u = urlparse(url)
+        port = u.port
+    except ValueError as exc:
+        from backflush.errors import BadInput
+
+        raise BadInput(f"--db: not a usable PostgreSQL URL: {exc}") from None
     return {
         "dbname": unquote(u.path.lstrip("/")) or "backflush",
         "host": u.hostname or "127.0.0.1",
-        "port": str(u.port or 5432),
+        "port": str(port or 5432),
         "user": unquote(u.username or "postgres"),
         "password": unquote(u.password or ""),
     }

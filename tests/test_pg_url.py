@@ -8,6 +8,8 @@ from backflush.ledger.store import _pg_params, _pg_params_parsed
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from backflush.errors import BadInput
+
 # The characters URLs are made of, the odd ones included, so that both paths are exercised.
 PIECE = st.text(alphabet="aZ09-._~:@/!$&'()*+,=%[]?#; \tÄ\\", max_size=12)
 
@@ -15,8 +17,8 @@ PIECE = st.text(alphabet="aZ09-._~:@/!$&'()*+,=%[]?#; \tÄ\\", max_size=12)
 def _same(url: str) -> None:
     try:
         want = _pg_params_parsed(url)
-    except ValueError as exc:
-        with pytest.raises(ValueError) as got:
+    except BadInput as exc:
+        with pytest.raises(BadInput) as got:
             _pg_params(url)
         assert str(got.value) == str(exc)
         return
@@ -75,3 +77,18 @@ def test_a_plain_url_is_split_without_urllib(monkeypatch):
         "password": "pw"}
     with pytest.raises(ImportError):  # (the finder works: the general path needs urllib)
         _pg_params("postgresql://alice:p%40ss@h/plant")
+
+
+@pytest.mark.parametrize("port, reason", [("99999", "Port out of range 0-65535"),
+                                          ("x", "Port could not be cast to integer value")])
+def test_a_bad_port_is_a_one_line_error_naming_db_and_not_the_password(port, reason):
+    import subprocess
+    import sys
+
+    url = f"postgresql://alice:s3cret@127.0.0.1:{port}/plant"
+    for argv in (["onhand", "--json"], ["onhand"], ["import", "/dev/null"]):
+        p = subprocess.run([sys.executable, "-m", "backflush", "--db", url, *argv],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (argv, p.stderr)
+        assert p.stderr.startswith("Error: --db: not a usable PostgreSQL URL: " + reason)
+        assert len(p.stderr.splitlines()) == 1 and "s3cret" not in p.stderr
