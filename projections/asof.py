@@ -11,7 +11,9 @@
   streaming replay that retires each order once its last event is applied, so memory
   follows the orders in progress, not the history. Sorted by order, each order's rows go
   out once every order named before it is final (``_name_order``): plants number orders
-  as they open them, so the first rows come early and few are held.
+  as they open them, so the first rows come early and few are held. An order that holds
+  the others back (one posted to long after it ended, a long-running one) is answered
+  from its own events, as ``--order`` answers it, once enough orders wait behind it.
 - ``--known-at K``: the materialised history still answers unless some event recorded
   after K happened by T; only then is what was known replayed.
 - ``--policy P``: a replay of the history under P (the recorded ledger is not touched).
@@ -20,7 +22,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from backflush.ledger.store import Ledger, to_us
@@ -33,6 +35,10 @@ if TYPE_CHECKING:  # the engine loads only when a replay runs (not for materiali
     from backflush.projections.engine import Replay
 
 RETIRE_EVERY = 2000  # events between checks for orders whose findings are final
+# Orders final and held behind an order named before them that is not, before that order
+# is answered on its own (``_name_order``): each costs about what replaying PATIENCE
+# orders' events does, so the stream pays at most a few percent for its first rows.
+PATIENCE = 256
 
 
 def _us(dt: datetime | None) -> int | None:
@@ -91,6 +97,12 @@ def iter_findings(
 
     names = mat.last_event_of_orders(ledger)
     stream = _no_orderless_findings(ledger, at, known_at, policy, codes)
+    # One order's findings from its own events and the materialised history: the same
+    # answer (``order_findings``), which that path gives only as recorded and known now.
+    alone = None
+    if stream and policy is None and known_at is None:
+        def alone(order: str) -> list[Any]:
+            return order_findings(ledger, order, at, codes)
 
     def pieces() -> Iterator[dict[str | None, list[Any]]]:
         for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
@@ -104,7 +116,7 @@ def iter_findings(
             engine.negative_onhand[:] = [r for r in engine.negative_onhand
                                          if r.order not in finished]
 
-    yield from _name_order(pieces(), [o for _, o in names] if stream else [])
+    yield from _name_order(pieces(), [o for _, o in names] if stream else [], alone)
 
 
 def _group(found: list[Any], orders: list[str]) -> dict[str | None, list[Any]]:
@@ -133,7 +145,9 @@ def _no_orderless_findings(ledger: Ledger, at: datetime | None, known_at: dateti
     return not mat.orderless_negative(ledger, _us(at))
 
 
-def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str]) -> Iterator[Any]:
+def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str],
+                alone: Callable[[str], list[Any]] | None = None,
+                patience: int | None = None) -> Iterator[Any]:
     """Rows grouped by order, re-emitted in order-name order as early as that order allows.
 
     ``pieces`` yields ``{order: rows}`` for orders that became final (every order once, the
@@ -141,16 +155,39 @@ def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str]) -> Ite
     advance. An order's rows go out once every name before it has come; whatever is held at
     the end goes out sorted (None first, as ``sort_key`` puts it). With no ``names``,
     everything is held to the end.
+
+    ``alone(order)``, when given, answers one order's final rows by itself. An order named
+    first but touched again late in the history (a correction posted to it months after
+    it ended) would otherwise hold every later name back until the replay ends: once
+    ``patience`` (default ``PATIENCE``) orders have become final behind it, it is answered
+    alone, and its rows from the replay are dropped when they come. The rows are the same
+    either way (the per-order paths are held equal to the replay's by the tests), only
+    sooner.
     """
+    if patience is None:
+        patience = PATIENCE
     todo = sorted(set(names))
     i = 0
     held: dict[Any, list[Any]] = {}
+    early: set[Any] = set()
+    waited = 0
     last: Any = None
     for piece in pieces:
-        held.update(piece)
-        while i < len(todo) and todo[i] in held:
-            last = todo[i]
-            yield from held.pop(last)
+        for k, rows in piece.items():
+            if k not in early:
+                held[k] = rows
+        waited += len(piece)
+        while i < len(todo):
+            head = todo[i]
+            if head in held:
+                rows = held.pop(head)
+            elif alone is not None and waited >= patience:
+                rows, waited = alone(head), 0
+                early.add(head)
+            else:
+                break
+            last = head
+            yield from rows
             i += 1
     for k in sorted(held, key=lambda o: (0, "") if o is None else (1, o)):
         if last is not None and (k is None or k < last):
@@ -345,7 +382,12 @@ def iter_hours_by_order(
             if done is None:
                 return
 
-    yield from _name_order(pieces(), [o for _, o in plan])
+    def alone(order: str) -> list[dict[str, Any]]:
+        # An order's hours are its own: its events and the master data (``hours``).
+        return order_replay(ledger, order, at, known_at, policy).hours(order=order,
+                                                                        resource=resource)
+
+    yield from _name_order(pieces(), [o for _, o in plan], alone)
 
 
 def order_findings(

@@ -118,8 +118,8 @@ def test_full_rebuild_gives_the_golden_answers(tmp_path, name, path):
 @pytest.mark.parametrize("name,path", _cases()[:2] + _cases()[-4:],
                          ids=[c[0] for c in _cases()[:2] + _cases()[-4:]])
 def test_per_order_paths_give_the_golden_answers(tmp_path, name, path):
-    """``findings --order`` (the order's own events plus the projections) and streamed hours
-    answer exactly what the full replay answered."""
+    """``findings --order`` (the order's own events plus the projections), one order's hours
+    and streamed hours answer exactly what the full replay answered."""
     expected = orjson.loads(gzip.decompress((GOLDEN / f"{name}.answers.json.gz").read_bytes()))
     plain = tmp_path / "history.jsonl"
     plain.write_bytes(read_history(path))
@@ -131,6 +131,9 @@ def test_per_order_paths_give_the_golden_answers(tmp_path, name, path):
         for o in orders:
             got = _plain([f.as_dict() for f in asof.order_findings(ledger, o)])
             assert got == [f for f in expected["findings"] if f["order"] == o], o
+            # An order's hours from its own events (what a streamed `hours` answers alone).
+            got = _plain(asof.hours(ledger, order=o))
+            assert got == [h for h in expected["hours"] if h["order"] == o], o
         # Checking after every event retires each order as early as possible.
         streamed = sorted(asof.iter_hours(ledger, retire_every=1), key=lambda r: r["order"])
         assert _plain(streamed) == expected["hours"]

@@ -1,0 +1,154 @@
+"""Streamed findings and hours: an order that holds the others back is answered alone.
+
+`findings` and `hours` of a whole ledger print by order name, each order once every order
+named before it is final. A plant numbers its orders as it opens them, so that is early,
+unless an order named first is touched again late (a correction posted to it after it
+ended): then every later name waited for the end of the replay, and so did the first
+output byte. Such an order is now answered from its own events (the ``--order`` paths)
+once enough orders wait behind it. These tests hold the streamed answers to what they
+were, with the names of a simulated history reversed (so nearly every order is blocked
+and answered alone) and with a late correction, on SQLite and PostgreSQL, and check that
+the first rows come before the replay has read the history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from backflush.ledger.importer import run_import
+from backflush.ledger.simulate import simulate
+from backflush.ledger.store import Ledger
+from backflush.projections import asof
+from backflush.projections import materialise as mat
+
+# Faults that give findings of every kind an order can have, negative on-hand and takes
+# with no batch (which depend on other orders' stock) among them, and harmless
+# disturbances (reversals, late and split reports).
+FAULTS = ("double-flush:0.1", "scrap:0.1", "no-stock:0.15", "unresolved-batch:0.1",
+          "residual:0.1", "over-report:0.05", "after-end:0.05", "wip-not-cleared:0.05",
+          "reversal", "late", "split")
+NEVER = 10**9  # a patience no history reaches: the replay's own rows, as before
+
+
+def _history(orders: int, seed: int, *, reverse_names: bool = False,
+             correct_first: bool = False) -> list[dict[str, Any]]:
+    events = list(simulate(orders, seed, FAULTS))
+    if reverse_names:
+        names = sorted({e["order"] for e in events if "order" in e})
+        flip = dict(zip(names, [f"Q{len(names) - i:05d}" for i in range(len(names))],
+                        strict=True))
+        for e in events:
+            if "order" in e:
+                e["order"] = flip[e["order"]]
+    if correct_first:
+        # A manual consumption posted to the first order long after it ended.
+        first = min(e["order"] for e in events if e["type"] == "OrderCreated")
+        take = next(e for e in events if e["type"] == "Put" and e.get("order") == first)
+        last = max(e["at"] for e in events)
+        events.append({"type": "MaterialConsumed", "at": last, "id": "late-correction",
+                       "order": first, "item": take["item"], "qty": "1",
+                       "line": take["line"], "location": take["location"]})
+    return events
+
+
+def _ledger(db: str, tmp_path: Path, events: list[dict[str, Any]]) -> Ledger:
+    src = tmp_path / "h.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    ledger = Ledger(db)
+    result = run_import(ledger, [str(src)])
+    assert not result.errors, result.errors[:3]
+    return ledger
+
+
+def _streams(ledger: Ledger, **kw: Any) -> tuple[list[Any], list[Any]]:
+    found = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1, **kw)]
+    hours = list(asof.iter_hours_by_order(ledger, retire_every=1, **kw))
+    return found, hours
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_orders_answered_alone_give_the_replays_rows(db_url, tmp_path, monkeypatch, seed):
+    ledger = _ledger(db_url, tmp_path, _history(40, seed, reverse_names=True))
+    try:
+        monkeypatch.setattr(asof, "PATIENCE", NEVER)
+        before = _streams(ledger)
+        assert before[0] and before[1]
+        codes = {f["code"] for f in before[0]}
+        assert {"NEGATIVE_ON_HAND", "UNRESOLVED_BATCH", "SCRAP_SHORTFALL"} <= codes, codes
+
+        alone: list[str] = []
+        order_findings, order_replay = asof.order_findings, asof.order_replay
+
+        def counted_findings(ledger: Ledger, order: str, *a: Any) -> list[Any]:
+            alone.append(order)
+            return order_findings(ledger, order, *a)
+
+        def counted_replay(ledger: Ledger, order: str, *a: Any) -> Any:
+            alone.append(order)
+            return order_replay(ledger, order, *a)
+
+        monkeypatch.setattr(asof, "order_findings", counted_findings)
+        monkeypatch.setattr(asof, "order_replay", counted_replay)
+        monkeypatch.setattr(asof, "PATIENCE", 1)
+        assert _streams(ledger) == before
+        # Reversed names: the first name ends last. One order answered alone per order
+        # that became final: the two meet halfway, for findings and for hours.
+        assert len(alone) >= 30
+        # Also with an --at in the middle and one code asked for.
+        times = sorted(e["at"] for e in _history(40, seed))
+        kw = {"at": datetime.fromisoformat(times[len(times) // 2])}
+        monkeypatch.setattr(asof, "PATIENCE", NEVER)
+        expected = _streams(ledger, **kw)
+        monkeypatch.setattr(asof, "PATIENCE", 1)
+        assert _streams(ledger, **kw) == expected
+        found = [f.as_dict() for f in asof.iter_findings(ledger, codes=["NEGATIVE_ON_HAND"])]
+        assert found == [f for f in before[0] if f["code"] == "NEGATIVE_ON_HAND"]
+    finally:
+        ledger.close()
+
+
+def test_a_late_correction_to_the_first_order_does_not_hold_the_stream(
+        sqlite_db, tmp_path, monkeypatch):
+    events = _history(60, 3, correct_first=True)
+    ledger = _ledger(sqlite_db, tmp_path, events)
+    try:
+        read = [0]
+        events_for_replay = mat.events_for_replay
+
+        def counting(*a: Any, **k: Any) -> Any:
+            for ev in events_for_replay(*a, **k):
+                read[0] += 1
+                yield ev
+
+        monkeypatch.setattr(mat, "events_for_replay", counting)
+
+        def first_after(patience: int) -> tuple[int, int, list[Any], list[Any]]:
+            monkeypatch.setattr(asof, "PATIENCE", patience)
+            read[0] = 0
+            it = asof.iter_hours_by_order(ledger, retire_every=1)
+            hours = [next(it)]
+            at_first_hours = read[0]
+            hours += it
+            read[0] = 0
+            it2 = asof.iter_findings(ledger, retire_every=1)
+            found = [next(it2)]
+            at_first_finding = read[0]
+            found += it2
+            return at_first_hours, at_first_finding, hours, [f.as_dict() for f in found]
+
+        held_h, held_f, hours, found = first_after(NEVER)
+        # Without answering alone, the first rows waited for the whole replay.
+        assert held_h >= len(events) - 1 and held_f >= len(events) - 1
+        early_h, early_f, hours2, found2 = first_after(5)
+        assert (hours2, found2) == (hours, found)
+        assert early_h < len(events) // 2 and early_f < len(events) // 2
+        # The correction is in the first order's answer.
+        first = min(e["order"] for e in events if e["type"] == "OrderCreated")
+        assert found[0]["order"] == first
+        assert "late-correction" in {i for f in found for i in f["events"]}
+    finally:
+        ledger.close()
