@@ -20,10 +20,12 @@ writes, in the same transaction as the new tracked position:
 
 Catch-up is incremental and late-tolerant: events recorded since the tracked position are
 applied from the latest checkpoint strictly before the earliest position they change (their
-earliest ``at``; for an order the head no longer holds, its last earlier event; for a new
-Reversal, the event it undoes). What the events after that checkpoint wrote is deleted and
-written again, so a late event costs what follows it, not the length of the history; in
-order events simply continue from the head. A snapshot that cannot be read as this version's
+earliest ``at``; for a new Reversal, the event it undoes). An order with events after the
+checkpoint that it no longer holds (retired after what was then its last event) is taken
+back from a short replay of its own past, or, when many are, the checkpoint moves before
+its last earlier event. What the events after that checkpoint wrote is deleted and written
+again, so a late event costs what follows it, not the length of the history; in order
+events simply continue from the head. A snapshot that cannot be read as this version's
 data means a rebuild from the log, never a load.
 
 On PostgreSQL a full rebuild loads into tables without their secondary indexes and without
@@ -74,6 +76,9 @@ CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints
 # the dense ones are thinned back to one per CHECKPOINT_EVERY (``_thin_checkpoints``).
 CHECKPOINT_NEAR_EVERY = 1_000
 CHECKPOINT_NEAR_SPAN = 20_000
+# Taking a retired order back (``_revive``) restores a checkpoint and replays up to a span
+# of events: counted as this many events more, against replaying everything since it.
+REVIVE_COST = 2_000
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS bf_proj (k TEXT PRIMARY KEY, v TEXT)",
@@ -849,24 +854,14 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
     """The earliest position the events recorded after seq ``last`` change (None: none).
 
     A checkpoint strictly before it can be continued from: (a) every new event comes after
-    it; (b) every order a new event names is still held by it (its last earlier event is at
-    or after the checkpoint's ``at``); (c) every event a new Reversal undoes comes after it,
-    so that it is replayed with its undo information kept.
+    it; (b) every event a new Reversal undoes comes after it, so that it is replayed with
+    its undo information kept. Orders the checkpoint no longer holds are ``_start``'s.
     """
     far = 2**62
     row = cur.execute("SELECT MIN(at_us) AS a FROM bf_events WHERE seq > ?", (last,)).fetchone()
     if row["a"] is None:
         return None
     bound = (row["a"], far)
-    # The few orders the new events name first, then each one's last earlier event through
-    # the (ord, at_us) index: the join form let PostgreSQL scan every stored event.
-    row = cur.execute(
-        "SELECT MIN((SELECT MAX(o.at_us) FROM bf_events o WHERE o.ord = n.ord AND o.seq <= ?))"
-        " AS a FROM (SELECT DISTINCT ord FROM bf_events WHERE seq > ? AND ord IS NOT NULL) n",
-        (last, last),
-    ).fetchone()
-    if row["a"] is not None:
-        bound = min(bound, (row["a"], far))
     targets = _reversal_targets_after(cur, last)
     for i in range(0, len(targets), 500):
         chunk = targets[i : i + 500]
@@ -876,6 +871,105 @@ def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
         ).fetchall():
             bound = min(bound, (r["at_us"], r["seq"]))
     return bound
+
+
+def _start(cur: Cursor, bound: tuple[int, int], reversible: set[str]
+           ) -> tuple[Any, dict[str, Any] | None, Replay | None]:
+    """The checkpoint to continue from, its state and its engine, holding every order that
+    has events on both sides of it (None, None, None: replay from the start).
+
+    A checkpoint retires the orders whose last event, as recorded when it was taken, is
+    before its ``at``. An event recorded since for such an order (a correction posted to
+    an order that ended months ago) finds it gone: it is taken back from a short replay of
+    its own past (``_revive``: a checkpoint span at most, nothing written), unless moving
+    to the checkpoint before its last earlier event costs less (everything since, written
+    again). A correction to an old order then costs what follows the correction, not the
+    months, and the checkpoints between stay as they are: whoever continues from one of
+    them takes the order back the same way.
+    """
+    from backflush.projections import snapshot
+    from backflush.projections.engine import Replay
+
+    ck = _checkpoint_before(cur, bound)
+    while ck is not None:
+        state = snapshot.loads(ck["v"], ENGINE_VERSION)
+        engine = Replay.restore(state["engine"], reversible=reversible)
+        gone = _gone(cur, engine, (ck["at_us"], ck["seq"]))
+        if not gone:
+            return ck, state, engine
+        earlier = _checkpoint_before(cur, (gone[0][1], 2**62))
+        skipped = ck["n"] - (earlier["n"] if earlier is not None else 0)
+        if len(gone) * (int(CHECKPOINT_EVERY) + REVIVE_COST) < skipped:
+            for order, at_us, seq in gone:
+                _revive(cur, engine, order, (at_us, seq), reversible)
+            return ck, state, engine
+        ck = earlier
+    return None, None, None
+
+
+def _gone(cur: Cursor, engine: Replay, pos: tuple[int, int],
+          stop: tuple[int, int] | None = None) -> list[tuple[str, int, int]]:
+    """Orders with events after ``pos`` (up to ``stop``) and at or before it that ``engine``
+    (restored at ``pos``) does not hold, each with its last event at or before ``pos``,
+    earliest first."""
+    # One statement: the orders after ``pos``, each with its latest ``at`` up to ``pos``
+    # through the (ord, at_us) index (few are not held: only those ask for the exact seq).
+    sql = ("SELECT n.ord, (SELECT MAX(o.at_us) FROM bf_events o WHERE o.ord = n.ord"
+           " AND o.at_us <= ?) AS a FROM (SELECT DISTINCT ord FROM bf_events"
+           " WHERE (at_us, seq) > (?, ?) AND ord IS NOT NULL")
+    args: list[Any] = [pos[0], *pos]
+    if stop is not None:
+        sql += " AND (at_us, seq) <= (?, ?)"
+        args += stop
+    out = []
+    for r in cur.execute(sql + ") n", args).fetchall():
+        order = r["ord"]
+        if r["a"] is None or engine.order_state(order) is not None:
+            continue
+        prev = cur.execute(
+            "SELECT at_us, seq FROM bf_events WHERE ord = ? AND (at_us, seq) <= (?, ?)"
+            " ORDER BY at_us DESC, seq DESC LIMIT 1", (order, *pos)).fetchone()
+        if prev is not None:
+            out.append((order, prev["at_us"], prev["seq"]))
+    out.sort(key=itemgetter(1, 2, 0))
+    return out
+
+
+def _revive(cur: Cursor, engine: Replay, order: str, last: tuple[int, int],
+            reversible: set[str]) -> None:
+    """Give ``engine`` back ``order``, retired in it, as it was after its last event at
+    position ``last``: replayed, without writing anything, from the latest checkpoint
+    before that event (itself given back any order it lacks that the replay needs)."""
+    from backflush.ledger.codec import replay_decoder
+    from backflush.projections import snapshot
+    from backflush.projections.engine import Replay
+
+    ck = _checkpoint_before(cur, (last[0], 2**62))
+    if ck is None:
+        past, start = Replay(reversible=reversible), (-(2**62), 0)
+    else:
+        state = snapshot.loads(ck["v"], ENGINE_VERSION)
+        past, start = Replay.restore(state["engine"], reversible=reversible), (ck["at_us"],
+                                                                                ck["seq"])
+        for other, at_us, seq in _gone(cur, past, start, last):
+            _revive(cur, past, other, (at_us, seq), reversible)
+    decode = replay_decoder()
+    pages = read_pages(cur, start)
+    try:
+        with localcontext(ARITHMETIC):
+            for rows in pages:
+                for seq, at_us, text in rows:
+                    if (at_us, seq) > last:
+                        break
+                    past._apply(decode(text, seq))  # noqa: SLF001
+                else:
+                    continue
+                break
+    finally:
+        pages.close()
+    o = past.order_state(order)
+    if o is not None:  # None: events naming an order never created (anomalies either way)
+        engine.adopt(o)
 
 
 def _rewind(cur: Cursor, pos: tuple[int, int]) -> None:
@@ -950,9 +1044,10 @@ def catch_up(ledger: Ledger) -> int:
     """Bring the projections up to everything recorded; returns the events applied.
 
     Exactly once: the tracked position moves in the same transaction as the rows. Events
-    recorded late (before the high-water mark), new Reversals and events of orders already
-    retired re-replay from the latest checkpoint before the earliest position they change,
-    so the cost follows the events after that time, not the history.
+    recorded late (before the high-water mark) and new Reversals re-replay from the latest
+    checkpoint before the earliest position they change, so the cost follows the events
+    after that time, not the history; orders that checkpoint retired are taken back
+    (``_start``).
     """
     if getattr(ledger, "readonly", False):
         return _check_current(ledger)
@@ -971,17 +1066,12 @@ def catch_up(ledger: Ledger) -> int:
         bound = _bound(cur, last)
         if bound is None:
             return 0
-        ck = _checkpoint_before(cur, bound)
         from backflush.projections import snapshot
-        from backflush.projections.engine import Replay
 
-        state = None
-        if ck is not None:
-            try:
-                state = snapshot.loads(ck["v"], ENGINE_VERSION)
-                engine = Replay.restore(state["engine"], reversible=_reversal_targets(cur))
-            except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
-                state = None  # unreadable or of another version: rebuild
+        try:
+            ck, state, engine = _start(cur, bound, _reversal_targets(cur))
+        except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
+            state = None  # unreadable or of another version: rebuild
         if state is None:
             n = _rebuild(ledger, cur, None)
         else:

@@ -442,7 +442,7 @@ class OrderBook:
         For long replays that only feed the materialised history (on-hand, WIP and postings
         are already written out): memory then follows the open orders, not the history. A
         later event for a retired order is treated as one for an unknown order, so callers
-        must replay from the start instead when that can happen.
+        must replay from before its last event, or ``adopt`` it back, when that can happen.
         """
         o = self._orders.pop(order, None)
         self._wait_cache.pop(order, None)
@@ -451,6 +451,18 @@ class OrderBook:
             # at once, even while a long replay runs with the cyclic collector switched off.
             for ln in o.all_lines():
                 ln.order = None
+
+    def adopt(self, o: OrderState) -> None:
+        """Take back an order this replay retired, as another replay of the same events
+        holds it after its last event (``retire`` undone).
+
+        Exact because an order's state changes only with events that name it: past its
+        last event it is what it was then, and nothing else in the replay points into it
+        (``retire`` keeps no reference; its WIP waiting is keyed by name in ``_waiting``).
+        """
+        if o.order in self._orders:
+            raise ValueError(f"order {o.order!r} is held already")
+        self._orders[o.order] = o
 
     def _select(self, order):
         if order is None:

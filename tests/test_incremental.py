@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import random
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -100,6 +101,10 @@ def projection(ledger: Ledger) -> dict:
                                 for r in cur.execute(
             "SELECT event_id, at_us, seq, n, ord, line, item, trig, device, qty, location,"
             " COALESCE(batch, '') AS b, COALESCE(lp, '') AS l FROM bf_flushes").fetchall())
+        for t in ("bf_unresolved", "bf_negative", "bf_residual", "bf_staging"):
+            out[t] = sorted(tuple("" if v is None else v for v in (
+                r.values() if isinstance(r, dict) else r))
+                for r in cur.execute(f"SELECT * FROM {t}").fetchall())
         ats = sorted({r[4] for r in out["onhand"]} | {r[7] for r in out["wip"]})
     out["now"] = (asof.onhand(ledger), asof.wip(ledger))
     for at_us in ats[:: max(1, len(ats) // 6)]:
@@ -143,6 +148,19 @@ def _check(tmp: Path, url_a: str, url_b: str, events, seed: int, cuts: list[int]
 def test_any_arrival_and_split_equals_a_full_rebuild(tmp_path_factory, small_steps, events,
                                                       seed, cuts, skip):
     tmp = tmp_path_factory.mktemp("inc")
+    _check(tmp, str(tmp / "a.db"), str(tmp / "b.db"), events, seed, cuts, skip)
+
+
+@PROFILE
+@given(events=histories(max_orders=4), seed=st.integers(0, 10_000),
+       cuts=st.lists(st.integers(0, 500), min_size=1, max_size=5),
+       skip=st.lists(st.booleans(), min_size=1, max_size=4))
+def test_taking_retired_orders_back_equals_a_full_rebuild(tmp_path_factory, small_steps,
+                                                          monkeypatch, events, seed, cuts, skip):
+    # Whenever a new event names an order a checkpoint retired, take it back (``_revive``)
+    # instead of replaying from before its last event, however cheap that would be.
+    monkeypatch.setattr(materialise, "REVIVE_COST", -(10**9))
+    tmp = tmp_path_factory.mktemp("rev")
     _check(tmp, str(tmp / "a.db"), str(tmp / "b.db"), events, seed, cuts, skip)
 
 
@@ -202,6 +220,197 @@ def test_a_late_event_replays_from_a_checkpoint_not_from_the_start(tmp_path, mon
         assert got == projection(inc)
     finally:
         inc.close()
+
+
+def test_a_correction_to_an_old_order_replays_from_itself_not_from_the_order(
+        tmp_path, monkeypatch, db_url):
+    """A manual consumption posted to the first order at the end of the history: the
+    order is taken back from its own past, and the catch-up replays what follows the
+    correction, not the whole history since the order's last event."""
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 200)
+    lines = _sim_events()
+    events = [orjson.loads(x) for x in lines]
+    first = min(e["order"] for e in events if e["type"] == "OrderCreated")
+    take = next(e for e in events if e["type"] == "Put" and e.get("order") == first)
+    end = max(e["at"] for e in events)
+    fix = {"type": "MaterialConsumed", "at": end, "id": "fix-1", "order": first,
+           "item": take["item"], "qty": "1", "line": take["line"],
+           "location": take["location"]}
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(orjson.dumps(fix) + b"\n")
+    # Then a late stock count of the middle of the history: replayed from a checkpoint
+    # taken before the correction was recorded, which does not hold the first order: it
+    # is taken back again. And a second correction.
+    mid = sorted(e["at"] for e in events)[len(events) // 2]
+    count = next(e for e in events if e["type"] == "InventoryCounted")
+    late = {**count, "id": "late-1", "at": mid}
+    (tmp_path / "c.jsonl").write_bytes(orjson.dumps(late) + b"\n")
+    (tmp_path / "d.jsonl").write_bytes(orjson.dumps({**fix, "id": "fix-2"}) + b"\n")
+    inc = Ledger(db_url)
+    try:
+        assert not run_import(inc, [str(tmp_path / "a.jsonl")]).errors
+        materialise.catch_up(inc)
+        assert not run_import(inc, [str(tmp_path / "b.jsonl")]).errors
+        assert materialise.catch_up(inc) < 200
+        got = projection(inc)
+        found = asof.order_findings(inc, first)
+        assert "fix-1" in {i for f in found for i in f.events}
+        materialise.rebuild(inc)
+        assert got == projection(inc)
+        assert asof.order_findings(inc, first) == found
+        for name in ("c", "d"):
+            assert not run_import(inc, [str(tmp_path / f"{name}.jsonl")]).errors
+            materialise.catch_up(inc)
+            got = projection(inc)
+            materialise.rebuild(inc)
+            assert got == projection(inc)
+    finally:
+        inc.close()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+          deadline=None, max_examples=int(__import__("os").environ.get("INC_EXAMPLES", "20")) // 2)
+@given(picks=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(
+           ["consume", "return", "report", "finish", "reverse"]), st.integers(0, 10**6),
+           st.integers(0, 10**6)), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(1, 5), max_size=2), late=st.integers(0, 10**6))
+def test_corrections_to_retired_orders_equal_a_full_rebuild(tmp_path_factory, monkeypatch,
+                                                            picks, cuts, late):
+    """Events posted, late in the history, to orders that ended long before (manual
+    consumptions and returns, operation reports, reports as finished, reversals of their
+    old events), in one or more imports, then a late stock count: each catch-up takes the
+    orders back (forced, whatever it costs) and the projections equal a full rebuild.
+    Corrections dated before other orders' last events make the replay of an order's past
+    start from a checkpoint that lacks another corrected order (taken back in turn)."""
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 60)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 10)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 100)
+    monkeypatch.setattr(materialise, "REVIVE_COST", -(10**9))
+    events = sorted((orjson.loads(x) for x in _sim_events()), key=lambda e: e["at"])[:1500]
+    orders = sorted({e["order"] for e in events if e["type"] == "OrderEnded"})
+    end = events[-1]["at"]
+    extra = []
+    for k, (o_pick, what, e_pick, t_pick) in enumerate(picks):
+        order = orders[o_pick % (len(orders) // 2)]  # the older half: retired by the end
+        own = [e for e in events if e.get("order") == order]
+        put = next((e for e in own if e["type"] == "Put"), None)
+        # At the end, or anywhere after the order's own events.
+        later = [e["at"] for e in events if e["at"] > own[-1]["at"]]
+        at = end if t_pick % 2 or not later else later[t_pick % len(later)]
+        base = {"at": at, "id": f"x-{k}", "order": order}
+        if what in ("consume", "return") and put is not None:
+            extra.append({**base, "type": "MaterialConsumed", "item": put["item"],
+                          "qty": "1" if what == "consume" else "-1", "line": put["line"],
+                          "location": put["location"]})
+        elif what == "report":
+            op = next((e["op"] for e in own if e["type"] == "OperationReported"), 10)
+            extra.append({**base, "type": "OperationReported", "op": op, "good": 1})
+        elif what == "finish":
+            extra.append({**base, "type": "ReportedAsFinished", "good": 1})
+        else:
+            target = own[e_pick % len(own)]
+            if target["type"] not in ("OrderCreated",) and target["id"] not in {
+                    x.get("reverses") for x in extra}:
+                extra.append({"type": "Reversal", "at": at, "id": f"x-{k}",
+                              "reverses": target["id"]})
+    count = next(e for e in events if e["type"] == "InventoryCounted")
+    mid = events[len(events) // 4 + late % (len(events) // 2)]["at"]
+    tail = [{**count, "id": "late-count", "at": mid}]
+    tmp = tmp_path_factory.mktemp("fix")
+    inc, ref = Ledger(str(tmp / "a.db")), Ledger(str(tmp / "b.db"))
+    try:
+        _import(inc, tmp / "base.jsonl", events)
+        materialise.catch_up(inc)
+        bounds = sorted({0, len(extra), *(c % (len(extra) + 1) for c in cuts)})
+        for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            _import(inc, tmp / f"fix{k}.jsonl", extra[a:b])
+            materialise.catch_up(inc)
+        _import(inc, tmp / "late.jsonl", tail)
+        materialise.catch_up(inc)
+        _import(ref, tmp / "all.jsonl", events + extra + tail)
+        materialise.rebuild(ref)
+        assert projection(inc) == projection(ref)
+    finally:
+        inc.close()
+        ref.close()
+
+
+def _held_at_head(ledger: Ledger, order: str) -> object:
+    """The head checkpoint's state of ``order``, encoded (``snapshot``): data to compare."""
+    from backflush.projections.engine import Replay
+
+    with ledger.transaction(commit=False) as cur:
+        blob = cur.execute("SELECT v FROM bf_proj_ckpt WHERE head = 1").fetchone()["v"]
+    engine = Replay.restore(snapshot.loads(bytes(blob), materialise.ENGINE_VERSION)["engine"])
+    o = engine.order_state(order)
+    assert o is not None
+    return snapshot.encode_part(o, 1)[0]
+
+
+def test_an_orders_past_is_replayed_with_the_orders_it_needs_taken_back(tmp_path, monkeypatch):
+    """Order B is corrected at the end: its past is replayed from the checkpoint before its
+    last event. Order A was corrected before (at a time between that checkpoint and B's
+    last event, on the same stock): that checkpoint, taken before A's correction was
+    recorded, lacks A, so replaying B's past takes A back first. B's state (which batches
+    its flushes took) is then the full replay's."""
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 60)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 60)
+    monkeypatch.setattr(materialise, "REVIVE_COST", -(10**9))
+    events = sorted((orjson.loads(x) for x in _sim_events()), key=lambda e: e["at"])[:1500]
+    inc, ref = Ledger(str(tmp_path / "a.db")), Ledger(str(tmp_path / "b.db"))
+    try:
+        _import(inc, tmp_path / "base.jsonl", events)
+        materialise.catch_up(inc)
+        with inc.transaction(commit=False) as cur:
+            cks = [(r["at_us"], r["seq"]) for r in cur.execute(
+                "SELECT at_us, seq FROM bf_proj_ckpt WHERE head = 0").fetchall()]
+        by_us = {materialise.to_us(datetime.fromisoformat(e["at"])): e for e in events}
+        ends = [e for e in events if e["type"] == "OrderEnded"]
+        first = ends[0]["order"]
+        # B: an order ending after a checkpoint later than A's end, whose past between
+        # that checkpoint and its end has an event time A's correction can take.
+        for end in ends[len(ends) // 3:]:
+            end_us = materialise.to_us(datetime.fromisoformat(end["at"]))
+            before = [c for c in cks if c[0] < end_us]
+            if not before:
+                continue
+            ck_us = max(before)[0]
+            between = sorted(u for u in by_us if ck_us < u < end_us)
+            if between:
+                b_order, t2 = end["order"], by_us[between[0]]["at"]
+                break
+        else:
+            pytest.fail("no order to correct")
+        put_b = next(e for e in events if e["type"] == "Put" and e.get("order") == b_order)
+        # A takes what was put for B, before B ends: what B finds at its input changes.
+        fix_a = {"type": "MaterialConsumed", "at": t2, "id": "fix-a", "order": first,
+                 "item": put_b["item"], "qty": put_b["qty"], "location": put_b["location"]}
+        fix_b = {"type": "MaterialConsumed", "at": events[-1]["at"], "id": "fix-b",
+                 "order": b_order, "item": put_b["item"], "qty": "1",
+                 "line": put_b["line"], "location": put_b["location"]}
+        _import(inc, tmp_path / "a.jsonl", [fix_a])
+        materialise.catch_up(inc)
+        _import(inc, tmp_path / "b.jsonl", [fix_b])
+        revive, depth, taken = materialise._revive, [0], []  # noqa: SLF001
+
+        def nested(cur, engine, order, last, reversible):
+            taken.append((depth[0], order))
+            depth[0] += 1
+            try:
+                return revive(cur, engine, order, last, reversible)
+            finally:
+                depth[0] -= 1
+
+        monkeypatch.setattr(materialise, "_revive", nested)
+        materialise.catch_up(inc)
+        assert taken == [(0, b_order), (1, first)]
+        _import(ref, tmp_path / "all.jsonl", [*events, fix_a, fix_b])
+        materialise.rebuild(ref)
+        assert projection(inc) == projection(ref)
+        assert _held_at_head(inc, b_order) == _held_at_head(ref, b_order)
+    finally:
+        inc.close()
+        ref.close()
 
 
 def _checkpoint_counts(ledger: Ledger) -> list[int]:
