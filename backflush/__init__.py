@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 __all__ = [
     "BackflushError",
     "BadInput",
+    "ImportInterrupted",
     "Ledger",
     "LedgerNotFound",
     "LedgerTampered",
@@ -36,6 +37,7 @@ _LAZY = {
     "replay": "backflush.memory",
     "BackflushError": "backflush.errors",
     "BadInput": "backflush.errors",
+    "ImportInterrupted": "backflush.errors",
     "LedgerNotFound": "backflush.errors",
     "LedgerTampered": "backflush.errors",
     "OperationalError": "backflush.errors",

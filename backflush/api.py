@@ -324,7 +324,14 @@ class Ledger:
             # catch-up, so the two do not add up in one process's memory.
             store.connections.release_idle()
             _return_free_memory()
-            catch_up(store)
+            try:
+                catch_up(store)
+            except KeyboardInterrupt:
+                # The events are committed whatever happens now: say so, not "aborted".
+                from backflush.errors import ImportInterrupted
+
+                raise ImportInterrupted(result.appended, result.duplicates,
+                                        getattr(result, "warnings", None)) from None
         from backflush.reports import ImportReport
 
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)

@@ -57,3 +57,15 @@ class OperationalError(BackflushError):
     could not be written."""
 
     exit_code = 3
+
+
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) after an import's events were committed, while the projections were
+    being brought up to date: the events are recorded (``appended``, ``duplicates``); the
+    next command that reads the ledger finishes the catch-up. Still a ``KeyboardInterrupt``,
+    so callers that stop on one keep doing so."""
+
+    def __init__(self, appended: int, duplicates: int, warnings: list[str] | None = None):
+        self.appended, self.duplicates = appended, duplicates
+        self.warnings = list(warnings or [])
+        super().__init__(f"interrupted after {appended} events were recorded")

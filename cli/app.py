@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pathlib loads when a command writes a file (not for a query
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 EPILOG = """\b
 Exit codes:
@@ -38,6 +39,8 @@ Exit codes:
   3  operational error: the database is unavailable, locked too long,
      read-only or out of space, or the output cannot be written (disk
      full, closed pipe)
+  130  interrupted (Ctrl-C): nothing was written, except the events of an
+     import that says they were recorded
 """
 
 
@@ -128,6 +131,10 @@ class BackflushGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt:
+            # Not click's "Aborted!", exit 1: 1 means "findings at or above --fail-on", and
+            # a gate must not read an interrupted run as a verdict.
+            raise _Reported(["Error: interrupted"], EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001  classified below; the rest is a real bug
             found = classify(exc)
             if found is None:

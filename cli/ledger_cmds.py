@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any, BinaryIO
 
 import click
-from backflush.cli.app import api_ledger, cli, output_file, parse_when
+from backflush.cli.app import EXIT_INTERRUPTED, api_ledger, cli, output_file, parse_when
 from backflush.cli.output import output_options, render_stream
 
 STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
@@ -65,11 +65,32 @@ def import_cmd(
                 bar.update(n - done[0])
                 done[0] = n
 
+    from backflush.errors import ImportInterrupted
+
+    stopped: KeyboardInterrupt | None = None
     try:
         report = ledger.import_files(files, dry_run=dry_run, progress=progress)
+    except KeyboardInterrupt as exc:
+        stopped = exc
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    if isinstance(stopped, ImportInterrupted):
+        for w in stopped.warnings:
+            click.echo(f"warning: {w}", err=True)
+        # Committed: "Aborted!" would read as "nothing happened", and the anchor asked for
+        # is owed all the same.
+        click.echo(f"interrupted: {stopped.appended} appended, {stopped.duplicates}"
+                   " duplicates (recorded); the projections catch up on the next command",
+                   err=True)
+        if anchor_file is not None:
+            from backflush.cli.integrity_cmds import append_anchor
+
+            append_anchor(ledger.store(), anchor_file, anchor_key)
+        ctx.exit(EXIT_INTERRUPTED)
+    if stopped is not None:
+        click.echo("interrupted: nothing was imported", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     verb = "would be appended" if dry_run else "appended"

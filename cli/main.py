@@ -1,7 +1,7 @@
 """The ``backflush`` console entry point: the command group with every command registered.
 
 Exit codes (mapped in one place, ``backflush.cli.app``): 0 success, 1 findings at or above
-``--fail-on``, 2 bad input or usage, 3 operational error.
+``--fail-on``, 2 bad input or usage, 3 operational error, 130 interrupted (Ctrl-C).
 
 A command line names one command, so ``main()`` imports only the module that defines it
 (``backflush --version`` imports none): a short query stays a short process. Importing
@@ -72,7 +72,11 @@ def main() -> None:
         return
     from backflush.cli import quick
 
-    code = quick.run(argv)
+    try:
+        code = quick.run(argv)
+    except KeyboardInterrupt:  # as click's run reports it (``BackflushGroup``)
+        sys.stderr.write("Error: interrupted\n")
+        sys.exit(130)
     if code is not None:
         sys.exit(code)
     from backflush.cli.app import run

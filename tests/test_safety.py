@@ -293,3 +293,69 @@ def test_demo_against_an_existing_ledger_changes_nothing(db_url):
     r = run(db_url, "demo")
     assert r.exit_code == 2 and "--force" in r.stderr
     assert run(db_url, "export").stdout_bytes == before
+
+
+# --- Ctrl-C: exit 130, and an import says whether its events were recorded --------------------
+
+def test_import_interrupted_before_its_commit_records_nothing(tmp_path, monkeypatch):
+    import backflush.ledger.importer as importer
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "run_import", interrupted)
+    db = tmp_path / "new.db"
+    r = run(str(db), "import", str(STAGED))
+    assert r.exit_code == 130, r.output
+    assert "interrupted: nothing was imported" in r.stderr and "Traceback" not in r.output
+    assert sorted(os.listdir(tmp_path)) == []  # the ledger it created is gone again
+
+
+def test_import_interrupted_in_its_catch_up_says_the_events_are_recorded(db_url, tmp_path,
+                                                                          monkeypatch):
+    import backflush.projections.materialise as materialise
+
+    real = materialise.catch_up
+    calls = []
+
+    def interrupted(ledger):
+        calls.append(1)
+        if len(calls) == 1:  # the import's own catch-up; the next command's runs for real
+            raise KeyboardInterrupt
+        return real(ledger)
+
+    monkeypatch.setattr(materialise, "catch_up", interrupted)
+    anchors = tmp_path / "anchors.jsonl"
+    r = run(db_url, "import", str(STAGED), "--anchor", str(anchors))
+    assert r.exit_code == 130, r.output
+    assert "interrupted: " in r.stderr and " appended, 0 duplicates (recorded)" in r.stderr
+    appended = int(r.stderr.split("interrupted: ")[1].split()[0])
+    assert appended > 0 and "Aborted" not in r.output
+    # The anchor asked for was written all the same, and it verifies.
+    assert len(anchors.read_text().splitlines()) == 1
+    v = run(db_url, "verify", "--anchor", str(anchors))
+    assert v.exit_code == 0, v.output
+    # The events are there; the next import of the same file finds them all recorded.
+    again = run(db_url, "import", str(STAGED))
+    assert again.exit_code == 0 and again.stdout.strip() == f"0 appended, {appended} duplicates"
+    # ... and the next query answers as after an uninterrupted import.
+    monkeypatch.setattr(materialise, "catch_up", real)
+    assert run(db_url, "onhand", "--json").stdout == _fresh_onhand(tmp_path)
+
+
+def _fresh_onhand(tmp_path) -> str:
+    db = str(tmp_path / "fresh.db")
+    assert run(db, "import", str(STAGED)).exit_code == 0
+    return run(db, "onhand", "--json").stdout
+
+
+def test_interrupted_query_exits_130_not_1(ledger, monkeypatch):
+    import backflush.api
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backflush.api.Ledger, "__init__", interrupted)
+    r = run(ledger, "findings", "--fail-on", "error")
+    # 1 would read as "findings at or above --fail-on" to a gate.
+    assert r.exit_code == 130 and r.stderr.strip() == "Error: interrupted", r.output
