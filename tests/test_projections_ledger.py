@@ -18,7 +18,7 @@ from backflush.projections.engine import Replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backflush.testing.strategies import histories, plain_event
+from backflush.testing.strategies import histories, plain_event, policies
 
 PROFILE = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -242,6 +242,29 @@ def test_hours_by_order_equal_hours_of_a_full_replay(tmp_path_factory, events):
     full = asof.replay(ledger).hours()
     assert list(asof.iter_hours_by_order(ledger, retire_every=1)) == full
     assert asof.hours(ledger) == full
+    ledger.close()
+
+
+@PROFILE
+@given(events=histories(max_orders=4), policy=st.none() | policies(), cut=st.floats(0, 1))
+def test_stock_answers_of_a_replay_that_forgets_orders_equal_a_full_replay(
+    tmp_path_factory, events, policy, cut
+):
+    """``onhand``/``wip`` under ``--policy`` (or a ``--known-at`` the projections cannot
+    answer) replay everything in memory: forgetting each order past its last event (bounded
+    memory) must leave every on-hand and WIP row as a replay that keeps them all."""
+    from backflush.ledger.codec import replay_policy
+
+    tmp = tmp_path_factory.mktemp("stk")
+    ledger = Ledger(str(tmp / "l.db"))
+    import_events(ledger, tmp / "h.jsonl", events)
+    pol = replay_policy(policy) if policy is not None else None
+    ats = sorted(e["at"] for e in events)
+    for at in (None, ats[int(cut * (len(ats) - 1))]):
+        full = asof.replay(ledger, at, None, pol)
+        forgetting = asof._stock_replay(ledger, at, None, pol, retire_every=1)
+        assert forgetting.onhand() == full.onhand()
+        assert forgetting.wip() == full.wip()
     ledger.close()
 
 
