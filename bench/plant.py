@@ -175,6 +175,29 @@ def iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
+# The what-if policy of the ``--policy`` replays: seed 001's fix (examples/001-terminals-and-
+# scanner/fix-policy.json).
+BENCH_POLICY = Path(__file__).resolve().parents[1] / "examples" / "001-terminals-and-scanner" \
+    / "fix-policy.json"
+
+
+def _others(policy: str, end: list[str], order: str, item: str
+            ) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each command ``others_phase`` runs, the name being how the report
+    shows it."""
+    return [
+        ("verify", ["verify"]),
+        ("verify --deep", ["verify", "--deep"]),
+        ("anchor", ["anchor"]),
+        ("audit O", ["audit", order]),
+        ("moves --item I", ["moves", "--item", item, "--json"]),
+        ("onhand --policy P --at END", ["onhand", "--policy", policy, *end, "--json"]),
+        ("wip --policy P --at END", ["wip", "--policy", policy, *end, "--json"]),
+        ("findings --policy P --at END", ["findings", "--policy", policy, *end, "--json"]),
+        ("hours --policy P --at END", ["hours", "--policy", policy, *end, "--json"]),
+    ]
+
+
 @dataclass
 class Tier:
     """One ledger size: its file, its event count, query times and orders."""
@@ -835,6 +858,20 @@ class Bench:
                 self.s.add(f"stream.{name}", p, ttfb=True)
                 self.s.info[f"stream.{name}.bytes"] = p.out_bytes
 
+    def others_phase(self, url: str) -> None:
+        """Peak RSS (and time, for information) of the commands that replay or read the
+        whole history in one process: ``verify`` (``--deep`` replays everything in
+        memory), the what-if replays under ``--policy``, and the per-order ones."""
+        end, order = ["--at", self.h.big.last_at], self.h.big.orders[0]
+        with open(self.h.big.path, "rb") as fh:  # a stocked component: its moves
+            item = next(ev["item"] for ev in map(orjson.loads, fh)
+                        if ev["type"] == "InventoryReceived")
+        for name, argv in _others(str(BENCH_POLICY), end, order, item):
+            self.log(f"[{self.b.name}] other {name}")
+            p = self.cli(url, *argv)
+            check(p, name)  # verify exits 0 on an intact ledger; findings without --fail-on too
+            self.s.add(f"other.{name}", p)
+
     def late_phase(self, url: str) -> None:
         """Import the late tail into a copy of the big ledger, then the first query."""
         for r in range(self.args.reps):
@@ -879,6 +916,7 @@ class Bench:
         if url:
             self.phase("queries (big)", lambda: self.query_phase(self.h.big, url))
             self.phase("streaming", lambda: self.stream_phase(url))
+            self.phase("other commands", lambda: self.others_phase(url))
             self.phase("late import", lambda: self.late_phase(url))
         if not self.args.keep:
             for role in ("big", "small", "late"):
@@ -1025,6 +1063,11 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
             label = "first query after import" if key == "first_query" else cmd
             rows.append(Row(name, f"peak RSS: {label}", f"{rss[key]:.0f} MB",
                             "<= 150 MB", None, rss[key] <= 150, f"backflush --db {L} {cmd}"))
+    for key in sorted(k for k in rss if k.startswith("other.")):
+        cmd = key[len("other."):]
+        rows.append(Row(name, f"peak RSS: {cmd} (took {median(s.t[key]):.1f} s)",
+                        f"{rss[key]:.0f} MB", "<= 150 MB", None, rss[key] <= 150,
+                        f"backflush --db {L} {cmd}"))
     return rows
 
 

@@ -55,7 +55,8 @@ def _at(s: str) -> datetime:
 TIMED = [
     "raw_insert", "raw_read", "floor", "import", "ingest", "first_query", "rebuild", "late_import",
     "late_first_query", "late_total", "stream.events", "stream.export", "stream.findings",
-    "stream.hours",
+    "stream.hours", "other.verify", "other.verify --deep", "other.wip --policy P --at END",
+    "other.findings --policy P --at END",
 ] + [f"{tier}.{q}" for tier in ("small", "big")
      for q in ("pass", "version", "onhand", "wip", "consumption", "findings_order")]
 
@@ -68,7 +69,7 @@ FIGURES = [
     "events: first output byte", "export: first output byte", "findings: first output byte",
     "hours: first output byte", "peak RSS: import", "peak RSS: rebuild", "peak RSS: events",
     "findings --order O, net of python -c pass",
-    "peak RSS: hours",
+    "peak RSS: hours", "peak RSS: verify --deep (took", "peak RSS: onhand --policy P --at END",
 ]
 
 
