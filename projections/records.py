@@ -37,6 +37,18 @@ class _Record:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"{self.__class__.__qualname__}({fields})"
 
+    def __reduce__(self):
+        # Pickled by fields (rows spilled to disk while a stream holds them back): the
+        # default would set each slot through ``__setattr__``, which a frozen record refuses.
+        return _restore, (self.__class__, tuple(getattr(self, n) for n in self.__slots__))
+
+
+def _restore(cls: type, values: tuple) -> _Record:
+    rec = object.__new__(cls)
+    for name, v in zip(cls.__slots__, values, strict=True):
+        object.__setattr__(rec, name, v)
+    return rec
+
 
 class _Frozen(_Record):
     """A record whose fields cannot be assigned once built (a frozen dataclass)."""

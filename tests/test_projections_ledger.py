@@ -291,6 +291,59 @@ def test_name_order_holds_everything_without_names_and_refuses_a_late_earlier_na
         list(asof._name_order(late, ["A", "B"]))  # noqa: SLF001
 
 
+def test_rows_held_back_past_the_limit_go_to_disk_and_come_back_the_same():
+    from decimal import Decimal
+
+    from backflush.projections.findings import Finding
+    from backflush.projections.records import FlushRecord, NegativeOnHand
+
+    rows = {o: [Finding("DOUBLE_FLUSH", "ERROR", o, 10, "X", Decimal("1.50"), ("e1", "e2"),
+                        f"m {o}", "where"), NegativeOnHand("e3", None, ("X", "L", None, None),
+                                                           Decimal("-2"), o, 7)]
+            for o in ("P3", "P1", "P2", "P4")}
+    rows[None] = [{"hours": Decimal("0.5")}]
+    flush = FlushRecord("e", None, 1, "P1", 10, "X", "finish", None, Decimal(1), "L", None,
+                        None, None, None, None, None)
+
+    def pieces(names):
+        yield {"P3": rows["P3"], "P1": rows["P1"]}
+        yield {"P2": rows["P2"]}
+        last = {"P4": rows["P4"] + [flush]}
+        if not names:  # rows of no order: only where nothing streams
+            last[None] = rows[None]
+        yield last
+
+    spilled = asof._Held(limit=1)  # noqa: SLF001
+    for names in ([], ["P1", "P2", "P3", "P4"]):
+        with pytest.MonkeyPatch.context() as m:
+            kept = list(asof._name_order(pieces(names), names))  # noqa: SLF001
+            m.setattr(asof, "_Held", lambda: spilled)
+            out = list(asof._name_order(pieces(names), names))  # noqa: SLF001
+        assert out == kept and len(out) == 9 + (not names)
+        assert spilled.file is None  # closed at the end
+    # They did go through the file (equal, not the same objects), ``where`` included.
+    back = [r for r in out if isinstance(r, Finding)]
+    assert back and all(r is not x for r, x in zip(back, rows["P1"], strict=False))
+    assert {r.where for r in back} == {"where"}
+
+
+@PROFILE
+@given(events=histories(max_orders=4), policy=st.none() | policies())
+def test_what_if_findings_spilled_to_disk_equal_those_kept_in_memory(
+    tmp_path_factory, events, policy
+):
+    tmp = tmp_path_factory.mktemp("spl")
+    ledger = Ledger(str(tmp / "l.db"))
+    import_events(ledger, tmp / "h.jsonl", events)
+    kept = asof.findings_replay(ledger, policy=policy, retire_every=1)
+    hours = list(asof.iter_hours_by_order(ledger, policy=policy, retire_every=1))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(asof, "SPILL_ROWS", 0)
+        assert asof.findings_replay(ledger, policy=policy, retire_every=1) == kept
+        assert list(asof.iter_hours_by_order(ledger, policy=policy, retire_every=1)) == hours
+    ledger.close()
+
+
 def test_findings_of_a_read_only_ledger_behind_its_events_still_answer_by_replay(tmp_path):
     import gzip
 
