@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from backflush.cli.app import Fail, cli, open_ledger, parse_when
+from backflush.cli.app import Fail, cli, open_ledger, output_file, parse_when
 from backflush.cli.dates import FORMATS_HELP
-from backflush.cli.output import output_options, render
+from backflush.cli.output import output_options
 
 from backflush.errors import BackflushError
 
@@ -25,14 +25,16 @@ def moves_cmd(ctx: click.Context, item: str, location: str | None, from_: str | 
     and the running balance (of the item at --location, else over every location and
     transit), like ERPNext's Stock Ledger or `hledger register`. With --from the first row
     is the opening balance (type "opening")."""
-    from backflush.projections.moves import COLUMNS, stock_moves
+    from backflush.cli.ledger_cmds import write_chunks
+    from backflush.projections.moves import COLUMNS, iter_stock_moves
 
     start, end = parse_when(from_, "--from"), parse_when(to, "--to")
     if start is not None and end is not None and start > end:
         raise Fail(f"--from {from_} is after --to {to}")
     try:
-        rows = stock_moves(open_ledger(ctx), item, location, start, end)
+        rows = iter_stock_moves(open_ledger(ctx), item, location, start, end)
     except BackflushError as exc:
         option = "--location" if getattr(exc, "kind", "") == "location" else "--item"
         raise Fail(f"{option}: {exc}") from None
-    click.echo(render(rows, COLUMNS, fmt))
+    with output_file(ctx, None, "stdout") as out:  # streamed: an item's history can be long
+        write_chunks(out, rows, COLUMNS, fmt)

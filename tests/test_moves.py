@@ -183,3 +183,22 @@ def test_cli_date_options_use_the_grammar(db: str) -> None:
     out = run(db, "onhand", "--at", "20261103", code=2)
     assert "--at" in out and "20261103" in out
     run(db, "moves", "--item", "T-BLANK", "--to", "1767225600", code=2)
+
+
+@pytest.mark.parametrize("window_us,rows", [(1, (1, 2)), (3_600_000_000, (0, 3)),
+                                            (10**15, (0, 10**9))])
+def test_the_register_read_window_by_window_is_the_same(db: str, monkeypatch, window_us,
+                                                        rows) -> None:
+    """The register reads an item's history a window of time at a time (bounded memory):
+    tiny windows that halve and double, hour windows, and one window for everything give
+    the same rows, with and without --from/--to."""
+    from backflush.projections import moves
+
+    items = sorted({i for i, _ in _items_and_locations(db)})
+    cases = [[]] + [["--from", "2026-01-01T00:00:00Z", "--to", "2030-01-01T00:00:00Z"]]
+    whole = {(i, tuple(c)): _moves(db, "--item", i, *c) for i in items for c in cases}
+    assert sum(len(v) for v in whole.values()) > 50
+    monkeypatch.setattr(moves, "_WINDOW_US", window_us)
+    monkeypatch.setattr(moves, "_WINDOW_ROWS", rows)
+    for (item, case), expected in whole.items():
+        assert _moves(db, "--item", item, *case) == expected
