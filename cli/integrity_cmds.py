@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 import orjson
-from backflush.cli.app import EXIT_USAGE, Fail, cli, open_ledger
+from backflush.cli.app import EXIT_OPERATIONAL, EXIT_USAGE, Fail, cli, open_ledger
 from backflush.ledger.store import Ledger
 
 
@@ -103,7 +103,13 @@ def verify_cmd(
     """Check every event, index column and link: nothing altered, removed, reordered or
     forged (with anchors: nor re-chained)."""
     from backflush.ledger.anchor import AnchorError, load_public
-    from backflush.ledger.integrity import check, deep_check, load_anchors, record
+    from backflush.ledger.integrity import (
+        Inconclusive,
+        check,
+        deep_check,
+        load_anchors,
+        record,
+    )
 
     if pubkey is not None and anchor_file is None:
         raise Fail("--pubkey: only with --anchor FILE")
@@ -133,6 +139,7 @@ def verify_cmd(
             writer.close()
     for note in rep.notes:
         click.echo(f"note: {note}", err=True)
+    inconclusive = [n for n in rep.notes if isinstance(n, Inconclusive)]
     if rep.problems:
         for p in rep.problems:
             click.echo(f"TAMPERED {p}", err=True)
@@ -143,8 +150,12 @@ def verify_cmd(
     extra = ""
     if anchors:
         extra += f", {len(anchors)} anchor{'s hold' if len(anchors) != 1 else ' holds'}"
-    if deep:
+    if deep and not inconclusive:
         extra += ", projections agree with a replay"
     click.echo(
         f"ok: {rep.events} events, every stream's chain and the ledger-wide chain intact{extra}"
     )
+    if inconclusive:
+        # Not "all clear": what was asked (--deep) was not done; a gate must not pass on it.
+        click.echo(f"Error: --deep: {inconclusive[0]}", err=True)
+        ctx.exit(EXIT_OPERATIONAL)

@@ -423,28 +423,54 @@ def _key_text(d: dict[str, Any], cols: Sequence[str]) -> str:
     return " ".join(f"{c}={d[c] if d[c] is not None else '-'}" for c in cols)
 
 
+class Inconclusive(str):
+    """A note of ``deep_check`` meaning the comparison was not made (or cannot be relied
+    on): not "all clear"; the command line exits 3 on it."""
+
+
 def deep_check(ledger: Ledger, writer: Ledger | None = None) -> tuple[list[Problem], list[str]]:
     """Replay every event in memory and compare on-hand and WIP now with the stored answers.
 
     ``writer`` (a writable ledger on the same store) brings the projections up to date
-    first; without it, projections behind the events are not compared (a note says so).
-    Returns (problems, notes).
+    first; without it, projections behind the events are not compared (an ``Inconclusive``
+    note says so). Events recorded while it runs (an import beside it) change the stored
+    answers under the comparison: its problems are then dropped, for an ``Inconclusive``
+    note, rather than reported as tampering. Returns (problems, notes).
     """
     from backflush.projections import materialise as mat
 
     notes: list[str] = []
+    # Each read below is its own snapshot (a long read transaction would hold back an
+    # import for the whole check): the last position, read first and again at the end,
+    # says whether anything was recorded meanwhile.
+    before = ledger.max_seq()
     try:
         with ledger.transaction(commit=False) as cur:
             row = cur.execute("SELECT v FROM bf_proj WHERE k = 'last_seq'").fetchone()
         tracked = int(row["v"]) if row is not None else 0
     except Exception:  # no projection tables yet
         tracked = -1
-    if tracked < ledger.max_seq() or tracked < 0:
+    if tracked < before or tracked < 0:
         if writer is None:
-            notes.append("projections are behind the events and the ledger is read-only:"
-                         " --deep compared nothing")
+            notes.append(Inconclusive(
+                "projections are behind the events and the ledger is read-only:"
+                " --deep compared nothing"))
             return [], notes
         mat.catch_up(writer)
+    problems = _deep_compare(ledger)
+    after = ledger.max_seq()
+    if after != before:
+        n = after - before
+        notes.append(Inconclusive(
+            f"{n} event{'s were' if n != 1 else ' was'} recorded while --deep ran: the"
+            " stored answers changed under the comparison, which is not reliable; run it"
+            " again when no import runs"))
+        return [], notes
+    return problems, notes
+
+
+def _deep_compare(ledger: Ledger) -> list[Problem]:
+    from backflush.projections import materialise as mat
     # Compare at many moments, not only now: a tampered history row of a key that is zero
     # now still changes every `--at` answer before that. Every distinct `at` on a small
     # ledger, the end of every day (UTC) on a large one, and the end.
@@ -474,7 +500,7 @@ def deep_check(ledger: Ledger, writer: Ledger | None = None) -> tuple[list[Probl
             engine.balance_changes.clear()
             engine.flushes.clear()
     _compare(ledger, engine, None, problems, seen)
-    return problems, notes
+    return problems
 
 
 DEEP_EVERY_EVENT_UP_TO = 20_000
@@ -524,6 +550,7 @@ def load_anchors(path: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 __all__ = [
-    "AnchorError", "Problem", "Report", "anchor_of", "check", "deep_check", "heads_digest",
+    "AnchorError", "Inconclusive", "Problem", "Report", "anchor_of", "check", "deep_check",
+    "heads_digest",
     "load_anchors", "record", "verify",
 ]

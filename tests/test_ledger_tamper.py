@@ -477,3 +477,54 @@ def test_deep_forgets_ended_orders_as_it_replays_and_still_finds_tampering(db_ur
                     (first["key_id"], first["at_us"], first["seq"], first["n"]))
     r = run(db_url, "verify", "--deep")
     assert r.exit_code == 2 and "projection onhand" in r.output and "stored 987654" in r.output
+
+
+def test_deep_that_compared_nothing_is_not_all_clear(sqlite_db, tmp_path, monkeypatch):
+    """The command line on the read-only case above: the chains are fine, but what was asked
+    (--deep) was not done. Not "projections agree", not exit 0: a gate must not pass."""
+    from backflush.cli import integrity_cmds
+    from backflush.ledger.store import Ledger
+
+    db = imported(sqlite_db, tmp_path)
+    with Ledger(db) as ledger, ledger.transaction(commit=True) as cur:
+        cur.execute("UPDATE bf_proj SET v = '0' WHERE k = 'last_seq'")
+    monkeypatch.setattr(integrity_cmds, "_writable", lambda ledger: False)
+    r = run(db, "verify", "--deep")
+    assert r.exit_code == 3, r.output
+    assert "agree" not in r.output and "Error: --deep: projections are behind" in r.stderr
+    assert r.stdout.startswith("ok: 10 events")  # what was checked, said as checked
+
+
+def test_deep_while_an_import_records_events_is_inconclusive_not_tampered(db_url, tmp_path,
+                                                                        monkeypatch):
+    """An import beside a long --deep (scanners sync all day) changes the stored answers
+    under the comparison: that must not read as tampering."""
+    import backflush
+    from backflush.ledger import integrity
+
+    history = tmp_path / "sim.jsonl"
+    assert run(db_url, "simulate", "--orders", "12", "--seed", "5", "-o",
+               str(history)).exit_code == 0
+    assert run(db_url, "import", str(history)).exit_code == 0
+    first = json.loads(history.read_text().splitlines()[0])
+    receipt = {"type": "InventoryReceived", "at": "2026-01-05T06:30:00Z", "id": "late-1",
+               "item": first["item"], "qty": "1000", "location": "BULK"}
+    late = tmp_path / "late.jsonl"
+    late.write_text(json.dumps(receipt) + "\n")
+    real, calls = integrity._compare, []
+
+    def compare_then_import(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # mid-check: a scanner's late receipt for the first day
+            with backflush.Ledger(db_url) as other:
+                assert other.import_files([late]).appended == 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(integrity, "_compare", compare_then_import)
+    r = run(db_url, "verify", "--deep")
+    assert len(calls) > 2
+    assert r.exit_code == 3, r.output
+    assert "TAMPERED" not in r.output and "1 event was recorded while --deep ran" in r.stderr
+    monkeypatch.setattr(integrity, "_compare", real)
+    r = run(db_url, "verify", "--deep")  # run again, nothing beside it: all clear
+    assert r.exit_code == 0 and "projections agree with a replay" in r.stdout, r.output
