@@ -509,6 +509,7 @@ class Ledger:
         at_lte: int | None = None,
         rec_lte: int | None = None,
         seq_gt: int | None = None,
+        seq_lte: int | None = None,
         by: str = "at",
         batch: int = 5000,
     ) -> Iterator[Any]:
@@ -536,6 +537,9 @@ class Ledger:
         if seq_gt is not None:
             where.append("i.seq > ?")
             params.append(seq_gt)
+        if seq_lte is not None:
+            where.append("i.seq <= ?")
+            params.append(seq_lte)
         cols = (
             "i.seq, i.id, i.stream, i.version, i.type, i.at_us, i.rec_us, i.ord, i.hash,"
             " i.state"

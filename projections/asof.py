@@ -57,8 +57,10 @@ def replay(
     from backflush.projections.engine import Replay
 
     engine = Replay(policy=policy)
+    last = ledger.max_seq()  # as ``_streaming_replay``: no import seen in part
     with mat.no_gc():
-        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at),
+                                        seq_lte=last):
             engine.apply(ev)
             engine.balance_changes.clear()
             engine.flushes.clear()
@@ -305,12 +307,18 @@ def _streaming_replay(
     """
     from backflush.projections.engine import Replay
 
+    # The events recorded when it starts, and no later ones: the pages are read one by one
+    # (each its own snapshot), and an import committing meanwhile would otherwise be seen
+    # in part (its events after the page reached, not those before): answers that were
+    # never true. An import is atomic and its positions follow every earlier one.
+    last = ledger.max_seq()
     if plan is None:
         plan = mat.last_event_of_orders(ledger)
     engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
     n = 0
     with mat.no_gc():
-        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at)):
+        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at),
+                                        seq_lte=last):
             engine.apply(ev)
             n += 1
             if n % retire_every:

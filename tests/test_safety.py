@@ -359,3 +359,48 @@ def test_interrupted_query_exits_130_not_1(ledger, monkeypatch):
     r = run(ledger, "findings", "--fail-on", "error")
     # 1 would read as "findings at or above --fail-on" to a gate.
     assert r.exit_code == 130 and r.stderr.strip() == "Error: interrupted", r.output
+
+
+def test_a_replay_never_sees_an_import_in_part(db_url, tmp_path, monkeypatch):
+    """A whole-history replay (here on-hand under --policy) reads the events a page at a
+    time. An import committed meanwhile must be seen whole or not at all: its receipt on the
+    first day (behind the page reached) and its transfer on the last (ahead of it) together,
+    or neither, never the transfer alone (a stock that never was)."""
+    import backflush
+    from backflush.projections import materialise
+
+    history = tmp_path / "sim.jsonl"
+    assert run(db_url, "simulate", "--orders", "200", "--seed", "4", "-o",
+               str(history)).exit_code == 0
+    lines = history.read_text().splitlines()
+    assert len(lines) > 6000  # more than one page of the replay (5000)
+    item = next(e["item"] for e in map(orjson.loads, lines) if e["type"] == "ItemDefined")
+    last_at = max(orjson.loads(x)["at"] for x in lines)
+    late = tmp_path / "late.jsonl"
+    late.write_text(
+        orjson.dumps({"type": "InventoryReceived", "at": "2026-01-05T06:00:01Z", "id": "lt-1",
+                      "item": item, "qty": "1000", "location": "LATE-IN"}).decode() + "\n"
+        + orjson.dumps({"type": "InventoryTransferred", "at": last_at, "id": "lt-2",
+                        "item": item, "qty": "1000", "from_location": "LATE-IN",
+                        "to_location": "LATE-OUT"}).decode() + "\n")
+    assert run(db_url, "import", str(history)).exit_code == 0
+    policy = str(EXAMPLES / "001-terminals-and-scanner" / "fix-policy.json")
+    args = ("onhand", "--item", item, "--policy", policy, "--at", "2100-01-01", "--json")
+    before = run(db_url, *args).stdout
+    real = materialise.events_for_replay
+
+    def import_after_the_first_page(ledger, **kw):
+        for n, ev in enumerate(real(ledger, **kw)):
+            if n == 1:  # the first page is read: the scanner syncs now
+                with backflush.Ledger(db_url) as other:
+                    assert other.import_files([late]).appended == 2
+            yield ev
+
+    monkeypatch.setattr(materialise, "events_for_replay", import_after_the_first_page)
+    during = run(db_url, *args)
+    assert during.exit_code == 0, during.output
+    assert during.stdout == before  # the import committed after the replay began: not seen
+    monkeypatch.setattr(materialise, "events_for_replay", real)
+    after = orjson.loads(run(db_url, *args).stdout)  # ... and whole the next time
+    assert {r["location"]: r["qty"] for r in after if r["location"].startswith("LATE")} == \
+        {"LATE-OUT": "1000"}
