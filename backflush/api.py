@@ -752,8 +752,10 @@ def _event_rows(store: Any, order: str | None, type_: str | None, at_us: int | N
 
     from backflush.ledger.store import from_us
 
+    # Pages by ``at`` are separate snapshots: without a last position an import committed
+    # meanwhile would show in part (its events after the page reached only).
     for r in store.iter_rows(order=order, types=[type_] if type_ else None, at_lte=at_us,
-                             rec_lte=known_us):
+                             rec_lte=known_us, seq_lte=store.max_seq()):
         payload = orjson.loads(r["state"])["e"]
         yield {
             "seq": r["seq"],

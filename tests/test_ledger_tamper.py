@@ -499,8 +499,9 @@ def test_deep_while_an_import_records_events_is_inconclusive_not_tampered(db_url
                                                                         monkeypatch):
     """An import beside a long --deep (scanners sync all day) changes the stored answers
     under the comparison: that must not read as tampering."""
-    import backflush
     from backflush.ledger import integrity
+
+    import backflush
 
     history = tmp_path / "sim.jsonl"
     assert run(db_url, "simulate", "--orders", "12", "--seed", "5", "-o",

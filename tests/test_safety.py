@@ -366,24 +366,11 @@ def test_a_replay_never_sees_an_import_in_part(db_url, tmp_path, monkeypatch):
     time. An import committed meanwhile must be seen whole or not at all: its receipt on the
     first day (behind the page reached) and its transfer on the last (ahead of it) together,
     or neither, never the transfer alone (a stock that never was)."""
-    import backflush
     from backflush.projections import materialise
 
-    history = tmp_path / "sim.jsonl"
-    assert run(db_url, "simulate", "--orders", "200", "--seed", "4", "-o",
-               str(history)).exit_code == 0
-    lines = history.read_text().splitlines()
-    assert len(lines) > 6000  # more than one page of the replay (5000)
-    item = next(e["item"] for e in map(orjson.loads, lines) if e["type"] == "ItemDefined")
-    last_at = max(orjson.loads(x)["at"] for x in lines)
-    late = tmp_path / "late.jsonl"
-    late.write_text(
-        orjson.dumps({"type": "InventoryReceived", "at": "2026-01-05T06:00:01Z", "id": "lt-1",
-                      "item": item, "qty": "1000", "location": "LATE-IN"}).decode() + "\n"
-        + orjson.dumps({"type": "InventoryTransferred", "at": last_at, "id": "lt-2",
-                        "item": item, "qty": "1000", "from_location": "LATE-IN",
-                        "to_location": "LATE-OUT"}).decode() + "\n")
-    assert run(db_url, "import", str(history)).exit_code == 0
+    import backflush
+
+    item, late = _history_with_a_late_file(db_url, tmp_path)
     policy = str(EXAMPLES / "001-terminals-and-scanner" / "fix-policy.json")
     args = ("onhand", "--item", item, "--policy", policy, "--at", "2100-01-01", "--json")
     before = run(db_url, *args).stdout
@@ -404,3 +391,49 @@ def test_a_replay_never_sees_an_import_in_part(db_url, tmp_path, monkeypatch):
     after = orjson.loads(run(db_url, *args).stdout)  # ... and whole the next time
     assert {r["location"]: r["qty"] for r in after if r["location"].startswith("LATE")} == \
         {"LATE-OUT": "1000"}
+
+
+def _history_with_a_late_file(db_url, tmp_path):
+    """A simulated history of more than one replay page, imported; and a late file: a
+    receipt on the first day and a transfer of it on the last (item, path)."""
+    history = tmp_path / "sim.jsonl"
+    assert run(db_url, "simulate", "--orders", "200", "--seed", "4", "-o",
+               str(history)).exit_code == 0
+    lines = history.read_text().splitlines()
+    assert len(lines) > 6000  # more than one page of the replay (5000)
+    item = next(e["item"] for e in map(orjson.loads, lines) if e["type"] == "ItemDefined")
+    last_at = max(orjson.loads(x)["at"] for x in lines)
+    late = tmp_path / "late.jsonl"
+    late.write_text(
+        orjson.dumps({"type": "InventoryReceived", "at": "2026-01-05T06:00:01Z", "id": "lt-1",
+                      "item": item, "qty": "1000", "location": "LATE-IN"}).decode() + "\n"
+        + orjson.dumps({"type": "InventoryTransferred", "at": last_at, "id": "lt-2",
+                        "item": item, "qty": "1000", "from_location": "LATE-IN",
+                        "to_location": "LATE-OUT"}).decode() + "\n")
+    assert run(db_url, "import", str(history)).exit_code == 0
+    return item, late
+
+
+def test_events_never_show_an_import_in_part(db_url, tmp_path, monkeypatch):
+    from backflush.ledger.store import Ledger
+
+    import backflush
+
+    _item, late = _history_with_a_late_file(db_url, tmp_path)
+    args = ("events", "--at", "2100-01-01", "--nl")
+    before = run(db_url, *args).stdout
+    real, pages = Ledger.iter_rows, []
+
+    def import_after_the_first_page(self, **kw):
+        for n, row in enumerate(real(self, **kw)):
+            if n == 1:
+                pages.append(1)
+                with backflush.Ledger(db_url) as other:
+                    assert other.import_files([late]).appended == 2
+            yield row
+
+    monkeypatch.setattr(Ledger, "iter_rows", import_after_the_first_page)
+    during = run(db_url, *args)
+    assert pages and during.exit_code == 0 and during.stdout == before
+    monkeypatch.setattr(Ledger, "iter_rows", real)
+    assert '"id":"lt-1"' in run(db_url, *args).stdout
