@@ -95,6 +95,20 @@ def _by_seq(ledger: Ledger, sql: str, page: int = 5000) -> Iterator[dict[str, An
         last = rows[-1]["seq"]
 
 
+def _last_position(ledger: Ledger) -> int:
+    """The highest seq in ``bf_events`` or ``bf_chain`` (one snapshot; without the chain
+    table, that of the events)."""
+    with ledger.transaction(commit=False) as cur:
+        try:
+            row = cur.execute("SELECT (SELECT MAX(seq) FROM bf_events) AS e,"
+                              " (SELECT MAX(seq) FROM bf_chain) AS c").fetchone()
+        except Exception:  # bf_chain dropped: ``check`` reports it
+            row = None
+    if row is None:
+        return ledger.max_seq()
+    return int(max(row["e"] or 0, row["c"] or 0))
+
+
 def _peek(it: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
     return next(it, None)
 
@@ -330,16 +344,22 @@ def check(
                 ck.problem(f"anchor {where}", None, None, why, a["last_seq"], "sig")
         elif a.get("sig"):
             ck.report.notes.append(f"anchor {where}: signed, signature not checked (no --pubkey)")
+    # Every page is its own snapshot: both tables are read up to the last position either
+    # held when the check began (one statement), so that an import committed meanwhile,
+    # seen in one table's last page and not yet in the other's, cannot read as a broken
+    # chain. Taken over both, a row removed from the end of one is still seen.
+    upto = _last_position(ledger)
     # One table holds each event's state and its index columns: both sides of a seq.
     events = _by_seq(
         ledger,
         "SELECT seq, id, stream, version, type, at_us, rec_us, ord, hash, state FROM bf_events"
-        " WHERE seq > ? ORDER BY seq",
+        f" WHERE seq > ? AND seq <= {upto} ORDER BY seq",
     )
     try:
         chain = _by_seq(
             ledger,
-            "SELECT seq, link, stream, version, id FROM bf_chain WHERE seq > ? ORDER BY seq",
+            f"SELECT seq, link, stream, version, id FROM bf_chain WHERE seq > ? AND seq <= {upto}"
+            " ORDER BY seq",
         )
         c = _peek(chain)
     except Exception:  # every ledger this version opens is made with it: it was dropped
