@@ -468,3 +468,32 @@ def test_verify_never_reads_an_import_committed_meanwhile_as_a_broken_chain(db_u
     n = int(r.stdout.split()[1])
     again = run(db_url, "verify")
     assert again.exit_code == 0 and again.stdout.startswith(f"ok: {n + 2} events")
+
+
+def test_an_anchor_taken_while_an_import_commits_still_holds(db_url, tmp_path, monkeypatch):
+    """anchor reads the count, the last link and the streams' heads: from one snapshot, or
+    an import committed between two reads (PostgreSQL: each statement its own snapshot)
+    makes an anchor that no state of the ledger ever matched."""
+    import backflush
+    from backflush.ledger import store
+
+    _item, late = _history_with_a_late_file(db_url, tmp_path)
+    real, calls = store.Cursor.execute, []
+
+    def execute_then_import(self, sql, params=()):
+        out = real(self, sql, params)
+        if "FROM bf_events" in sql and "bf_chain" in sql or "COUNT(*)" in sql:
+            if not calls:  # the anchor's first read is done: a scanner syncs now
+                calls.append(1)
+                with backflush.Ledger(db_url) as other:
+                    assert other.import_files([late]).appended == 2
+        return out
+
+    monkeypatch.setattr(store.Cursor, "execute", execute_then_import)
+    r = run(db_url, "anchor")
+    monkeypatch.setattr(store.Cursor, "execute", real)
+    assert calls and r.exit_code == 0, r.output
+    path = tmp_path / "anchors.jsonl"
+    path.write_text(r.stdout)
+    v = run(db_url, "verify", "--anchor", str(path))
+    assert v.exit_code == 0 and "1 anchor holds" in v.stdout, v.output
