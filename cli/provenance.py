@@ -41,12 +41,11 @@ def heads_digest(ledger: Any) -> tuple[str, int, int]:
     The root is the one ``backflush anchor`` records (``ledger.anchor.heads_digest``): a
     report and an anchor with the same root were made from the same recorded history.
     """
-    from backflush.ledger.anchor import heads_digest as root_of
+    from backflush.ledger.anchor import ledger_state, merkle_root
 
-    with ledger.transaction(commit=False) as cur:
-        streams = cur.execute("SELECT COUNT(DISTINCT stream) AS n FROM bf_events").fetchone()["n"]
-        count = cur.execute("SELECT COUNT(*) AS n FROM bf_events").fetchone()["n"]
-    return root_of(ledger), int(streams), int(count)
+    # One snapshot: root, streams and count of the same recorded history.
+    count, _seq, _link, heads = ledger_state(ledger)
+    return merkle_root(heads), len(heads), count
 
 
 def _table_exists(ledger: Any, name: str) -> bool:

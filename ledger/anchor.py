@@ -245,11 +245,27 @@ def heads_digest(ledger: Any) -> str:
 
     Here, not in ``ledger.integrity``, so that report provenance can name it without loading
     the importer and the event models."""
+    return merkle_root(ledger_state(ledger)[3])
+
+
+def ledger_state(ledger: Any) -> tuple[int, int, str, list[tuple[str, int, str]]]:
+    """(events, last chained seq, its link, each stream's head as (stream, version, hash)).
+
+    One statement, so one snapshot: on PostgreSQL each statement of a read is its own
+    (READ COMMITTED), and an import committed between two reads gave a count of one state
+    and heads of another (an anchor the ledger never matched; verify then said TAMPERED).
+    """
     with ledger.transaction(commit=False) as cur:
         rows = cur.execute(
-            "SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
+            "SELECT (SELECT COUNT(*) FROM bf_events) AS n,"
+            " (SELECT seq FROM bf_chain ORDER BY seq DESC LIMIT 1) AS last_seq,"
+            " (SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1) AS link,"
+            " x.stream, x.version, x.hash FROM (SELECT 1 AS one) o LEFT JOIN"
+            " (SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
             " MAX(version) AS v FROM bf_events GROUP BY stream) h"
-            " ON e.stream = h.stream AND e.version = h.v"
+            " ON e.stream = h.stream AND e.version = h.v) x ON 1 = 1"
         ).fetchall()
-    return merkle_root([(r["stream"], r["version"], r["hash"]) for r in rows])
+    first = rows[0]
+    heads = [(r["stream"], r["version"], r["hash"]) for r in rows if r["stream"] is not None]
+    return int(first["n"]), first["last_seq"] or 0, first["link"] or GENESIS, heads
 

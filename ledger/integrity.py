@@ -407,28 +407,14 @@ def verify(ledger: Ledger) -> tuple[int, list[Problem]]:
 def anchor_of(ledger: Ledger) -> dict[str, Any]:
     """The checkpoint of the ledger as it is (unsigned), from the index and chain tables.
 
-    Taken by one statement so count, last seq, link and heads agree: on PostgreSQL each
-    statement of a read is its own snapshot (READ COMMITTED), and an import committed
-    between two of them made an anchor that the ledger never matched (a later
-    ``verify --anchor`` then reported it as tampering).
+    Taken from one snapshot (``anchor.ledger_state``) so count, last seq, link and heads
+    agree.
     """
-    from backflush.ledger.anchor import GENESIS, make_anchor
+    from backflush.ledger.anchor import ledger_state, make_anchor
 
     from backflush import __version__
 
-    with ledger.transaction(commit=False) as cur:
-        rows = cur.execute(
-            "SELECT (SELECT COUNT(*) FROM bf_events) AS n,"
-            " (SELECT seq FROM bf_chain ORDER BY seq DESC LIMIT 1) AS last_seq,"
-            " (SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1) AS link,"
-            " x.stream, x.version, x.hash FROM (SELECT 1 AS one) o LEFT JOIN"
-            " (SELECT e.stream, e.version, e.hash FROM bf_events e JOIN (SELECT stream,"
-            " MAX(version) AS v FROM bf_events GROUP BY stream) h"
-            " ON e.stream = h.stream AND e.version = h.v) x ON 1 = 1"
-        ).fetchall()
-    first = rows[0]
-    n, seq, link = first["n"], first["last_seq"] or 0, first["link"] or GENESIS
-    heads = [(r["stream"], r["version"], r["hash"]) for r in rows if r["stream"] is not None]
+    n, seq, link, heads = ledger_state(ledger)
     return make_anchor(n, seq, link, merkle_root(heads), len(heads), __version__)
 
 

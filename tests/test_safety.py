@@ -445,8 +445,9 @@ def test_verify_never_reads_an_import_committed_meanwhile_as_a_broken_chain(db_u
     import committed after the events' last page and before the chain's must not read as
     "chain link for an event the ledger does not hold" (exit 2, TAMPERED): a false alarm in
     a nightly gate while scanners sync."""
-    import backflush
     from backflush.ledger import integrity
+
+    import backflush
 
     _item, late = _history_with_a_late_file(db_url, tmp_path)
     real, done = integrity._by_seq, []
@@ -474,8 +475,9 @@ def test_an_anchor_taken_while_an_import_commits_still_holds(db_url, tmp_path, m
     """anchor reads the count, the last link and the streams' heads: from one snapshot, or
     an import committed between two reads (PostgreSQL: each statement its own snapshot)
     makes an anchor that no state of the ledger ever matched."""
-    import backflush
     from backflush.ledger import store
+
+    import backflush
 
     _item, late = _history_with_a_late_file(db_url, tmp_path)
     real, calls = store.Cursor.execute, []
