@@ -190,31 +190,30 @@ def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str],
     todo = sorted(set(names))
     i = 0
     held = _Held()
-    early: set[Any] = set()
-    waited = 0
-    last: Any = None
-    for piece in pieces:
-        for k, rows in piece.items():
-            if k not in early:
-                held.put(k, rows)
-        waited += len(piece)
-        while i < len(todo):
-            head = todo[i]
-            if head in held:
-                rows = held.pop(head)
-            elif alone is not None and waited >= patience:
-                rows, waited = alone(head), 0
-                early.add(head)
-            else:
-                break
-            last = head
-            yield from rows
-            i += 1
-    try:
+    try:  # the file, if rows went to one, is dropped however the stream ends
+        early: set[Any] = set()
+        waited = 0
+        last: Any = None
+        for piece in pieces:
+            for k, rows in piece.items():
+                if k not in early:
+                    held.put(k, rows)
+            waited += len(piece)
+            while i < len(todo):
+                head = todo[i]
+                if head in held:
+                    rows = held.pop(head)
+                elif alone is not None and waited >= patience:
+                    rows, waited = alone(head), 0
+                    early.add(head)
+                else:
+                    break
+                last = head
+                yield from rows
+                i += 1
         for k in sorted(held.keys(), key=lambda o: (0, "") if o is None else (1, o)):
             if last is not None and (k is None or k < last):
-                # An order the plan did not know, named before one already out: a bug
-                # upstream.
+                # An order the plan did not know, named before one already out: a bug upstream.
                 raise RuntimeError(f"streamed rows out of order: {k!r} after {last!r}")
             yield from held.pop(k)
     finally:
