@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -79,16 +80,15 @@ class Report:
     anchors_checked: int = 0
 
 
-def _row(r: Any) -> dict[str, Any]:
-    return dict(r) if not isinstance(r, dict) else r
-
-
 def _by_seq(ledger: Ledger, sql: str, page: int = 5000) -> Iterator[dict[str, Any]]:
     """Rows of ``sql`` (with ``seq > ?`` and ORDER BY seq) in pages, as dicts."""
     last = -(2**62)
     while True:
         with ledger.transaction(commit=False) as cur:
-            rows = [_row(r) for r in cur.execute(sql + f" LIMIT {page}", (last,)).fetchall()]
+            rows = cur.execute(sql + f" LIMIT {page}", (last,)).fetchall()
+        if rows and not isinstance(rows[0], dict):  # sqlite3.Row: names once, values by C
+            names = rows[0].keys()
+            rows = [dict(zip(names, r, strict=True)) for r in rows]
         yield from rows
         if len(rows) < page:
             return
@@ -111,6 +111,11 @@ def _last_position(ledger: Ledger) -> int:
 
 def _peek(it: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
     return next(it, None)
+
+
+@lru_cache(maxsize=256)  # an import's events share one recorded time
+def _rec_us(text: str) -> int:
+    return _at_us(text)
 
 
 def _at_us(text: str) -> int:
@@ -172,8 +177,9 @@ class _Checker:
         else:
             key = None
         if key is not None:
+            same = self.resync == self.link  # the usual case: the chain never broke
             self.link = link_of(self.link, *key)
-            self.resync = link_of(self.resync, *key)
+            self.resync = self.link if same else link_of(self.resync, *key)
         if not self.has_chain:
             pass
         elif c is None:
@@ -212,7 +218,7 @@ class _Checker:
             payload, rec, prev, h = d["e"], d["rec"], d["prev"], d["hash"]
             eid = payload.get("id")
             # Kept beside the decoded state: the index and link checks need them again.
-            d["_rec_us"] = _at_us(rec)
+            d["_rec_us"] = _rec_us(rec)
             d["_body"] = body = body_of(payload)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             self.problem(st, v, s.get("id"), "stored state is not a ledger event", seq, "state")
