@@ -116,8 +116,9 @@ def iter_findings(
     """
     from backflush.projections.findings import findings_of_orders
 
+    last = ledger.max_seq()  # the replay's and the check's: the same events
     names = mat.last_event_of_orders(ledger)
-    stream = _no_orderless_findings(ledger, at, known_at, policy, codes)
+    stream = _no_orderless_findings(ledger, at, known_at, policy, codes, last)
     # One order's findings from its own events and the materialised history: the same
     # answer (``order_findings``), which that path gives only as recorded and known now.
     alone = None
@@ -127,7 +128,8 @@ def iter_findings(
 
     def pieces() -> Iterator[dict[str | None, list[Any]]]:
         for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
-                                              keep_findings=True, plan=list(names)):
+                                              keep_findings=True, plan=list(names),
+                                              last=last):
             if done is None:
                 found = findings_of_orders(engine, None, codes)
                 yield _group(found, engine.orders())
@@ -149,12 +151,17 @@ def _group(found: list[Any], orders: list[str]) -> dict[str | None, list[Any]]:
 
 
 def _no_orderless_findings(ledger: Ledger, at: datetime | None, known_at: datetime | None,
-                           policy: dict[str, Any] | None, codes: Any) -> bool:
+                           policy: dict[str, Any] | None, codes: Any, last: int) -> bool:
     """True when no finding of no order can arise: then findings stream in order."""
     if codes is not None and "NEGATIVE_ON_HAND" not in set(codes):
         return True
-    if policy is not None or known_at is not None:
+    if known_at is not None:
         return False
+    if policy is not None:
+        # A what-if moves other quantities, so the recorded negatives say nothing; but only
+        # a take outside any order can end in a finding of no order, and whether the
+        # events hold one does not depend on the policy.
+        return not mat.orderless_takes_possible(ledger, _us(at), last)
     # The materialised negative records are the global replay's own (same events, same
     # order): the only findings of no order are those records with no order.
     from backflush.errors import OperationalError
@@ -295,6 +302,7 @@ def _streaming_replay(
     *,
     keep_findings: bool,
     plan: list[tuple[int, str]] | None = None,
+    last: int | None = None,
 ) -> Iterator[tuple[Replay, list[str] | None]]:
     """One replay of every event that forgets finished orders as it goes.
 
@@ -302,7 +310,8 @@ def _streaming_replay(
     event is behind (sorted), and retires them once the caller has read what it needs; at
     the end it yields ``(engine, None)``: everything still held. Memory follows the orders
     in progress, not the history. ``keep_findings``: keep the logs only findings read
-    (negative on-hand, anomalies) instead of dropping them at each pause.
+    (negative on-hand, anomalies) instead of dropping them at each pause. ``last``: the
+    last position to replay (default: the last recorded when it starts).
     """
     from backflush.projections.engine import Replay
 
@@ -310,7 +319,8 @@ def _streaming_replay(
     # (each its own snapshot), and an import committing meanwhile would otherwise be seen
     # in part (its events after the page reached, not those before): answers that were
     # never true. An import is atomic and its positions follow every earlier one.
-    last = ledger.max_seq()
+    if last is None:
+        last = ledger.max_seq()
     if plan is None:
         plan = mat.last_event_of_orders(ledger)
     engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))

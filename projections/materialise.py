@@ -1248,6 +1248,35 @@ def orderless_negative(ledger: Ledger, at_us: int | None = None) -> bool:
     return row is not None
 
 
+def orderless_takes_possible(ledger: Ledger, at_us: int | None, last_seq: int) -> bool:
+    """Whether a replay of the events up to ``at_us`` and position ``last_seq``, under any
+    policy, may take stock outside every order (the only source of findings of no order).
+
+    Conservative: yes when there is a transfer, a pick, a put or a reversal naming no order
+    (a reversal names its target's order), or an order whose first event (by at, seq) is
+    not its creation (a pick or put before it belongs to no order then). Counts never
+    record a negative; receipts only add; every other take runs inside its order.
+    """
+    at_us = _FAR_FUTURE if at_us is None else at_us
+    with ledger.transaction(commit=False) as cur:
+        # Through the (ord, at_us) index: the events of no order are receipts and counts
+        # above all, a tenth of a plant's history.
+        row = cur.execute(
+            "SELECT 1 AS x FROM bf_events WHERE ord IS NULL AND at_us <= ? AND seq <= ?"
+            " AND type IN ('InventoryTransferred', 'Picked', 'Put', 'Reversal') LIMIT 1",
+            (at_us, last_seq),
+        ).fetchone()
+        if row is not None:
+            return True
+        row = cur.execute(
+            "SELECT 1 AS x FROM (SELECT DISTINCT ord FROM bf_events WHERE ord IS NOT NULL) o"
+            " WHERE (SELECT e.type FROM bf_events e WHERE e.ord = o.ord AND e.at_us <= ?"
+            " AND e.seq <= ? ORDER BY e.at_us, e.seq LIMIT 1) <> 'OrderCreated' LIMIT 1",
+            (at_us, last_seq),
+        ).fetchone()
+    return row is not None
+
+
 def unresolved_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
     """Batch-less takes of batch-tracked items by one order (as of ``at_us``), apply order."""
     with ledger.transaction(commit=False) as cur:

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from backflush.ledger.importer import run_import
 from backflush.ledger.simulate import simulate
-from backflush.ledger.store import Ledger
+from backflush.ledger.store import Ledger, to_us
 from backflush.projections import asof
 from backflush.projections import materialise as mat
 
@@ -150,5 +150,90 @@ def test_a_late_correction_to_the_first_order_does_not_hold_the_stream(
         first = min(e["order"] for e in events if e["type"] == "OrderCreated")
         assert found[0]["order"] == first
         assert "late-correction" in {i for f in found for i in f["events"]}
+    finally:
+        ledger.close()
+
+
+def _fix_policy() -> dict[str, Any]:
+    from backflush.ledger.codec import replay_policy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "001-terminals-and-scanner" \
+        / "fix-policy.json"
+    return replay_policy(orjson.loads(path.read_bytes()))
+
+
+def _first_finding_after(ledger: Ledger, monkeypatch, **kw: Any) -> tuple[int, list[Any]]:
+    """(events read when the first finding came, every finding) of a streamed findings."""
+    read = [0]
+    events_for_replay = mat.events_for_replay
+
+    def counting(*a: Any, **k: Any) -> Any:
+        for ev in events_for_replay(*a, **k):
+            read[0] += 1
+            yield ev
+
+    with monkeypatch.context() as m:
+        m.setattr(mat, "events_for_replay", counting)
+        it = asof.iter_findings(ledger, retire_every=1, **kw)
+        found = [next(it)]
+        at_first = read[0]
+        found += it
+    return at_first, [f.as_dict() for f in found]
+
+
+def test_what_if_findings_stream_unless_a_take_is_outside_every_order(db_url, tmp_path,
+                                                                    monkeypatch):
+    """Under --policy the recorded negatives say nothing of the what-if's, so findings of
+    no order (which sort first) could only be known at the end; but only a take outside
+    every order makes one, and the events say whether there is any: if not, the what-if
+    streams like the recorded findings."""
+    from backflush.projections.findings import findings, sort_key
+
+    policy = _fix_policy()
+    events = _history(60, 2)
+    ledger = _ledger(db_url, tmp_path, events)
+    try:
+        assert not mat.orderless_takes_possible(ledger, None, ledger.max_seq())
+        full = sorted(findings(asof.replay(ledger, policy=policy)), key=sort_key)
+        at_first, found = _first_finding_after(ledger, monkeypatch, policy=policy)
+        assert found == [f.as_dict() for f in full] and found
+        assert at_first < len(events) // 2
+    finally:
+        ledger.close()
+    # A transfer out of a location that holds nothing: a take of no order, negative on-hand
+    # of no order, first in the list: held to the end, and there.
+    item = next(e["item"] for e in events if e["type"] == "ItemDefined")
+    transfer = {"type": "InventoryTransferred", "at": max(e["at"] for e in events),
+                "id": "t-out", "item": item, "qty": "5", "from_location": "NOWHERE",
+                "to_location": "BULK"}
+    src = tmp_path / "t.jsonl"
+    src.write_bytes(orjson.dumps(transfer) + b"\n")
+    ledger = Ledger(db_url)
+    assert not run_import(ledger, [str(src)]).errors
+    try:
+        assert mat.orderless_takes_possible(ledger, None, ledger.max_seq())
+        full = sorted(findings(asof.replay(ledger, policy=policy)), key=sort_key)
+        at_first, found = _first_finding_after(ledger, monkeypatch, policy=policy)
+        assert found == [f.as_dict() for f in full]
+        assert found[0]["order"] is None and found[0]["code"] == "NEGATIVE_ON_HAND"
+        assert at_first >= len(events)
+    finally:
+        ledger.close()
+
+
+def test_a_pick_before_its_order_is_created_is_a_take_of_no_order(sqlite_db, tmp_path):
+    events = _history(10, 4)
+    first = min(e["order"] for e in events if e["type"] == "OrderCreated")
+    created = next(e for e in events if e["type"] == "OrderCreated" and e["order"] == first)
+    pick = next(e for e in events if e["type"] == "Picked" and e.get("order") == first)
+    early = {**pick, "id": "early-pick", "at": created["at"][:10] + "T00:00:00Z"}
+    assert early["at"] < created["at"]
+    ledger = _ledger(sqlite_db, tmp_path, [*events, early])
+    try:
+        assert mat.orderless_takes_possible(ledger, None, ledger.max_seq())
+        # ... but not as of before it, nor among the events up to the one before it.
+        at = to_us(datetime.fromisoformat(early["at"].replace("Z", "+00:00")))
+        assert not mat.orderless_takes_possible(ledger, at - 1, ledger.max_seq())
+        assert not mat.orderless_takes_possible(ledger, None, ledger.max_seq() - 1)
     finally:
         ledger.close()
