@@ -870,7 +870,8 @@ class Bench:
             self.log(f"[{self.b.name}] other {name}")
             p = self.cli(url, *argv)
             check(p, name)  # verify exits 0 on an intact ledger; findings without --fail-on too
-            self.s.add(f"other.{name}", p)
+            what_if = "--policy" in name and name.split()[0] in ("findings", "hours")
+            self.s.add(f"other.{name}", p, ttfb=what_if)
 
     def late_phase(self, url: str) -> None:
         """Import the late tail into a copy of the big ledger, then the first query."""
@@ -1063,6 +1064,12 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
             label = "first query after import" if key == "first_query" else cmd
             rows.append(Row(name, f"peak RSS: {label}", f"{rss[key]:.0f} MB",
                             "<= 150 MB", None, rss[key] <= 150, f"backflush --db {L} {cmd}"))
+    for key in ("other.findings --policy P --at END", "other.hours --policy P --at END"):
+        if key in s.ttfb:  # what-if streams: information (a take of no order holds them)
+            tt = median(s.ttfb[key])
+            rows.append(Row(name, f"{key[6:]}: first output byte (total "
+                            f"{median(s.t[key]):.2f} s)", f"{tt:.3f} s", "info", None, None,
+                            f"backflush --db {L} {key[6:]} > pipe"))
     for key in sorted(k for k in rss if k.startswith("other.")):
         cmd = key[len("other."):]
         rows.append(Row(name, f"peak RSS: {cmd} (took {median(s.t[key]):.1f} s)",

@@ -78,7 +78,8 @@ def _check_backend(report: dict, name: str) -> None:
     for key in TIMED:
         assert b["median_s"][key] > 0, key
     assert set(b["ttfb_s"]) == {"stream.events", "stream.export", "stream.findings",
-                                "stream.hours"}
+                                "stream.hours", "other.findings --policy P --at END",
+                                "other.hours --policy P --at END"}
     assert all(v > 0 for v in b["peak_rss_mb"].values())
     assert b["cpu_s"]["import"] > 0 and b["cpu_s"]["rebuild"] > 0
     # The raw read-back read the table holding the events, and every event in it.
