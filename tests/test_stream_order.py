@@ -64,6 +64,21 @@ def _ledger(db: str, tmp_path: Path, events: list[dict[str, Any]]) -> Ledger:
     return ledger
 
 
+def _count_reads(monkeypatch: Any) -> list[int]:
+    """A counter (``[n]``) of the events the replays read from now on (``monkeypatch``'s
+    scope)."""
+    read = [0]
+    events_for_replay = mat.events_for_replay
+
+    def counting(*a: Any, **k: Any) -> Any:
+        for ev in events_for_replay(*a, **k):
+            read[0] += 1
+            yield ev
+
+    monkeypatch.setattr(mat, "events_for_replay", counting)
+    return read
+
+
 def _streams(ledger: Ledger, **kw: Any) -> tuple[list[Any], list[Any]]:
     found = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1, **kw)]
     hours = list(asof.iter_hours_by_order(ledger, retire_every=1, **kw))
@@ -116,15 +131,7 @@ def test_a_late_correction_to_the_first_order_does_not_hold_the_stream(
     events = _history(60, 3, correct_first=True)
     ledger = _ledger(sqlite_db, tmp_path, events)
     try:
-        read = [0]
-        events_for_replay = mat.events_for_replay
-
-        def counting(*a: Any, **k: Any) -> Any:
-            for ev in events_for_replay(*a, **k):
-                read[0] += 1
-                yield ev
-
-        monkeypatch.setattr(mat, "events_for_replay", counting)
+        read = _count_reads(monkeypatch)
 
         def first_after(patience: int) -> tuple[int, int, list[Any], list[Any]]:
             monkeypatch.setattr(asof, "PATIENCE", patience)
@@ -164,16 +171,8 @@ def _fix_policy() -> dict[str, Any]:
 
 def _first_finding_after(ledger: Ledger, monkeypatch, **kw: Any) -> tuple[int, list[Any]]:
     """(events read when the first finding came, every finding) of a streamed findings."""
-    read = [0]
-    events_for_replay = mat.events_for_replay
-
-    def counting(*a: Any, **k: Any) -> Any:
-        for ev in events_for_replay(*a, **k):
-            read[0] += 1
-            yield ev
-
     with monkeypatch.context() as m:
-        m.setattr(mat, "events_for_replay", counting)
+        read = _count_reads(m)
         it = asof.iter_findings(ledger, retire_every=1, **kw)
         found = [next(it)]
         at_first = read[0]
