@@ -114,17 +114,6 @@ def check_names(ledger: Ledger, item: str, location: str | None) -> None:
             raise UnknownName("location", location, suggest(location, locations))
 
 
-def stock_moves(
-    ledger: Ledger,
-    item: str,
-    location: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """`iter_stock_moves`, as a list."""
-    return list(iter_stock_moves(ledger, item, location, start, end))
-
-
 def iter_stock_moves(
     ledger: Ledger,
     item: str,
