@@ -119,12 +119,16 @@ def iter_findings(
     last = ledger.max_seq()  # the replay's and the check's: the same events
     names = mat.last_event_of_orders(ledger)
     stream = _no_orderless_findings(ledger, at, known_at, policy, codes, last)
+    # The check reads the projections as they are now: if an import committed since
+    # ``last``, they may hold none of the replay's findings of no order (a late receipt
+    # covers the take). Holding every row to the end is then the answer that stays right.
+    stream = stream and _unchanged(ledger, last)
     # One order's findings from its own events and the materialised history: the same
     # answer (``order_findings``), which that path gives only as recorded and known now.
     alone = None
     if stream and policy is None and known_at is None:
-        def alone(order: str) -> list[Any]:
-            return order_findings(ledger, order, at, codes)
+        def alone(order: str) -> list[Any] | None:
+            return _if_unchanged(ledger, last, order_findings(ledger, order, at, codes))
 
     def pieces() -> Iterator[dict[str | None, list[Any]]]:
         for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
@@ -140,6 +144,18 @@ def iter_findings(
                                          if r.order not in finished]
 
     yield from _name_order(pieces(), [o for _, o in names] if stream else [], alone)
+
+
+def _unchanged(ledger: Ledger, last: int) -> bool:
+    """Whether nothing was recorded after position ``last`` (what a replay pinned there saw)."""
+    return ledger.max_seq() == last
+
+
+def _if_unchanged(ledger: Ledger, last: int, rows: list[Any]) -> list[Any] | None:
+    """``rows`` answered from the ledger as it is now, or None if it moved past ``last``
+    (read after them: positions only grow, and an import's events commit before its
+    projections, so an unchanged last position means the rows saw nothing later)."""
+    return rows if _unchanged(ledger, last) else None
 
 
 def _group(found: list[Any], orders: list[str]) -> dict[str | None, list[Any]]:
@@ -174,7 +190,7 @@ def _no_orderless_findings(ledger: Ledger, at: datetime | None, known_at: dateti
 
 
 def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str],
-                alone: Callable[[str], list[Any]] | None = None,
+                alone: Callable[[str], list[Any] | None] | None = None,
                 patience: int | None = None) -> Iterator[Any]:
     """Rows grouped by order, re-emitted in order-name order as early as that order allows.
 
@@ -190,7 +206,8 @@ def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str],
     ``patience`` (default ``PATIENCE``) orders have become final behind it, it is answered
     alone, and its rows from the replay are dropped when they come. The rows are the same
     either way (the per-order paths are held equal to the replay's by the tests), only
-    sooner.
+    sooner. ``alone`` returns None when it cannot answer as the replay would (the ledger
+    moved on since the replay began): then it is not asked again.
     """
     if patience is None:
         patience = PATIENCE
@@ -211,7 +228,11 @@ def _name_order(pieces: Iterator[dict[Any, list[Any]]], names: list[str],
                 if head in held:
                     rows = held.pop(head)
                 elif alone is not None and waited >= patience:
-                    rows, waited = alone(head), 0
+                    answer, waited = alone(head), 0
+                    if answer is None:
+                        alone = None
+                        break
+                    rows = answer
                     early.add(head)
                 else:
                     break
@@ -478,20 +499,25 @@ def iter_hours_by_order(
     """`iter_hours` sorted by order (each order's rows in the engine's order), yielded as
     soon as every order named before it is final: the first rows come early when orders
     end roughly in the order of their names, as a plant numbers them."""
+    # Pinned before the plan is read: a plan older than the replay's events would miss an
+    # order an import added in between (its rows came last, out of name order) and retire
+    # orders before events the import added to them.
+    last = ledger.max_seq()
     plan = mat.last_event_of_orders(ledger)
 
     def pieces() -> Iterator[dict[str, list[dict[str, Any]]]]:
         for engine, done in _streaming_replay(ledger, at, known_at, policy, retire_every,
-                                              keep_findings=False, plan=list(plan)):
+                                              keep_findings=False, plan=list(plan),
+                                              last=last):
             orders = engine.orders() if done is None else done
             yield {o: engine.hours(order=o, resource=resource) for o in orders}
             if done is None:
                 return
 
-    def alone(order: str) -> list[dict[str, Any]]:
+    def alone(order: str) -> list[dict[str, Any]] | None:
         # An order's hours are its own: its events and the master data (``hours``).
-        return order_replay(ledger, order, at, known_at, policy).hours(order=order,
-                                                                        resource=resource)
+        engine = order_replay(ledger, order, at, known_at, policy)
+        return _if_unchanged(ledger, last, engine.hours(order=order, resource=resource))
 
     yield from _name_order(pieces(), [o for _, o in plan], alone)
 

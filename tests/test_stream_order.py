@@ -236,3 +236,150 @@ def test_a_pick_before_its_order_is_created_is_a_take_of_no_order(sqlite_db, tmp
         assert not mat.orderless_takes_possible(ledger, None, ledger.max_seq() - 1)
     finally:
         ledger.close()
+
+
+# --- a ledger written while a stream reads it ------------------------------------------------
+
+
+def _import_events(db: str, tmp_path: Path, name: str, events: list[dict[str, Any]]) -> None:
+    """Import ``events`` through a ledger of its own, as another process would."""
+    src = tmp_path / f"{name}.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    other = Ledger(db)
+    try:
+        result = run_import(other, [str(src)])
+        assert not result.errors and result.appended == len(events), result.errors[:3]
+    finally:
+        other.close()
+
+
+def _late_for(events: list[dict[str, Any]], order: str, tag: str) -> list[dict[str, Any]]:
+    """A late manual consumption and a late operation report (with hours) for ``order``."""
+    put = next(e for e in events if e["type"] == "Put" and e.get("order") == order)
+    last = max(e["at"] for e in events)
+    return [
+        {"type": "MaterialConsumed", "at": last, "id": f"{tag}-mc", "order": order,
+         "item": put["item"], "qty": "1", "line": put["line"], "location": put["location"]},
+        {"type": "OperationReported", "at": last, "id": f"{tag}-op", "order": order,
+         "op": 10, "good": "0", "hours": "7.5"},
+    ]
+
+
+def test_an_order_answered_alone_sees_no_import_made_after_the_stream_began(
+        db_url, tmp_path, monkeypatch):
+    """Answering an order alone reads its events and the projections as they are now. An
+    import committed after the stream began must not show there when the replay's rows
+    (pinned at the start) do not have it: the stream gives the answer of one moment."""
+    events = _history(40, 1, reverse_names=True)
+    ledger = _ledger(db_url, tmp_path, events)
+    try:
+        monkeypatch.setattr(asof, "PATIENCE", NEVER)
+        found_before = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1)]
+        hours_before = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        asked: list[str] = []
+        order_findings, order_replay = asof.order_findings, asof.order_replay
+
+        def import_then(real: Any, tag: str) -> Any:
+            def answer(ledger: Ledger, order: str, *a: Any) -> Any:
+                if not asked:  # the first order answered alone: a scanner syncs now
+                    asked.append(order)
+                    _import_events(db_url, tmp_path, tag, _late_for(events, order, tag))
+                return real(ledger, order, *a)
+            return answer
+
+        monkeypatch.setattr(asof, "order_findings", import_then(order_findings, "f"))
+        monkeypatch.setattr(asof, "PATIENCE", 1)
+        found = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1)]
+        assert asked, "no order was answered alone"
+        assert found == found_before
+        # The import changed that order's findings: a stream begun now has them.
+        monkeypatch.setattr(asof, "PATIENCE", NEVER)
+        found_now = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1)]
+        assert found_now != found_before
+        assert "f-mc" in {i for f in found_now for i in f["events"]}
+
+        hours_before = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        asked.clear()
+        monkeypatch.setattr(asof, "order_replay", import_then(order_replay, "h"))
+        monkeypatch.setattr(asof, "PATIENCE", 1)
+        hours = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        assert asked
+        assert hours == hours_before
+        monkeypatch.setattr(asof, "order_replay", order_replay)
+        monkeypatch.setattr(asof, "PATIENCE", NEVER)
+        assert list(asof.iter_hours_by_order(ledger, retire_every=1)) != hours_before
+    finally:
+        ledger.close()
+
+
+def test_findings_of_no_order_are_not_lost_to_an_import_during_the_check(
+        db_url, tmp_path, monkeypatch):
+    """Whether findings can stream by order name is read from the projections, caught up
+    as they are now. A late receipt imported meanwhile can cover the only take of no order
+    there, while the replay (pinned before it) still finds that take's negative on-hand:
+    its finding, which sorts first, must still be in the answer, in place."""
+    from backflush.projections.findings import findings, sort_key
+
+    events = _history(30, 6)
+    item = next(e["item"] for e in events if e["type"] == "ItemDefined")
+    last = max(e["at"] for e in events)
+    out = {"type": "InventoryTransferred", "at": last, "id": "t-out", "item": item,
+           "qty": "5", "from_location": "NOWHERE", "to_location": "BULK"}
+    ledger = _ledger(db_url, tmp_path, [*events, out])
+    try:
+        expected = [f.as_dict() for f in sorted(findings(asof.replay(ledger)), key=sort_key)]
+        assert expected[0]["order"] is None and expected[0]["code"] == "NEGATIVE_ON_HAND"
+        catch_up = mat.catch_up
+        done: list[bool] = []
+
+        def import_then_catch_up(ledger: Ledger) -> int:
+            if not done:
+                done.append(True)
+                _import_events(db_url, tmp_path, "r", [
+                    {"type": "InventoryReceived", "at": events[0]["at"], "id": "late-in",
+                     "item": item, "qty": "5", "location": "NOWHERE"}])
+            return catch_up(ledger)
+
+        monkeypatch.setattr(mat, "catch_up", import_then_catch_up)
+        found = [f.as_dict() for f in asof.iter_findings(ledger, retire_every=1)]
+        assert done
+        assert found == expected
+        assert not mat.orderless_negative(ledger)  # as the ledger is now: covered
+    finally:
+        ledger.close()
+
+
+def test_hours_plan_and_replay_are_of_the_same_events(db_url, tmp_path, monkeypatch):
+    """The stream's plan (every order and when its last event is) must be of the events
+    the replay reads. Read before an import and replayed after it, an order the import
+    added came from the replay unplanned, at the end, after orders named behind it."""
+    events = _history(30, 8)
+    first = min(e["order"] for e in events if e["type"] == "OrderCreated")
+    lifecycle = ("OrderCreated", "OrderReleased", "OrderStarted", "OperationReported",
+                 "ReportedAsFinished", "OrderEnded")
+    # A copy of the first order's life, named before every other order.
+    added = [{**e, "order": "A0000001", "id": f"added-{n}"}
+             for n, e in enumerate(e for e in events
+                                   if e.get("order") == first and e["type"] in lifecycle)]
+    ledger = _ledger(db_url, tmp_path, events)
+    try:
+        before = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        plan_of = mat.last_event_of_orders
+        done: list[bool] = []
+
+        def plan_then_import(ledger: Ledger) -> list[tuple[int, str]]:
+            plan = plan_of(ledger)
+            if not done:
+                done.append(True)
+                _import_events(db_url, tmp_path, "p", added)
+            return plan
+
+        monkeypatch.setattr(mat, "last_event_of_orders", plan_then_import)
+        during = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        assert done
+        assert during == before
+        monkeypatch.setattr(mat, "last_event_of_orders", plan_of)
+        now = list(asof.iter_hours_by_order(ledger, retire_every=1))
+        assert now[0]["order"] == "A0000001" and now[len(now) - len(before):] == before
+    finally:
+        ledger.close()
