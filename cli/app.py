@@ -40,7 +40,8 @@ Exit codes:
      read-only or out of space, or the output cannot be written (disk
      full, closed pipe)
   130  interrupted (Ctrl-C): nothing was written, except the events of an
-     import that says they were recorded
+     import that says they were recorded, and a long catch-up's or rebuild's
+     projections up to its last checkpoint (the next command goes on from there)
 """
 
 

@@ -11,7 +11,8 @@ writes, in the same transaction as the new tracked position:
   Staged WIP (material at a resource's input location) is on-hand there: it has no rows
   of its own, ``bf_staging`` keeps which locations stage for which resources since when;
 - ``bf_flushes``: every consumption posting (what the audit shows per event);
-- ``bf_proj``: the tracked position (``last_seq``) and the engine version;
+- ``bf_proj``: the tracked position (``last_seq``), the engine version, and where an
+  interrupted pass stopped (``resume``, see ``_keep``);
 - ``bf_proj_ckpt``: checkpoints of the engine (its state after the event at a position
   ``(at_us, seq)``) as versioned data (``projections.snapshot``: JSON, never a pickle), one
   every ``CHECKPOINT_EVERY`` events of replay order, one every ``CHECKPOINT_NEAR_EVERY``
@@ -30,6 +31,10 @@ data means a rebuild from the log, never a load.
 
 On PostgreSQL a full rebuild loads into tables without their secondary indexes and without
 the history tables' primary keys, and builds those once at the end, in the same transaction.
+
+A long pass interrupted (Ctrl-C) keeps what it wrote up to its last kept checkpoint
+(``_keep``): the next catch-up continues from there, as from any checkpoint, instead of
+replaying from where the interrupted pass began.
 
 A pass (``_Run``) is a producer (read the pages, apply them, drain the engine's change log
 as plain data: ``changes``, ``encode_engine``) and a consumer (key ids, rows, checkpoints,
@@ -652,6 +657,9 @@ class _Run:
         self.near_from = total - CHECKPOINT_NEAR_SPAN
         self.events = total - count  # about how many events this pass replays
         self.progress: Callable[[int], None] | None = None
+        # The position of the last kept (spaced) checkpoint this pass wrote: everything up
+        # to it is written, so an interrupted pass can stop there (``_keep``).
+        self.kept: tuple[int, int] | None = None
 
     def _retire_before(self, at_us: int) -> None:
         retire, engine = self.retire, self.engine
@@ -668,6 +676,7 @@ class _Run:
         _save_checkpoint(self.cur, encoded, self.writer, pos, count, head)
         if not head:
             self.last_spaced = count
+            self.kept = pos
 
     def page(self, n: int, pos: tuple[int, int], count: int, last_seq: int) -> None:
         self.pos, self.count, self.last_seq = pos, count, last_seq
@@ -771,14 +780,60 @@ def read_pages(cur: Cursor, start: tuple[int, int]) -> Iterator[list[tuple]]:
         pages_cur.close()
 
 
-def _replay(run: _Run, progress: Callable[[int], None] | None) -> int:
+def _replay(run: _Run, progress: Callable[[int], None] | None,
+            rebuilt: Callable[[], None] | None = None) -> int:
     """Run the pass, in a worker process beside this one where that pays
-    (``projections.pipeline``), else here."""
+    (``projections.pipeline``), else here. Interrupted (Ctrl-C) after a kept checkpoint,
+    it keeps its progress (``_keep``; ``rebuilt``: what a rebuild must finish first) and
+    raises ``_Kept``, for the caller to commit before the interruption goes on."""
     from backflush.projections import pipeline
 
-    if pipeline.wanted(run.ledger, run.events):
-        return pipeline.run(run, progress)
-    return run.run(progress)
+    try:
+        if pipeline.wanted(run.ledger, run.events):
+            return pipeline.run(run, progress)
+        return run.run(progress)
+    except KeyboardInterrupt as exc:
+        if run.kept is None or isinstance(exc, _Kept):
+            raise
+        try:
+            if rebuilt is not None:
+                rebuilt()
+            _keep(run.cur, run.kept)
+        except Exception:  # noqa: BLE001  (e.g. PostgreSQL's transaction aborted: roll back)
+            raise exc from None
+        raise _Kept from exc
+
+
+class _Kept(KeyboardInterrupt):
+    """A pass interrupted whose progress ``_keep`` wrote in the write transaction: the
+    caller commits it, then raises ``KeyboardInterrupt``."""
+
+
+def _keep(cur: Cursor, kept: tuple[int, int]) -> None:
+    """Stop an interrupted pass at its last kept checkpoint ``kept``: delete what the
+    events after it wrote, and say in ``resume`` where it stopped and up to which recorded
+    position it was replaying. The projections are then exact for the events up to that
+    position at or before ``kept``; ``catch_up`` continues from that checkpoint."""
+    _rewind(cur, kept)
+    recorded = cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0
+    resume = _get(cur, "resume")
+    if resume is not None:  # a pass that itself resumed: it replays at least that far
+        recorded = max(recorded, int(resume.split(",")[2]))
+    _put(cur, "resume", f"{kept[0]},{kept[1]},{recorded}")
+    _put(cur, "engine_version", ENGINE_VERSION)
+
+
+def _resumed_bound(cur: Cursor, last: int) -> tuple[int, int] | None:
+    """``_bound`` for the events after seq ``last``, or, after an interrupted pass kept its
+    progress (``_keep``), the position after its checkpoint or before the first event
+    recorded since, whichever is first."""
+    resume = _get(cur, "resume")
+    if resume is None:
+        return _bound(cur, last)
+    at, seq, upto = (int(x) for x in resume.split(","))
+    newer = _bound(cur, upto)
+    after = (at, seq + 1)  # just after the checkpoint's own event: it is the one before
+    return after if newer is None else min(after, newer)
 
 
 def _tuple_cursor(cur: Cursor) -> Any:
@@ -799,8 +854,14 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
     """Drop and rebuild every projection from the log; returns the events applied."""
     # A rebuild also brings the schema up to this version (new tables or indexes).
     create_tables(ledger)
+    kept = None
     with no_gc(), ledger.writing() as cur:
-        n = _rebuild(ledger, cur, progress)
+        try:
+            n = _rebuild(ledger, cur, progress)
+        except _Kept as exc:
+            kept = exc  # committed as it leaves: the next catch-up goes on from there
+    if kept is not None:
+        raise KeyboardInterrupt from kept
     ledger.analyze(PROJECTION_TABLES)  # fresh tables: no planner statistics yet (PostgreSQL)
     return n
 
@@ -833,12 +894,15 @@ def _rebuild(ledger: Ledger, cur: Cursor, progress: Callable[[int], None] | None
     total = cur.execute("SELECT MAX(seq) AS c FROM bf_events").fetchone()["c"] or 0
     run = _Run(ledger, cur, engine, _Writer(cur, fresh=True), (_NEVER, 0), 0, 0,
                _retirement_plan(cur), total)
-    n = _replay(run, progress)
-    for ddl in _BULK_INDEXES if pg else ():
-        cur.execute(ddl)
-    if pg:
-        for t, cols in _PG_BULK_KEYS.items():
-            cur.execute(f"ALTER TABLE {t} ADD PRIMARY KEY ({cols})")
+    def rebuilt() -> None:
+        for ddl in _BULK_INDEXES if pg else ():
+            cur.execute(ddl)
+        if pg:
+            for t, cols in _PG_BULK_KEYS.items():
+                cur.execute(f"ALTER TABLE {t} ADD PRIMARY KEY ({cols})")
+
+    n = _replay(run, progress, rebuilt)
+    rebuilt()
     _finish(cur, run)
     return n
 
@@ -847,7 +911,12 @@ def _finish(cur: Cursor, run: _Run) -> None:
     _thin_checkpoints(cur, run.count - CHECKPOINT_NEAR_SPAN)
     run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
-    _put(cur, "last_seq", str(max(run.last_seq, int(_get(cur, "last_seq") or 0))))
+    last = max(run.last_seq, int(_get(cur, "last_seq") or 0))
+    resume = _get(cur, "resume")
+    if resume is not None:  # an interrupted pass, now finished
+        last = max(last, int(resume.split(",")[2]))
+        cur.execute("DELETE FROM bf_proj WHERE k = 'resume'")
+    _put(cur, "last_seq", str(last))
 
 
 def _bound(cur: Cursor, last: int) -> tuple[int, int] | None:
@@ -1060,10 +1129,11 @@ def catch_up(ledger: Ledger) -> int:
         return rebuild(ledger)
     if recorded <= last:
         return 0
+    kept = None
     with no_gc(), ledger.writing() as cur:
         # Re-read under the write lock: another process may have caught up meanwhile.
         last = int(_get(cur, "last_seq") or 0)
-        bound = _bound(cur, last)
+        bound = _resumed_bound(cur, last)
         if bound is None:
             return 0
         from backflush.projections import snapshot
@@ -1072,10 +1142,15 @@ def catch_up(ledger: Ledger) -> int:
             ck, state, engine = _start(cur, bound, _reversal_targets(cur))
         except (snapshot.SnapshotError, ValueError, KeyError, TypeError):
             state = None  # unreadable or of another version: rebuild
-        if state is None:
-            n = _rebuild(ledger, cur, None)
-        else:
-            n = _continue(cur, ledger, ck, state, engine)
+        try:
+            if state is None:
+                n = _rebuild(ledger, cur, None)
+            else:
+                n = _continue(cur, ledger, ck, state, engine)
+        except _Kept as exc:
+            kept = exc  # committed as it leaves: the next catch-up goes on from there
+    if kept is not None:
+        raise KeyboardInterrupt from kept
     if n >= ANALYZE_AFTER:
         ledger.analyze(PROJECTION_TABLES)
     return n
