@@ -276,32 +276,38 @@ class _Writer:
         for table, keys in want.items():
             ids = onhand_ids if table == "bf_onhand_keys" else wip_ids
             cols = _KEY_COLS[table]
-            # Joined on an indexed prefix and matched whole in the statement (None matches
-            # None): an (item, location) of a plant's ledger holds thousands of batch and
-            # license plate keys, and returning them all to be matched here took ~0.5 s of
-            # a late import at 1M events.
             a, b = _KEY_PREFIX[table]
-            whole = sorted((k for k in keys if k[a] is not None and k[b] is not None), key=repr)
-            names = [f"c{j}" for j in range(len(cols))]
-            match = " AND ".join(
-                f"t.{c} = v.{n}" if j in (a, b) else
-                f"(t.{c} = v.{n} OR (t.{c} IS NULL AND v.{n} IS NULL))"
-                for j, (c, n) in enumerate(zip(cols, names, strict=True)))
-            row_marks = "(" + ", ".join("?" * len(cols)) + ")"
-            per = 999 // len(cols)  # variables per statement: any SQLite build takes 999
-            for i in range(0, len(whole), per):
-                chunk = whole[i:i + per]
-                rows = self.cur.execute(
-                    f"WITH v({', '.join(names)}) AS (VALUES "
-                    + ",".join([row_marks] * len(chunk)) + ")"
-                    f" SELECT t.key_id, {', '.join('t.' + c for c in cols)} FROM {table} t"
-                    f" JOIN v ON {match}",
-                    [x for k in chunk for x in k],
-                ).fetchall()
-                for r in rows:
-                    k = tuple(r[c] for c in cols)
-                    if k in keys:
-                        ids[k] = r["key_id"]
+            # One statement per pattern of null columns, every column matched by the index:
+            # ``= v.c`` where the keys have a value, ``IS NULL`` where they have none. An
+            # ``(= OR both NULL)`` match used only the indexed prefix, so each key looked up
+            # walked every key of its (item, location), thousands of batches in a plant's
+            # ledger: a catch-up of 570k events at 1M spent 12 s here.
+            by_nulls: dict[tuple[bool, ...], list[tuple]] = {}
+            for k in keys:
+                if k[a] is not None and k[b] is not None:
+                    by_nulls.setdefault(tuple(v is None for v in k), []).append(k)
+            for nulls, group in sorted(by_nulls.items()):
+                group.sort(key=repr)
+                given = [j for j, null in enumerate(nulls) if not null]
+                names = [f"c{j}" for j in given]
+                match = " AND ".join(
+                    f"t.{cols[j]} IS NULL" if null else f"t.{cols[j]} = v.c{j}"
+                    for j, null in enumerate(nulls))
+                row_marks = "(" + ", ".join("?" * len(given)) + ")"
+                per = 999 // len(given)  # variables per statement: any SQLite build takes 999
+                for i in range(0, len(group), per):
+                    chunk = group[i:i + per]
+                    rows = self.cur.execute(
+                        f"WITH v({', '.join(names)}) AS (VALUES "
+                        + ",".join([row_marks] * len(chunk)) + ")"
+                        f" SELECT t.key_id, {', '.join('t.' + c for c in cols)}"
+                        f" FROM {table} t JOIN v ON {match}",
+                        [k[j] for k in chunk for j in given],
+                    ).fetchall()
+                    for r in rows:
+                        k = tuple(r[c] for c in cols)
+                        if k in keys:
+                            ids[k] = r["key_id"]
             width = len(cols)
             for k in keys:  # not stored (a null prefix is looked up one by one instead)
                 if k not in ids and k[a] is not None and k[b] is not None:
