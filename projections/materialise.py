@@ -821,22 +821,30 @@ def _keep(cur: Cursor, kept: tuple[int, int]) -> None:
     position it was replaying. The projections are then exact for the events up to that
     position at or before ``kept``; ``catch_up`` continues from that checkpoint."""
     _rewind(cur, kept)
+    # Under the write lock: every event recorded, those of an earlier ``resume`` included.
     recorded = cur.execute("SELECT MAX(seq) AS m FROM bf_events").fetchone()["m"] or 0
-    resume = _get(cur, "resume")
-    if resume is not None:  # a pass that itself resumed: it replays at least that far
-        recorded = max(recorded, int(resume.split(",")[2]))
     _put(cur, "resume", f"{kept[0]},{kept[1]},{recorded}")
     _put(cur, "engine_version", ENGINE_VERSION)
+
+
+def _resume(cur: Cursor) -> tuple[int, int, int] | None:
+    """Where an interrupted pass stopped (its checkpoint's at_us and seq) and the last
+    position it was replaying up to (``_keep``); None: no pass was left unfinished."""
+    v = _get(cur, "resume")
+    if v is None:
+        return None
+    at, seq, upto = (int(x) for x in v.split(","))
+    return at, seq, upto
 
 
 def _resumed_bound(cur: Cursor, last: int) -> tuple[int, int] | None:
     """``_bound`` for the events after seq ``last``, or, after an interrupted pass kept its
     progress (``_keep``), the position after its checkpoint or before the first event
     recorded since, whichever is first."""
-    resume = _get(cur, "resume")
+    resume = _resume(cur)
     if resume is None:
         return _bound(cur, last)
-    at, seq, upto = (int(x) for x in resume.split(","))
+    at, seq, upto = resume
     newer = _bound(cur, upto)
     after = (at, seq + 1)  # just after the checkpoint's own event: it is the one before
     return after if newer is None else min(after, newer)
@@ -918,9 +926,9 @@ def _finish(cur: Cursor, run: _Run) -> None:
     run.writer.write_open()
     _put(cur, "engine_version", ENGINE_VERSION)
     last = max(run.last_seq, int(_get(cur, "last_seq") or 0))
-    resume = _get(cur, "resume")
+    resume = _resume(cur)
     if resume is not None:  # an interrupted pass, now finished
-        last = max(last, int(resume.split(",")[2]))
+        last = max(last, resume[2])
         cur.execute("DELETE FROM bf_proj WHERE k = 'resume'")
     _put(cur, "last_seq", str(last))
 
