@@ -25,6 +25,7 @@ __all__ = [
     "LedgerTampered",
     "OperationalError",
     "Policy",
+    "Terminated",
     "UnknownName",
     "UnknownOrder",
     "__version__",
@@ -41,6 +42,7 @@ _LAZY = {
     "LedgerNotFound": "backflush.errors",
     "LedgerTampered": "backflush.errors",
     "OperationalError": "backflush.errors",
+    "Terminated": "backflush.errors",
     "UnknownName": "backflush.errors",
     "UnknownOrder": "backflush.errors",
 }

@@ -326,12 +326,13 @@ class Ledger:
             _return_free_memory()
             try:
                 catch_up(store)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 # The events are committed whatever happens now: say so, not "aborted".
-                from backflush.errors import ImportInterrupted
+                from backflush.errors import ImportInterrupted, Terminated
 
                 raise ImportInterrupted(result.appended, result.duplicates,
-                                        getattr(result, "warnings", None)) from None
+                                        getattr(result, "warnings", None),
+                                        terminated=isinstance(exc, Terminated)) from None
         from backflush.reports import ImportReport
 
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)

@@ -63,9 +63,26 @@ class ImportInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) after an import's events were committed, while the projections were
     being brought up to date: the events are recorded (``appended``, ``duplicates``); the
     next command that reads the ledger finishes the catch-up. Still a ``KeyboardInterrupt``,
-    so callers that stop on one keep doing so."""
+    so callers that stop on one keep doing so. ``terminated``: it was SIGTERM
+    (``Terminated``), not Ctrl-C."""
 
-    def __init__(self, appended: int, duplicates: int, warnings: list[str] | None = None):
+    def __init__(self, appended: int, duplicates: int, warnings: list[str] | None = None,
+                 terminated: bool = False):
         self.appended, self.duplicates = appended, duplicates
         self.warnings = list(warnings or [])
+        self.terminated = terminated
         super().__init__(f"interrupted after {appended} events were recorded")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the command line (a supervisor stopping it, ``timeout``, ``docker stop``),
+    raised where it lands and handled as Ctrl-C is: what was committed stays, a long
+    catch-up keeps its progress, and the command exits 143 (128 + SIGTERM)."""
+
+
+def interruption(exc: BaseException) -> tuple[str, int]:
+    """How the command line reports a ``KeyboardInterrupt``: ("interrupted", 130) for
+    Ctrl-C, ("terminated", 143) for SIGTERM."""
+    if isinstance(exc, Terminated) or getattr(exc, "terminated", False):
+        return "terminated", 143
+    return "interrupted", 130

@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--after", type=float, required=True, help="seconds before SIGINT")
     ap.add_argument("--db", default="sigint.db", help="ledger to create (replaced)")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--signal", choices=("INT", "TERM"), default="INT")
     args = ap.parse_args()
     bf = str(Path(sys.executable).with_name("backflush"))
     for suffix in ("", "-wal", "-shm"):
@@ -35,7 +36,7 @@ def main() -> int:
     p = subprocess.Popen([bf, "--db", args.db, "import", args.file],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(args.after)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT if args.signal == "INT" else signal.SIGTERM)
     _, err = p.communicate()
     said = [ln for ln in err.decode().splitlines() if not ln.startswith("warning")]
     print(f"import: exit {p.returncode}; {' '.join(said)}")

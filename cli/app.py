@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from backflush import __version__
-from backflush.errors import BackflushError, BadInput, UnknownName
+from backflush.errors import BackflushError, BadInput, UnknownName, interruption
 
 if TYPE_CHECKING:  # pathlib loads when a command writes a file (not for a query)
     from datetime import datetime
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pathlib loads when a command writes a file (not for a query
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 EPILOG = """\b
 Exit codes:
@@ -42,6 +41,7 @@ Exit codes:
   130  interrupted (Ctrl-C): nothing was written, except the events of an
      import that says they were recorded, and a long catch-up's or rebuild's
      projections up to its last checkpoint (the next command goes on from there)
+  143  terminated (SIGTERM): handled as Ctrl-C is
 """
 
 
@@ -132,10 +132,11 @@ class BackflushGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # Not click's "Aborted!", exit 1: 1 means "findings at or above --fail-on", and
             # a gate must not read an interrupted run as a verdict.
-            raise _Reported(["Error: interrupted"], EXIT_INTERRUPTED) from None
+            said, code = interruption(exc)
+            raise _Reported([f"Error: {said}"], code) from None
         except Exception as exc:  # noqa: BLE001  classified below; the rest is a real bug
             found = classify(exc)
             if found is None:

@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any, BinaryIO
 
 import click
-from backflush.cli.app import EXIT_INTERRUPTED, api_ledger, cli, output_file, parse_when
+from backflush.cli.app import api_ledger, cli, output_file, parse_when
 from backflush.cli.output import output_options, render_stream
 
 STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
@@ -65,7 +65,7 @@ def import_cmd(
                 bar.update(n - done[0])
                 done[0] = n
 
-    from backflush.errors import ImportInterrupted
+    from backflush.errors import ImportInterrupted, interruption
 
     stopped: KeyboardInterrupt | None = None
     try:
@@ -76,21 +76,23 @@ def import_cmd(
         if bar is not None:
             bar.__exit__(None, None, None)
     if isinstance(stopped, ImportInterrupted):
+        said, code = interruption(stopped)
         for w in stopped.warnings:
             click.echo(f"warning: {w}", err=True)
         # Committed: "Aborted!" would read as "nothing happened", and the anchor asked for
         # is owed all the same.
-        click.echo(f"interrupted: {stopped.appended} appended, {stopped.duplicates}"
+        click.echo(f"{said}: {stopped.appended} appended, {stopped.duplicates}"
                    " duplicates (recorded); the projections catch up on the next command",
                    err=True)
         if anchor_file is not None:
             from backflush.cli.integrity_cmds import append_anchor
 
             append_anchor(ledger.store(), anchor_file, anchor_key)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(code)
     if stopped is not None:
-        click.echo("interrupted: nothing was imported", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        said, code = interruption(stopped)
+        click.echo(f"{said}: nothing was imported", err=True)
+        ctx.exit(code)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     verb = "would be appended" if dry_run else "appended"

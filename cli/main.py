@@ -1,7 +1,8 @@
 """The ``backflush`` console entry point: the command group with every command registered.
 
 Exit codes (mapped in one place, ``backflush.cli.app``): 0 success, 1 findings at or above
-``--fail-on``, 2 bad input or usage, 3 operational error, 130 interrupted (Ctrl-C).
+``--fail-on``, 2 bad input or usage, 3 operational error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM, handled as Ctrl-C).
 
 A command line names one command, so ``main()`` imports only the module that defines it
 (``backflush --version`` imports none): a short query stays a short process. Importing
@@ -60,6 +61,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    from backflush.errors import Terminated
+
+    raise Terminated
+
+
+def terminate_as_interrupt() -> None:
+    """Handle SIGTERM as Ctrl-C is handled (``backflush.errors.Terminated``): a supervisor
+    stopping a long import or catch-up then leaves what was committed said, and the
+    catch-up's progress kept, instead of a process killed mid-transaction."""
+    import _signal  # signal's own module, without the enum wrappers of ``signal``
+
+    _signal.signal(_signal.SIGTERM, _terminated)
+
+
 def main() -> None:
     """Console entry point."""
     argv = sys.argv[1:]
@@ -72,11 +88,15 @@ def main() -> None:
         return
     from backflush.cli import quick
 
+    terminate_as_interrupt()
     try:
         code = quick.run(argv)
-    except KeyboardInterrupt:  # as click's run reports it (``BackflushGroup``)
-        sys.stderr.write("Error: interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # as click's run reports it (``BackflushGroup``)
+        from backflush.errors import interruption
+
+        said, code = interruption(exc)
+        sys.stderr.write(f"Error: {said}\n")
+        sys.exit(code)
     if code is not None:
         sys.exit(code)
     from backflush.cli.app import run

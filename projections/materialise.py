@@ -807,12 +807,16 @@ def _replay(run: _Run, progress: Callable[[int], None] | None,
             _keep(run.cur, run.kept)
         except Exception:  # noqa: BLE001  (e.g. PostgreSQL's transaction aborted: roll back)
             raise exc from None
-        raise _Kept from exc
+        raise _Kept(exc) from exc
 
 
 class _Kept(KeyboardInterrupt):
     """A pass interrupted whose progress ``_keep`` wrote in the write transaction: the
-    caller commits it, then raises ``KeyboardInterrupt``."""
+    caller commits it, then raises the interruption (``interrupt``: Ctrl-C's, SIGTERM's)."""
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__()
+        self.interrupt = interrupt
 
 
 def _keep(cur: Cursor, kept: tuple[int, int]) -> None:
@@ -875,7 +879,7 @@ def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> in
         except _Kept as exc:
             kept = exc  # committed as it leaves: the next catch-up goes on from there
     if kept is not None:
-        raise KeyboardInterrupt from kept
+        raise kept.interrupt
     ledger.analyze(PROJECTION_TABLES)  # fresh tables: no planner statistics yet (PostgreSQL)
     return n
 
@@ -1164,7 +1168,7 @@ def catch_up(ledger: Ledger) -> int:
         except _Kept as exc:
             kept = exc  # committed as it leaves: the next catch-up goes on from there
     if kept is not None:
-        raise KeyboardInterrupt from kept
+        raise kept.interrupt
     if n >= ANALYZE_AFTER:
         ledger.analyze(PROJECTION_TABLES)
     return n

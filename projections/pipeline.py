@@ -151,11 +151,12 @@ def _raise(info: tuple) -> None:
     """Raise in this process the exception the worker described (same class and message
     where it can be made without its constructor; else a ReplayWorkerFailed)."""
     module, name, message, attrs = info
-    if (module, name) == ("builtins", "KeyboardInterrupt"):
-        # Ctrl-C reaches both processes: the same interruption here, wherever it hit first.
-        raise KeyboardInterrupt
     try:
         cls = getattr(importlib.import_module(module), name)
+        if isinstance(cls, type) and issubclass(cls, KeyboardInterrupt):
+            # Ctrl-C (SIGTERM to the group) reaches both processes: the same interruption
+            # here, wherever it hit first.
+            raise cls()
         if not (isinstance(cls, type) and issubclass(cls, Exception)):
             raise TypeError(name)
         exc = cls.__new__(cls)

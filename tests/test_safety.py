@@ -499,3 +499,78 @@ def test_an_anchor_taken_while_an_import_commits_still_holds(db_url, tmp_path, m
     path.write_text(r.stdout)
     v = run(db_url, "verify", "--anchor", str(path))
     assert v.exit_code == 0 and "1 anchor holds" in v.stdout, v.output
+
+
+# --- SIGTERM: handled as Ctrl-C is, exit 143 ------------------------------------------------
+
+# The command line in a process of its own, with a function of the ledger wrapped so that
+# the process sends itself SIGTERM there (as a supervisor or `timeout` would, mid-command).
+_TERM_SCRIPT = """
+import os, signal, sys
+from backflush.projections import materialise
+{patch}
+sys.argv = ["backflush", *sys.argv[1:]]
+from backflush.cli.main import main
+main()
+"""
+_TERM_IN_CATCH_UP = """
+real = materialise.catch_up
+def catch_up(ledger):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(ledger)
+materialise.catch_up = catch_up
+"""
+_TERM_IN_A_PASS = """
+materialise.PAGE, materialise.CHECKPOINT_EVERY = 100, 200
+materialise.CHECKPOINT_NEAR_EVERY, materialise.CHECKPOINT_NEAR_SPAN = 50, 300
+real, seen = materialise._Run.changes, [0]
+def changes(self, ch):
+    seen[0] += 1
+    if seen[0] == 9:
+        os.kill(os.getpid(), signal.SIGTERM)
+    real(self, ch)
+materialise._Run.changes = changes
+"""
+
+
+def _terminated(patch: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _TERM_SCRIPT.format(patch=patch), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sigterm_during_an_imports_catch_up_is_reported_like_ctrl_c(tmp_path):
+    db = str(tmp_path / "l.db")
+    r = _terminated(_TERM_IN_CATCH_UP, "--db", db, "import", str(STAGED))
+    # Without the handler the process died by the signal (-15), saying nothing.
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    assert r.stderr.startswith("terminated: ") and " appended, 0 duplicates (recorded)" \
+        in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A query, on the short path and through click, the same way.
+    for args in (("onhand", "--json"), ("findings",)):
+        q = _terminated(_TERM_IN_CATCH_UP, "--db", db, *args)
+        assert (q.returncode, q.stderr) == (143, "Error: terminated\n"), (args, q.stderr)
+    assert run(db, "onhand", "--json").stdout == _fresh_onhand(tmp_path)
+
+
+def test_sigterm_during_a_long_catch_up_keeps_its_progress(tmp_path):
+    from backflush.ledger.simulate import simulate
+    from backflush.ledger.store import Ledger
+    from backflush.projections import materialise
+
+    src = tmp_path / "sim.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in simulate(30, 2, ())))
+    db = str(tmp_path / "l.db")
+    env_off = {**os.environ, "BACKFLUSH_REPLAY_WORKERS": "0"}
+    r = subprocess.run([sys.executable, "-c", _TERM_SCRIPT.format(patch=_TERM_IN_A_PASS),
+                        "--db", db, "import", str(src)],
+                       capture_output=True, text=True, timeout=300, env=env_off)
+    assert r.returncode == 143 and "terminated: " in r.stderr, r.stderr
+    ledger = Ledger(db)
+    try:
+        with ledger.transaction(commit=False) as cur:
+            assert materialise._get(cur, "resume") is not None  # kept where it stopped
+    finally:
+        ledger.close()
+    fresh = str(tmp_path / "fresh.db")
+    assert run(fresh, "import", str(src)).exit_code == 0
+    assert run(db, "onhand", "--json").stdout == run(fresh, "onhand", "--json").stdout
