@@ -146,3 +146,36 @@ def test_interrupted_before_any_checkpoint_nothing_is_kept(sqlite_db, tmp_path, 
         assert _state(ledger) == caught_up
     finally:
         ledger.close()
+
+
+def test_ctrl_c_that_lands_in_the_worker_is_an_interruption_there_too(sqlite_db, tmp_path,
+                                                                     monkeypatch):
+    """Ctrl-C reaches the replay worker as well. Whichever process it lands in first, the pass
+    is interrupted (not "the replay worker failed", exit 3) and keeps its progress."""
+    replay_steps(monkeypatch, page=150, every=300, near_every=60, near_span=500)
+    monkeypatch.setenv("BACKFLUSH_REPLAY_WORKERS", "1")
+    events = list(simulate(40, 4, FAULTS))
+    ledger = Ledger(sqlite_db)
+    try:
+        _import(ledger, tmp_path / "h.jsonl", events)
+        mat.rebuild(ledger)
+        expected = _state(ledger)
+        seen = [0]
+        real = mat.changes
+
+        def changes(*a: Any) -> Any:  # the producer's: called in the worker process
+            seen[0] += 1
+            if seen[0] == 12:
+                raise KeyboardInterrupt
+            return real(*a)
+
+        with monkeypatch.context() as m:
+            m.setattr(mat, "changes", changes)
+            with pytest.raises(KeyboardInterrupt):
+                mat.rebuild(ledger)
+        assert seen[0] == 0  # it ran in the worker, not here
+        assert _resume(ledger) is not None
+        assert 0 < mat.catch_up(ledger) < len(events)
+        assert _state(ledger) == expected
+    finally:
+        ledger.close()
