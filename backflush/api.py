@@ -254,6 +254,14 @@ class Ledger:
                 raise LedgerNotFound(
                     f"no ledger at {self.url}: import first or pass --db (or set BACKFLUSH_DB)"
                 )
+            if create:
+                path = self._file()
+                folder = os.path.dirname(path) if path is not None else ""
+                if folder and not os.path.isdir(folder):
+                    # sqlite3 would say only "unable to open database file" (exit 3).
+                    raise LedgerNotFound(
+                        f"cannot create a ledger at {path}: the folder {folder} does not"
+                        " exist (check --db or BACKFLUSH_DB)")
             from backflush.ledger.store import Ledger as Store
 
             if not create and not readonly and self._read_only_media():

@@ -574,3 +574,13 @@ def test_sigterm_during_a_long_catch_up_keeps_its_progress(tmp_path):
     fresh = str(tmp_path / "fresh.db")
     assert run(fresh, "import", str(src)).exit_code == 0
     assert run(db, "onhand", "--json").stdout == run(fresh, "onhand", "--json").stdout
+
+
+def test_import_into_a_folder_that_does_not_exist_names_it(tmp_path):
+    db = tmp_path / "no-such-folder" / "l.db"
+    r = run(str(db), "import", str(STAGED))
+    # sqlite3 said only "unable to open database file", as an operational error (exit 3).
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == (f"Error: cannot create a ledger at {db}: the folder "
+                                f"{db.parent} does not exist (check --db or BACKFLUSH_DB)")
+    assert not db.parent.exists()
