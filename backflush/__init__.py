@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 __all__ = [
     "BackflushError",
     "BadInput",
+    "CatchUpFailed",
     "ImportInterrupted",
     "Ledger",
     "LedgerNotFound",
@@ -38,6 +39,7 @@ _LAZY = {
     "replay": "backflush.memory",
     "BackflushError": "backflush.errors",
     "BadInput": "backflush.errors",
+    "CatchUpFailed": "backflush.errors",
     "ImportInterrupted": "backflush.errors",
     "LedgerNotFound": "backflush.errors",
     "LedgerTampered": "backflush.errors",

@@ -326,13 +326,13 @@ class Ledger:
             # here loses nothing (the next command catches up).
             from backflush.projections.materialise import catch_up
 
-            if result.appended >= ANALYZE_AFTER:
-                store.analyze(("bf_events", "bf_chain"))
-            # The import's connection holds a 32 MiB page cache: let it go before the
-            # catch-up, so the two do not add up in one process's memory.
-            store.connections.release_idle()
-            _return_free_memory()
             try:
+                if result.appended >= ANALYZE_AFTER:
+                    store.analyze(("bf_events", "bf_chain"))
+                # The import's connection holds a 32 MiB page cache: let it go before the
+                # catch-up, so the two do not add up in one process's memory.
+                store.connections.release_idle()
+                _return_free_memory()
                 catch_up(store)
             except KeyboardInterrupt as exc:
                 # The events are committed whatever happens now: say so, not "aborted".
@@ -341,6 +341,14 @@ class Ledger:
                 raise ImportInterrupted(result.appended, result.duplicates,
                                         getattr(result, "warnings", None),
                                         terminated=isinstance(exc, Terminated)) from None
+            except Exception as exc:
+                # Said as for an interruption: exit 3 alone reads as "nothing imported".
+                from backflush.errors import CatchUpFailed, is_operational
+
+                if not is_operational(exc):
+                    raise  # a bug: its traceback, not a one-liner
+                raise CatchUpFailed(result.appended, result.duplicates,
+                                    getattr(result, "warnings", None), exc) from exc
         from backflush.reports import ImportReport
 
         report = ImportReport(result.appended, result.duplicates, result.lines, dry_run)

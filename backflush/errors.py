@@ -74,6 +74,40 @@ class ImportInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted after {appended} events were recorded")
 
 
+class CatchUpFailed(OperationalError):
+    """An import's events were committed, then bringing the projections up to date failed
+    for an operational reason (``cause``: the database went away, a lock wait ran out, the
+    disk filled). The events are recorded (``appended``, ``duplicates``); the next command
+    that reads the ledger catches up. Exit 3, as its cause."""
+
+    def __init__(self, appended: int, duplicates: int, warnings: list[str] | None,
+                 cause: BaseException):
+        self.appended, self.duplicates = appended, duplicates
+        self.warnings = list(warnings or [])
+        self.cause = cause
+        said = " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(
+            f"{appended} appended, {duplicates} duplicates (recorded); bringing the projections"
+            f" up to date then failed: {said}; the next command catches up")
+
+
+# Database errors by class name: sqlite3's and psycopg's share these names, and naming them
+# keeps psycopg (~150 ms to import) out of processes that never touch PostgreSQL.
+DB_ERROR_NAMES = frozenset({
+    "OperationalError", "InterfaceError", "DatabaseError", "InternalError", "PersistenceError",
+    "PoolTimeout", "PoolError", "ConnectionTimeout"})
+
+
+def is_operational(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the machine around backflush (database, disk, lock),
+    not of its input or its code: what the command line reports as exit 3."""
+    if isinstance(exc, BackflushError):
+        return exc.exit_code == OperationalError.exit_code
+    if isinstance(exc, OSError):
+        return True
+    return bool({c.__name__ for c in type(exc).__mro__} & DB_ERROR_NAMES)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM to the command line (a supervisor stopping it, ``timeout``, ``docker stop``),
     raised where it lands and handled as Ctrl-C is: what was committed stays, a long

@@ -18,7 +18,14 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from backflush import __version__
-from backflush.errors import BackflushError, BadInput, UnknownName, interruption
+from backflush.errors import (
+    DB_ERROR_NAMES,
+    BackflushError,
+    BadInput,
+    CatchUpFailed,
+    UnknownName,
+    interruption,
+)
 
 if TYPE_CHECKING:  # pathlib loads when a command writes a file (not for a query)
     from datetime import datetime
@@ -71,8 +78,6 @@ class _Reported(click.ClickException):
             pass
 
 
-_DB_ERROR_NAMES = {"OperationalError", "InterfaceError", "DatabaseError", "InternalError",
-                   "PersistenceError", "PoolTimeout", "PoolError", "ConnectionTimeout"}
 
 
 # The option a filter value came from, named in its error (an order may be an argument).
@@ -94,6 +99,12 @@ def classify(exc: BaseException) -> tuple[list[str], int] | None:
       except a file that is not a database (exit 2);
     - ``OSError`` (disk full, broken pipe, permission on an output): exit 3.
     """
+    if isinstance(exc, CatchUpFailed):
+        inner = classify(exc.cause)
+        why = inner[0][-1].removeprefix("Error: ") if inner else _one_line(exc.cause)
+        return [f"Error: {exc.appended} appended, {exc.duplicates} duplicates (recorded);"
+                f" bringing the projections up to date then failed: {why}; the next command"
+                " catches up"], EXIT_OPERATIONAL
     if isinstance(exc, UnknownName) and exc.kind in _OPTION_OF:
         return [f"Error: {_OPTION_OF[exc.kind]}: {exc}"], exc.exit_code
     if isinstance(exc, BadInput):
@@ -106,7 +117,7 @@ def classify(exc: BaseException) -> tuple[list[str], int] | None:
     if isinstance(exc, BackflushError):
         return [f"Error: {_one_line(exc)}"], exc.exit_code
     names = {c.__name__ for c in type(exc).__mro__}
-    if names & _DB_ERROR_NAMES:
+    if names & DB_ERROR_NAMES:
         msg = _one_line(exc)
         if "file is not a database" in msg:
             return [f"Error: not a backflush ledger (not a SQLite database): {msg}"], EXIT_USAGE

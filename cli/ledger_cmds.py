@@ -65,13 +65,22 @@ def import_cmd(
                 bar.update(n - done[0])
                 done[0] = n
 
-    from backflush.errors import ImportInterrupted, interruption
+    from backflush.errors import CatchUpFailed, ImportInterrupted, interruption
 
     stopped: KeyboardInterrupt | None = None
     try:
         report = ledger.import_files(files, dry_run=dry_run, progress=progress)
     except KeyboardInterrupt as exc:
         stopped = exc
+    except CatchUpFailed as exc:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+            bar = None
+        for w in exc.warnings:
+            click.echo(f"warning: {w}", err=True)
+        if anchor_file is not None:
+            _anchor_after_failure(ledger, anchor_file, anchor_key)
+        raise  # the group reports it: "N appended ... (recorded); ... failed: ...", exit 3
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -101,6 +110,23 @@ def import_cmd(
         from backflush.cli.integrity_cmds import append_anchor
 
         append_anchor(ledger.store(), anchor_file, anchor_key)
+
+
+def _anchor_after_failure(ledger: Any, anchor_file: str, anchor_key: str | None) -> None:
+    """The anchor an import was asked for, after its events were committed and its catch-up
+    failed: owed all the same (it covers the events, not the projections). Its own failure is
+    a warning, so the error that follows still says what was recorded."""
+    from backflush.cli.app import classify
+    from backflush.cli.integrity_cmds import append_anchor
+
+    try:
+        append_anchor(ledger.store(), anchor_file, anchor_key)
+    except Exception as exc:  # noqa: BLE001  reported, below
+        found = classify(exc)
+        if found is None:
+            raise
+        why = found[0][-1].removeprefix("Error: ")
+        click.echo(f"warning: no anchor was appended to {anchor_file}: {why}", err=True)
 
 
 def write_chunks(out: BinaryIO, rows: Iterable[dict[str, Any]], columns: list[str],

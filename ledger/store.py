@@ -322,7 +322,10 @@ class Ledger:
         """
         if self.dialect != "postgres":
             return
-        with self.transaction(commit=True) as cur:
+        # Under the write lock, as every other writer: ANALYZE locks its tables one by one in
+        # the order given, and a rebuild's TRUNCATE of the same tables in another order by
+        # another process (a second import catching up) deadlocked with it.
+        with self.writing() as cur:
             cur.execute("ANALYZE " + ", ".join(tables))
 
     @contextmanager

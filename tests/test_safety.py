@@ -343,6 +343,63 @@ def test_import_interrupted_in_its_catch_up_says_the_events_are_recorded(db_url,
     assert run(db_url, "onhand", "--json").stdout == _fresh_onhand(tmp_path)
 
 
+def test_import_whose_catch_up_fails_says_the_events_are_recorded(db_url, tmp_path,
+                                                                    monkeypatch):
+    """The events committed, then the catch-up failed (here the disk filled): exit 3 as for
+    any operational error, but saying what was recorded, not a bare database error that reads
+    as "nothing imported"."""
+    import sqlite3
+
+    import backflush.projections.materialise as materialise
+
+    real = materialise.catch_up
+
+    def full(ledger):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(materialise, "catch_up", full)
+    anchors = tmp_path / "anchors.jsonl"
+    r = run(db_url, "import", str(STAGED), "--anchor", str(anchors))
+    assert r.exit_code == 3, r.output
+    appended = len(STAGED.read_text().splitlines())
+    assert r.stderr == (
+        f"Error: {appended} appended, 0 duplicates (recorded); bringing the projections up to"
+        " date then failed: database: database or disk is full; the next command catches up\n")
+    assert r.stdout == ""
+    assert len(anchors.read_text().splitlines()) == 1  # owed: it covers the events
+    assert run(db_url, "verify", "--anchor", str(anchors)).exit_code == 0
+    monkeypatch.setattr(materialise, "catch_up", real)
+    assert run(db_url, "onhand", "--json").stdout == _fresh_onhand(tmp_path)
+
+
+def test_a_failed_catch_up_in_the_api_is_catch_up_failed_and_a_bug_stays_a_bug(
+        tmp_path, monkeypatch):
+    import sqlite3
+
+    import backflush.projections.materialise as materialise
+
+    import backflush
+
+    def locked(ledger):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(materialise, "catch_up", locked)
+    with backflush.Ledger(str(tmp_path / "a.db")) as ledger:
+        with pytest.raises(backflush.CatchUpFailed) as failed:
+            ledger.import_files([STAGED])
+        assert isinstance(failed.value, backflush.OperationalError)
+        assert failed.value.appended == len(STAGED.read_text().splitlines())
+        assert isinstance(failed.value.cause, sqlite3.OperationalError)
+
+    def bug(ledger):
+        raise ValueError("a bug in the catch-up")
+
+    monkeypatch.setattr(materialise, "catch_up", bug)
+    with backflush.Ledger(str(tmp_path / "b.db")) as ledger:
+        with pytest.raises(ValueError, match="a bug"):  # its traceback, not a one-liner
+            ledger.import_files([STAGED])
+
+
 def _fresh_onhand(tmp_path) -> str:
     db = str(tmp_path / "fresh.db")
     assert run(db, "import", str(STAGED)).exit_code == 0
