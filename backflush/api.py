@@ -314,10 +314,11 @@ class Ledger:
         if result.errors:
             if created:
                 self._discard_created()
-            n = len(result.errors)
+            n = result.problems
+            listed = "" if n == len(result.errors) else f" (the first {len(result.errors)} listed)"
             raise BadInput(
                 [str(e) for e in result.errors],
-                summary=f"{n} problem{'s' if n != 1 else ''}; nothing appended",
+                summary=f"{n} problem{'s' if n != 1 else ''}{listed}; nothing appended",
             )
         if dry_run and created:
             self._discard_created()

@@ -164,6 +164,34 @@ def test_bad_lines_same_errors_and_nothing_written(two_urls, tmp_path, monkeypat
             assert ledger.count() == 0
 
 
+def test_many_problems_keep_the_first_and_count_all(two_urls, tmp_path, monkeypatch, runs):
+    """Only the first ``MAX_PROBLEMS`` problems are kept (a file missing its master data has
+    one on every line), in file and line order, whichever check found them and when (an id
+    reused with other content shows up when its batch is written, after later lines'
+    problems), and every problem is counted."""
+    monkeypatch.setattr(importer, "BATCH", 3)
+    lines = _plant_lines()
+    bad = [orjson.dumps(dict(orjson.loads(x), item="NOPE"))
+           if b'"item"' in x and b'Defined"' not in x else x for x in lines[40:]]
+    clash = dict(orjson.loads(lines[45]), at="2025-01-01T00:00:00Z")  # its id, other content
+    paths = [_write(tmp_path / "a.jsonl", [*lines[:40], orjson.dumps(clash), *bad]),
+             _write(tmp_path / "b.jsonl", [b"{not json", *bad[:20]])]
+    one, two = two_urls
+    monkeypatch.setattr(importer, "MAX_PROBLEMS", 10**6)
+    full = _import(one, paths, workers=False, monkeypatch=monkeypatch)
+    assert full.problems == len(full.errors) > 60
+    order = [(e.file.endswith("b.jsonl"), e.line) for e in full.errors]
+    assert order == sorted(order) and "id" in {e.field for e in full.errors}
+    monkeypatch.setattr(importer, "MAX_PROBLEMS", 7)
+    for url, workers in ((one, False), (two, True)):
+        capped = _import(url, paths, workers=workers, monkeypatch=monkeypatch)
+        assert capped.problems == full.problems and capped.appended == 0
+        assert [str(e) for e in capped.errors] == [str(e) for e in full.errors[:7]]
+        with Ledger(url) as ledger:
+            assert ledger.count() == 0
+    assert runs == [1]
+
+
 def test_dry_run_writes_nothing(two_urls, tmp_path, monkeypatch, runs):
     lines = _plant_lines()
     path = _write(tmp_path / "a.jsonl", lines)

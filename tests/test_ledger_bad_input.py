@@ -210,6 +210,25 @@ def test_several_files_report_each_file_and_append_nothing(ledger_with_setup, tm
     assert snapshot(db) == before
 
 
+def test_a_file_bad_on_every_line_lists_the_first_problems_and_counts_all(
+        ledger_with_setup, tmp_path):
+    """A file whose master data was forgotten has a problem on every line: the command lists
+    the first 1,000 (in line order) and counts them all, rather than flooding stderr (and
+    holding 800 MB) at plant scale."""
+    db = ledger_with_setup
+    before = snapshot(db)
+    lines = [receipt(id=f"r-{n}", item="NOPE") for n in range(1, 1201)]
+    lines[1100] = receipt(id="r-1101", qty=-1)  # another kind of problem, past the cut
+    path = write_lines(tmp_path / "bare.jsonl", lines)
+    r = run(db, "import", path)
+    assert r.exit_code == 2
+    listed = problems(r.stderr, path)
+    assert listed == [(n, "item") for n in range(1, 1001)]
+    assert r.stderr.splitlines()[-1] == (
+        "Error: 1200 problems (the first 1000 listed); nothing appended")
+    assert snapshot(db) == before
+
+
 def test_references_defined_earlier_in_the_same_import_are_accepted(db_url, tmp_path):
     lines = [json.dumps(e) for e in SETUP] + [
         ev("ResourceDefined", id="n-1", resource="M2", input_location="I", output_location="O"),
