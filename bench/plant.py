@@ -888,6 +888,30 @@ class Bench:
                 self.s.add("late_ingest", ingest)
             self.b.drop("late")
 
+    def rejected_phase(self) -> None:
+        """Peak RSS and time of imports that are refused (exit 2, nothing appended): the
+        big file behind one bad first line, and the big file without its item master data
+        (a problem on most lines). Into a fresh ledger, which the refusal removes again."""
+        bad = self.work / "rejected-one-bad-line.jsonl"
+        bare = self.work / "rejected-no-items.jsonl"
+        if not bad.exists():
+            with open(self.h.big.path, "rb") as src, open(bad, "wb") as a, \
+                    open(bare, "wb") as b:
+                a.write(b'{"type":"ItemDefined","at":"not a time","id":"x-1","item":"X"}\n')
+                for line in src:
+                    a.write(line)
+                    if b'"ItemDefined"' not in line:
+                        b.write(line)
+        for key, path in (("one bad first line", bad), ("no item master data", bare)):
+            self.log(f"[{self.b.name}] rejected import: {key}")
+            p = self.cli(self.b.fresh("rejected"), "import", str(path))
+            if p.rc != 2 or "nothing appended" not in p.err.splitlines()[-1]:
+                raise BenchError(f"rejected import ({key}): exit {p.rc}, expected 2: "
+                                 f"{p.err.strip()[-400:]}")
+            self.s.add(f"rejected.{key}", p)
+            self.s.info[f"rejected.{key}.stderr_lines"] = p.err.count("\n")
+            self.b.drop("rejected")
+
     def phase(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one phase; on failure note it and go on, so a long run keeps what it has."""
         try:
@@ -919,6 +943,7 @@ class Bench:
             self.phase("streaming", lambda: self.stream_phase(url))
             self.phase("other commands", lambda: self.others_phase(url))
             self.phase("late import", lambda: self.late_phase(url))
+            self.phase("rejected imports", self.rejected_phase)
         if not self.args.keep:
             for role in ("big", "small", "late"):
                 self.b.drop(role)
@@ -1070,6 +1095,13 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
             rows.append(Row(name, f"{key[6:]}: first output byte (total "
                             f"{median(s.t[key]):.2f} s)", f"{tt:.3f} s", "info", None, None,
                             f"backflush --db {L} {key[6:]} > pipe"))
+    for key in sorted(k for k in rss if k.startswith("rejected.")):
+        what = key[len("rejected."):]
+        lines = s.info.get(f"{key}.stderr_lines", 0)
+        rows.append(Row(name, f"peak RSS: import refused, {what} (took "
+                              f"{median(s.t[key]):.1f} s, {lines:,} lines of stderr)",
+                        f"{rss[key]:.0f} MB", "<= 150 MB", None, rss[key] <= 150,
+                        f"backflush --db $NEW import big.jsonl ({what})"))
     for key in sorted(k for k in rss if k.startswith("other.")):
         cmd = key[len("other."):]
         rows.append(Row(name, f"peak RSS: {cmd} (took {median(s.t[key]):.1f} s)",
