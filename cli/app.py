@@ -44,7 +44,8 @@ Exit codes:
      exist for a read command, an output path that is the ledger itself
   3  operational error: the database is unavailable, locked too long,
      read-only or out of space, or the output cannot be written (disk
-     full, closed pipe)
+     full, closed pipe); an import that failed after its commit says
+     "N appended ... (recorded)"
   130  interrupted (Ctrl-C): nothing was written, except the events of an
      import that says they were recorded, and a long catch-up's or rebuild's
      projections up to its last checkpoint (the next command goes on from there)
