@@ -454,6 +454,53 @@ def test_checkpoints_are_dense_near_the_head_and_thinned_once_it_moves_on(tmp_pa
         ledger.close()
 
 
+def test_a_large_state_spaces_its_checkpoints_by_its_size(tmp_path, monkeypatch, db_url):
+    """One long-running order keeps a state that grows with its events (its event ids): its
+    checkpoints are spaced in proportion to their size (each costs as much to write), so a
+    pass takes a few instead of one per CHECKPOINT_EVERY events; and a late event still
+    replays from one of them to the answer of a full rebuild."""
+    monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 100)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 50)
+    monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 200)
+    monkeypatch.setattr(materialise, "CHECKPOINT_LARGE_NODES", 150)
+    setup = [
+        {"type": "ItemDefined", "at": "2026-07-01T06:00:00Z", "id": "s-1", "item": "FG"},
+        {"type": "ItemDefined", "at": "2026-07-01T06:00:00Z", "id": "s-2", "item": "RAW",
+         "flushing": "start"},
+        {"type": "ResourceDefined", "at": "2026-07-01T06:00:00Z", "id": "s-3",
+         "resource": "M1", "input_location": "M1-IN", "output_location": "M1-OUT"},
+        {"type": "BomDefined", "at": "2026-07-01T06:01:00Z", "id": "s-4", "bom": "B",
+         "item": "FG", "lines": [{"line": 10, "item": "RAW", "qty": 1}]},
+        {"type": "RouteDefined", "at": "2026-07-01T06:01:00Z", "id": "s-5", "route": "R",
+         "operations": [{"op": 10, "resource": "M1"}, {"op": 20, "resource": "M1"}]},
+        {"type": "InventoryReceived", "at": "2026-07-01T06:30:00Z", "id": "s-6",
+         "item": "RAW", "qty": 100000, "location": "M1-IN"},
+        {"type": "OrderCreated", "at": "2026-07-01T07:00:00Z", "id": "s-7", "order": "P1",
+         "item": "FG", "qty": 100000, "bom": "B", "route": "R"},
+    ]
+    reports = [
+        {"type": "OperationReported", "at": f"2026-07-{2 + i // 1440:02d}T{i // 60 % 24:02d}:"
+         f"{i % 60:02d}:00Z", "id": f"r-{i}", "order": "P1", "op": 10 if i % 2 == 0 else 20,
+         "good": "1", "device": "job_terminal"}
+        for i in range(3000)
+    ]
+    late = dict(reports.pop(1500), id="r-late")
+    with Ledger(db_url) as ledger:
+        _import(ledger, tmp_path / "a.jsonl", setup + reports)
+        materialise.rebuild(ledger)
+        counts = _checkpoint_counts(ledger)
+        # Without the rule: one every 100 events and every 50 near the head, ~33.
+        assert 3 <= len(counts) <= 8, counts
+        gaps = [b - a for a, b in zip(counts, counts[1:], strict=False)]
+        assert gaps == sorted(gaps) and gaps[-1] > 500, counts  # growing with the state
+        _import(ledger, tmp_path / "b.jsonl", [late])
+        applied = materialise.catch_up(ledger)
+        assert 0 < applied < len(reports)  # from a checkpoint, not from the start
+        got = projection(ledger)
+        materialise.rebuild(ledger)
+        assert got == projection(ledger)
+
+
 def test_an_unreadable_snapshot_means_a_rebuild_never_a_load(tmp_path):
     lines = _sim_events()[:400]
     (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
