@@ -81,15 +81,16 @@ CHECKPOINT_EVERY = 10_000  # events of replay order between two kept checkpoints
 # the dense ones are thinned back to one per CHECKPOINT_EVERY (``_thin_checkpoints``).
 CHECKPOINT_NEAR_EVERY = 1_000
 CHECKPOINT_NEAR_SPAN = 20_000
-# And, once the last checkpoint's state had at least CHECKPOINT_LARGE_NODES nodes, never
-# closer than CHECKPOINT_EVENTS_PER_NODE events per node of it: encoding costs ~4.5 us a
-# node, and a state can grow with the history (one order of 200k reports keeps its event
-# ids: ~200k nodes, ~0.9 s a checkpoint, and its rebuild spent 30 of 34 s taking 40 of
-# them). Spaced in proportion, checkpoints stay a bounded share of a pass (geometric
-# spacing as the state grows). A plant's usual state (~500 nodes, ~2.5 ms) keeps the
-# spacing above, and late events near the head their short replays.
-CHECKPOINT_LARGE_NODES = 5_000
-CHECKPOINT_EVENTS_PER_NODE = 2
+# And, once the last checkpoint's state was at least CHECKPOINT_LARGE_BYTES (as JSON), never
+# closer than one event per CHECKPOINT_BYTES_PER_EVENT of it. Encoding and writing one cost
+# ~50 ns a byte, and a state can grow with the history: one order of 200k reports keeps its
+# event ids, 2.2 MB (~50 ms a checkpoint), or 21 MB with an out-of-sequence record for
+# each (~0.8 s; its rebuild spent 30 of 34 s taking 40 of them). Spaced in proportion,
+# checkpoints stay about a quarter of a pass at most (geometrically spaced as the state
+# grows). A plant's usual state (~60 kB at 1M events, ~1.5 ms) keeps the spacing above,
+# and late events near the head their short replays.
+CHECKPOINT_LARGE_BYTES = 200_000
+CHECKPOINT_BYTES_PER_EVENT = 100
 # Taking a retired order back (``_revive``) restores a checkpoint and replays up to a span
 # of events: counted as this many events more, against replaying everything since it.
 REVIVE_COST = 2_000
@@ -700,26 +701,28 @@ class _Run:
 
     # --- the producer ---------------------------------------------------------------------
 
-    def _due(self, last: int, nodes: int = 0) -> int:
+    def _due(self, last: int, size: int = 0) -> int:
         """The count at which the checkpoint after the one at count ``last`` is due: the
         first count ``c`` with ``c - last`` at least CHECKPOINT_EVERY, or at least
         CHECKPOINT_NEAR_EVERY once ``c`` is within the last CHECKPOINT_NEAR_SPAN; and, for
-        a large state, at least CHECKPOINT_EVENTS_PER_NODE times the ``nodes`` of the one at
-        ``last``."""
+        a large state, at least its ``size`` (bytes) / CHECKPOINT_BYTES_PER_EVENT."""
         every = CHECKPOINT_EVERY
-        least = last + (CHECKPOINT_EVENTS_PER_NODE * nodes
-                        if nodes >= CHECKPOINT_LARGE_NODES else 0)
+        least = last + (size // CHECKPOINT_BYTES_PER_EVENT
+                        if size >= CHECKPOINT_LARGE_BYTES else 0)
         if last + every < self.near_from:
             return max(last + every, least)
         return max(self.near_from, last + min(every, CHECKPOINT_NEAR_EVERY), least)
 
     def _emit_checkpoint(self, sink: Any, at_us_of: dict[int, int], head: bool) -> int:
-        """Hand the changes so far and a checkpoint to ``sink``; returns its size in nodes."""
+        """Hand the changes so far and a checkpoint to ``sink``; returns the engine state's
+        size in bytes of JSON (~7% of the encoding's cost)."""
+        import orjson
+
         sink.changes(changes(self.engine, at_us_of))
         self._retire_before(self.pos[0])
         encoded = encode_engine(self.engine)
         sink.checkpoint(self.pos, self.count, head, encoded)
-        return encoded[1]
+        return len(orjson.dumps(encoded[0]))
 
     def run(self, progress: Callable[[int], None] | None) -> int:
         """The pass in this process; returns the events applied."""
@@ -755,8 +758,8 @@ class _Run:
                         count += 1
                         if count >= due:
                             self.pos, self.count = (at_us, seq), count
-                            nodes = self._emit_checkpoint(sink, at_us_of, head=False)
-                            due = self._due(count, nodes)
+                            size = self._emit_checkpoint(sink, at_us_of, head=False)
+                            due = self._due(count, size)
                 except DecimalException as exc:
                     raise UnreplayableEvent(ev, exc) from None
                 if rows:

@@ -462,7 +462,8 @@ def test_a_large_state_spaces_its_checkpoints_by_its_size(tmp_path, monkeypatch,
     monkeypatch.setattr(materialise, "CHECKPOINT_EVERY", 100)
     monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_EVERY", 50)
     monkeypatch.setattr(materialise, "CHECKPOINT_NEAR_SPAN", 200)
-    monkeypatch.setattr(materialise, "CHECKPOINT_LARGE_NODES", 150)
+    monkeypatch.setattr(materialise, "CHECKPOINT_LARGE_BYTES", 5000)
+    monkeypatch.setattr(materialise, "CHECKPOINT_BYTES_PER_EVENT", 80)
     setup = [
         {"type": "ItemDefined", "at": "2026-07-01T06:00:00Z", "id": "s-1", "item": "FG"},
         {"type": "ItemDefined", "at": "2026-07-01T06:00:00Z", "id": "s-2", "item": "RAW",
