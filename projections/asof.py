@@ -22,8 +22,9 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from itertools import chain, islice
 
 from backflush.ledger.store import Ledger, to_us
 from backflush.projections import materialise as mat
@@ -394,10 +395,49 @@ def order_replay(
     """Replay of one order in isolation (fast; exact for quantities, not for batches)."""
     from backflush.projections.engine import Replay
 
-    engine = Replay(policy=policy)
-    for ev in order_events(ledger, order, at, known_at):
-        engine.apply(ev)
-    return engine
+    events, reversible = order_events_reversible(ledger, order, at, known_at)
+    engine = Replay(policy=policy, reversible=reversible)
+    return engine.apply_all(_drained(engine, events))
+
+
+# An order with fewer events than this comes in one read (``Ledger.iter_rows``' page).
+_ONE_READ = 5000
+
+
+def order_events_reversible(
+    ledger: Ledger, order: str, at: datetime | None = None, known_at: datetime | None = None
+) -> tuple[Iterator[dict[str, Any]], set[str]]:
+    """``order_events``, and the ids among them some Reversal undoes (a Reversal is stored
+    under its target's order): the only ones a replay of the order must keep the undo of.
+    Keeping it for every event took 490 MB and 8 s for an order of 200k reports, against
+    63 MB and 3 s. An order read in one page gives them from its own events (no further
+    statement: a query process pays per round trip); a longer one asks the store."""
+    from backflush.ledger.names import MASTER_TYPES
+
+    f = {"at_lte": _us(at), "rec_lte": _us(known_at)}
+    own = mat.events_for_replay(ledger, order=order, light=True, **f)
+    head = list(islice(own, _ONE_READ))
+    if len(head) < _ONE_READ:
+        reversible = {e["reverses"] for e in head if e["type"] == "Reversal"}
+        own = iter(head)
+    else:
+        reversible = {e["reverses"] for e in mat.events_for_replay(
+            ledger, order=order, types=["Reversal"], light=True, **f)}
+        own = chain(head, own)
+    master = mat.events_for_replay(ledger, types=sorted(MASTER_TYPES), light=True, **f)
+    return heapq.merge(master, own, key=lambda e: (e["at"], e["seq"])), reversible
+
+
+def _drained(engine: Replay, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``events``, the engine's change log (what a materialising pass writes, which a
+    replay of one order only reads its state for) emptied now and then, between them."""
+    for n, ev in enumerate(events, start=1):
+        yield ev
+        if not n % 1000:
+            engine.balance_changes.clear()
+            engine.flushes.clear()
+            engine.unresolved_log.clear()
+            engine.staging_changes.clear()
 
 
 def _materialised_ok(ledger: Ledger, at: datetime | None, known_at: datetime | None) -> bool:
@@ -537,9 +577,9 @@ def order_findings(
 
     mat.catch_up(ledger)
     at_us = _us(at)
-    events = list(order_events(ledger, order, at, None))
-    engine = Replay()
-    engine.apply_all(events)
+    events, reversible = order_events_reversible(ledger, order, at)
+    engine = Replay(reversible=reversible)
+    engine.apply_all(_drained(engine, events))
     o = engine.order_state(order)
     if o is None:
         return []
