@@ -79,8 +79,6 @@ class _Reported(click.ClickException):
             pass
 
 
-
-
 # The option a filter value came from, named in its error (an order may be an argument).
 _OPTION_OF = {"item": "--item", "location": "--location", "resource": "--resource",
               "event type": "--type", "finding code": "--code"}

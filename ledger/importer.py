@@ -79,8 +79,8 @@ MAX_PROBLEMS = 1000
 class Problems(list):
     """An import's problems in file and line order: the first ``MAX_PROBLEMS`` kept, every
     one counted (``total``). Some checks run per batch, so a problem can arrive after
-    those of later lines: the list is cut back to the first ones now and then, never
-    before all that could come first have been seen."""
+    those of later lines: the list is cut back to its first ``MAX_PROBLEMS`` now and then,
+    and what is cut can never be among the first overall (that many come before it)."""
 
     def __init__(self, rank: dict[str, int] | None = None):
         super().__init__()
