@@ -105,6 +105,7 @@ class Proc:
     head: bytes
     err: str
     cpu: float = 0.0  # user + system seconds of the process and the children it waited for
+    err_lines: int = 0  # lines of stderr (``err`` keeps its last 2,000 characters only)
 
 
 COMPILE_PACKAGE = """
@@ -153,7 +154,7 @@ def spawn(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> P
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     rss = ru.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
     return Proc(argv, wall, rss, p.returncode, ttfb, n, bytes(head), err[-2000:],
-                ru.ru_utime + ru.ru_stime)
+                ru.ru_utime + ru.ru_stime, err_lines=err.count("\n"))
 
 
 def median(xs: list[float]) -> float | None:
@@ -909,7 +910,7 @@ class Bench:
                 raise BenchError(f"rejected import ({key}): exit {p.rc}, expected 2: "
                                  f"{p.err.strip()[-400:]}")
             self.s.add(f"rejected.{key}", p)
-            self.s.info[f"rejected.{key}.stderr_lines"] = p.err.count("\n")
+            self.s.info[f"rejected.{key}.stderr_lines"] = p.err_lines
             self.b.drop("rejected")
 
     def phase(self, what: str, fn: Callable[[], Any]) -> Any:
