@@ -55,6 +55,14 @@ def _state(ledger: Ledger) -> tuple:
     return _tables(ledger), answers(ledger)
 
 
+def _imported_and_rebuilt(ledger: Ledger, tmp_path: Any, events: list[dict]) -> Any:
+    """Import ``events``, rebuild uninterrupted, and return that state: what an interrupted
+    pass, once finished, must equal."""
+    _import(ledger, tmp_path / "h.jsonl", events)
+    mat.rebuild(ledger)
+    return _state(ledger)
+
+
 @pytest.fixture(params=["in-process", "worker"])
 def workers(request: pytest.FixtureRequest, monkeypatch: Any) -> str:
     monkeypatch.setenv("BACKFLUSH_REPLAY_WORKERS", "1" if request.param == "worker" else "0")
@@ -68,9 +76,7 @@ def test_an_interrupted_rebuild_is_finished_by_the_next_catch_up(
     events = list(simulate(50, 3, FAULTS))
     ledger = Ledger(db_url)
     try:
-        _import(ledger, tmp_path / "h.jsonl", events)
-        mat.rebuild(ledger)
-        expected = _state(ledger)
+        expected = _imported_and_rebuilt(ledger, tmp_path, events)
         with monkeypatch.context() as m:
             _interrupt_after(m, writes)
             with pytest.raises(KeyboardInterrupt):
@@ -157,9 +163,7 @@ def test_ctrl_c_that_lands_in_the_worker_is_an_interruption_there_too(sqlite_db,
     events = list(simulate(40, 4, FAULTS))
     ledger = Ledger(sqlite_db)
     try:
-        _import(ledger, tmp_path / "h.jsonl", events)
-        mat.rebuild(ledger)
-        expected = _state(ledger)
+        expected = _imported_and_rebuilt(ledger, tmp_path, events)
         seen = [0]
         real = mat.changes
 
