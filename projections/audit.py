@@ -159,7 +159,7 @@ def audit_order(
     if o is None:
         return None
     final = sorted(present.values(), key=lambda p: sort_key(p[0]))
-    by_trigger = {ln.line: dict(ln.by_trigger) for ln in o.all_lines()}
+    by_trigger = {ln.line: dict(ln.by_trigger or ()) for ln in o.all_lines()}
     return {
         "order": o.order,
         "item": o.item,

@@ -12,6 +12,7 @@ Change log, drained by the materialiser: ``flushes`` (every posting in replay or
 
 from __future__ import annotations
 
+from backflush.projections.orderstate import list_of
 from backflush.projections.records import FlushRecord, Unresolved
 from backflush.projections.rules import (
     TRACKED,
@@ -47,13 +48,19 @@ class Flusher:
         fx = self._fx
         for ln in flushed_lines(rule, lines):
             lu = ln.units
+            if lu is None:
+                lu = ln.units = {}
             ub = lu.get(kind, ZERO)
             ua = lu[kind] = ub + units
             if fx is not None:
                 fx.append((CTR, lu, kind, units))
             if basis == "good":
+                if type(ln.good_basis_flushes) is tuple:  # (none yet: the line's first)
+                    ln.good_basis_flushes = []
                 self._append(ln.good_basis_flushes, (kind, eid))
             if basis == "transferred":
+                if ln.transferred is None:
+                    ln.transferred = {}
                 q = trigger_quantity(basis, ln.qty, ln.per, ln.scrap_pct, ln.scrap_const,
                                      ln.decimals, ub, ua, o.put_qty.get(ln.line, ZERO), o.qty,
                                      ln.transferred.get(kind, ZERO))
@@ -96,10 +103,14 @@ class Flusher:
         if kind == "manual":
             ln.manual_posted += qty
         by_trigger = ln.by_trigger
+        if by_trigger is None:
+            by_trigger = ln.by_trigger = {}
         by_trigger[kind] = by_trigger.get(kind, ZERO) + qty
         consumed = self._consumed
         consumed[item] = consumed.get(item, ZERO) + qty
         flush_ev = (kind, device, eid)
+        if type(ln.flush_events) is tuple:  # (none yet: the line's first)
+            ln.flush_events = []
         ln.flush_events.append(flush_ev)
         if fx is not None:
             fx.append((ATTR, ln, "posted", qty))
@@ -121,6 +132,6 @@ class Flusher:
                 fx.append((CTR, e, "remaining", -t))
         if left and batch is None and ln.tracking in TRACKED:
             rec = Unresolved(self._eid, self._at, ln.line, ln.item, loc, left)
-            self._append(o.unresolved, rec)
+            self._append(list_of(o, "unresolved"), rec)
             self.unresolved_log.append((o.order, rec, self._seq))
         return used

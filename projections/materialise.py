@@ -68,7 +68,8 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # 7: snapshots as data (``projections.snapshot``) and checkpoints; no pickle is ever read.
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
 # 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
-ENGINE_VERSION = "11"
+# 12: a BOM line's flush records (``units``, ``by_trigger``, ...) made at its first flush.
+ENGINE_VERSION = "12"
 # Events applied from which PostgreSQL's planner statistics are refreshed (Ledger.analyze).
 ANALYZE_AFTER = 10_000
 PROJECTION_TABLES = ("bf_onhand_keys", "bf_onhand_hist", "bf_wip_keys", "bf_wip_hist",
@@ -607,14 +608,14 @@ def no_gc() -> Iterator[None]:
 # position P holds order O iff O was created by P and O's last event is at or after P's at.
 
 
-def encode_engine(engine: Replay) -> tuple[Any, int]:
-    """The engine's part of a checkpoint, encoded (``snapshot.encode_part``): plain data,
+def encode_engine(engine: Replay) -> tuple[bytearray, int]:
+    """The engine's part of a checkpoint, encoded (``snapshot.encode_part_json``): its JSON,
     made where the engine lives (a replay worker) and joined by ``_save_checkpoint``."""
     from backflush.projections import snapshot
-    return snapshot.encode_part(engine.state(), 1)
+    return snapshot.encode_part_json(engine.state(), 1)
 
 
-def _save_checkpoint(cur: Cursor, encoded: tuple[Any, int], writer: _Writer,
+def _save_checkpoint(cur: Cursor, encoded: tuple[bytes | bytearray, int], writer: _Writer,
                      pos: tuple[int, int], count: int, head: bool) -> None:
     """Store a checkpoint: the engine's state (``encode_engine``) and the keys open then.
 
@@ -625,9 +626,9 @@ def _save_checkpoint(cur: Cursor, encoded: tuple[Any, int], writer: _Writer,
         "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
     ).fetchone() is not None:
         return  # a kept checkpoint was taken after this very event: it is the head
-    tree, nxt = encoded
-    open_tree, _ = snapshot.encode_part([list(k) for k in writer.open_keys()], nxt)
-    blob = snapshot.dumps_parts([("engine", tree), ("open", open_tree)], ENGINE_VERSION)
+    engine_json, nxt = encoded
+    open_json, _ = snapshot.encode_part_json([list(k) for k in writer.open_keys()], nxt)
+    blob = snapshot.dumps_parts([("engine", engine_json), ("open", open_json)], ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
     cur.execute(
@@ -688,7 +689,7 @@ class _Run:
         self.writer.write_changes(ch)
 
     def checkpoint(self, pos: tuple[int, int], count: int, head: bool,
-                   encoded: tuple[Any, int]) -> None:
+                   encoded: tuple[bytes | bytearray, int]) -> None:
         _save_checkpoint(self.cur, encoded, self.writer, pos, count, head)
         if not head:
             self.last_spaced = count
@@ -715,14 +716,12 @@ class _Run:
 
     def _emit_checkpoint(self, sink: Any, at_us_of: dict[int, int], head: bool) -> int:
         """Hand the changes so far and a checkpoint to ``sink``; returns the engine state's
-        size in bytes of JSON (~7% of the encoding's cost)."""
-        import orjson
-
+        size in bytes of JSON."""
         sink.changes(changes(self.engine, at_us_of))
         self._retire_before(self.pos[0])
         encoded = encode_engine(self.engine)
         sink.checkpoint(self.pos, self.count, head, encoded)
-        return len(orjson.dumps(encoded[0]))
+        return len(encoded[0])
 
     def run(self, progress: Callable[[int], None] | None) -> int:
         """The pass in this process; returns the events applied."""

@@ -17,7 +17,14 @@ from decimal import Decimal
 
 from backflush.projections import standard
 from backflush.projections.exact import exact
-from backflush.projections.orderstate import LineState, OrderState, waiting_after
+from backflush.projections.orderstate import (
+    NOTHING,
+    LineState,
+    OrderState,
+    dict_of,
+    list_of,
+    waiting_after,
+)
 from backflush.projections.records import OpInfo, OutOfSequence, Residual
 from backflush.projections.rules import (
     DEFAULT_DECIMALS,
@@ -60,7 +67,7 @@ class OrderBook:
 
     def _oos(self, o: OrderState, reason: str, op=None) -> None:
         ev = self._cur
-        self._append(o.out_of_sequence, OutOfSequence(ev["id"], ev["at"], reason, op))
+        self._append(list_of(o, "out_of_sequence"), OutOfSequence(ev["id"], ev["at"], reason, op))
 
     def _order_created(self, ev):
         order = ev["order"]
@@ -73,14 +80,13 @@ class OrderBook:
         tmpl = self._templates.get(key)
         if tmpl is None:
             tmpl = self._templates[key] = self._resolve(*key)
-        ops, specs, anomalies = tmpl
+        ops, ops_by_no, specs, anomalies = tmpl
         for reason in anomalies:
             self._anomaly(reason)
         o = OrderState(order=order, item=ev["item"], qty=ev["qty"], bom=key[0],
                        route=route_id, created_event=ev["id"], created_at=ev["at"],
                        default_input_location=params.default_input_location,
-                       tolerance_pct=params.tolerance_pct, ops=ops,
-                       ops_by_no={x.op: x for x in ops})
+                       tolerance_pct=params.tolerance_pct, ops=ops, ops_by_no=ops_by_no)
         by_op: dict = {}
         lines = o.lines
         for spec in specs:
@@ -94,9 +100,10 @@ class OrderBook:
         self._orders[order] = o
 
     def _resolve(self, bom_id, route_id) -> tuple:
-        """An order's master data as in force now, for a BOM and route: (operations, line
-        specs, anomaly reasons). The same for every order created until master data change
-        (``_templates`` is then cleared), so it is resolved once per BOM and route."""
+        """An order's master data as in force now, for a BOM and route: (operations, the
+        operations by number, line specs, anomaly reasons). The same for every order created
+        until master data change (``_templates`` is then cleared), so it is resolved once per
+        BOM and route, and its orders share the operations (read only)."""
         params = self._params
         anomalies = []
         bom = self._boms.get(bom_id)
@@ -131,7 +138,7 @@ class OrderBook:
                 resolve_location(ld.get("location"), info.input_location if info else None,
                                  params.default_input_location),
             ))
-        return tuple(ops), tuple(specs), tuple(anomalies)
+        return tuple(ops), ops_by_no, tuple(specs), tuple(anomalies)
 
     def _order_released(self, ev):
         o = self._order(ev)
@@ -155,7 +162,7 @@ class OrderBook:
         if o.released is None:  # starting releases the order (AX, seed 002)
             self._set(o, "released", (ev["id"], ev["at"]))
             o.timeline.append(("released", ev["id"], ev["at"]))
-        self._append(o.started, (ev["id"], ev["at"], qty))
+        self._append(list_of(o, "started"), (ev["id"], ev["at"], qty))
         o.timeline.append(("started", ev["id"], ev["at"]))
         self._add_attr(o, "started_qty", qty)
         first = o.ops[0] if o.ops else None
@@ -198,7 +205,7 @@ class OrderBook:
             if hours is None:
                 hours = standard.standard_share(info.setup_hours, info.run_hours, before, units)
         if hours is not None:
-            self._add(o.hours_reported, op, hours)
+            self._add(dict_of(o, "hours_reported"), op, hours)
         lines = o.lines_by_op.get(op)
         if lines:  # (most operations flush no line)
             self._trigger(o, "operation", ev.get("device") or "job_terminal",
@@ -244,7 +251,7 @@ class OrderBook:
         if ln is None:
             ln = next((x for k, x in sorted(o.lines.items()) if x.item == item), None)
         if ln is None:
-            ln = o.unplanned.get(item)
+            ln = (o.unplanned or NOTHING).get(item)
             if ln is None:
                 itd = self._items.get(item) or {}
                 ln = LineState(order=o, line=None, item=item, qty=ZERO, per=Decimal(1),
@@ -253,7 +260,7 @@ class OrderBook:
                                tracking=itd.get("tracking") or "none", principle="manual",
                                op=None, resource=None, location=o.default_input_location)
                 # the line is a container: a reversal takes back postings, never the line
-                o.unplanned[item] = ln
+                dict_of(o, "unplanned")[item] = ln
         loc = ev.get("location") or ln.location
         self._post(o, ln, qty, "manual", ev.get("device") or "client", None, None, None, None,
                    loc, batch)
@@ -316,7 +323,7 @@ class OrderBook:
         k = (item, loc, b)
         put_at[k] = put_at.get(k, ZERO) + qty
         pev = (ev["id"], item, loc)
-        o.put_events.append(pev)
+        list_of(o, "put_events").append(pev)
         fx = self._fx
         if fx is not None:
             fx.append((APP, entries, entry))
@@ -405,7 +412,7 @@ class OrderBook:
                     "principle": ln.principle if ln.line is not None else None,
                     "expected": expected, "posted": ln.posted,
                     "variance": ln.posted - expected,
-                    "by_trigger": {k: ln.by_trigger[k] for k in sorted(ln.by_trigger)},
+                    "by_trigger": {k: ln.by_trigger[k] for k in sorted(ln.by_trigger or ())},
                 })
         return rows
 
@@ -415,17 +422,18 @@ class OrderBook:
         rows = []
         for o in self._select(order):
             seen = set()
+            hours_reported = o.hours_reported or NOTHING
             for info in o.ops:
                 seen.add(info.op)
                 if resource is not None and info.resource != resource:
                     continue
                 rows.append({"order": o.order, "op": info.op, "resource": info.resource,
                              "standard": o.standard_hours(info.op),
-                             "reported": o.hours_reported.get(info.op, ZERO)})
+                             "reported": hours_reported.get(info.op, ZERO)})
             if resource is None:
-                for op in sorted(k for k in o.hours_reported if k not in seen):
+                for op in sorted(k for k in hours_reported if k not in seen):
                     rows.append({"order": o.order, "op": op, "resource": None,
-                                 "standard": ZERO, "reported": o.hours_reported[op]})
+                                 "standard": ZERO, "reported": hours_reported[op]})
         return rows
 
     def orders(self) -> list[str]:

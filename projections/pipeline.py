@@ -45,7 +45,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from backflush.errors import OperationalError
 
@@ -93,18 +93,21 @@ class _Sender:
     def __init__(self, fd: int):
         self.fd = fd
 
-    def send(self, msg: tuple) -> None:
+    def send(self, msg: tuple, raw: bytes | bytearray = b"") -> None:
         data = marshal.dumps(msg)
-        buf = memoryview(_LEN.pack(len(data)) + data)
-        while buf:
-            buf = buf[os.write(self.fd, buf):]
+        # ``raw`` (a checkpoint's JSON, tens of MB with many open orders) goes as it is,
+        # after the message that gives its length: neither marshalled nor copied
+        for buf in (memoryview(_LEN.pack(len(data)) + data), memoryview(raw)):
+            while buf:
+                buf = buf[os.write(self.fd, buf):]
 
     def changes(self, ch: tuple) -> None:
         self.send(("c", ch))
 
     def checkpoint(self, pos: tuple[int, int], count: int, head: bool,
-                   encoded: tuple[Any, int]) -> None:
-        self.send(("k", pos, count, head, encoded))
+                   encoded: tuple[bytearray, int]) -> None:
+        as_json, nxt = encoded
+        self.send(("k", pos, count, head, nxt, len(as_json)), as_json)
 
     def page(self, n: int, pos: tuple[int, int], count: int, last_seq: int) -> None:
         self.send(("p", n, pos, count, last_seq))
@@ -192,7 +195,11 @@ def _consume(f: BinaryIO, run: _Run) -> int:
         elif tag == "p":
             page(*msg[1:])
         elif tag == "k":
-            checkpoint(*msg[1:])
+            pos, count, head, nxt, size = msg[1:]
+            as_json = f.read(size)
+            if len(as_json) < size:
+                raise ReplayWorkerFailed("the replay worker ended before the pass did")
+            checkpoint(pos, count, head, (as_json, nxt))
         elif tag == "d":
             return msg[1]
         else:

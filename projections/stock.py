@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from backflush.projections.common import _sk, sort_wip, staged_rows
 from backflush.projections.exact import exact
+from backflush.projections.orderstate import list_of
 from backflush.projections.records import NegativeOnHand
 from backflush.projections.rules import ZERO
 from backflush.projections.undo import CTR, OH
@@ -114,7 +115,7 @@ class Stock:
                              self._seq)
         self.negative_onhand.append(rec)
         if o is not None:
-            o.negative_onhand.append(rec)
+            list_of(o, "negative_onhand").append(rec)
 
     def _remap_staged(self) -> None:
         """Recompute which locations are staging areas of which resource; log a change.

@@ -20,6 +20,7 @@ State owned (part of the snapshot): ``_effects`` (event id -> (event, steps)),
 
 from __future__ import annotations
 
+from backflush.projections.orderstate import list_of
 from backflush.projections.records import FlushRecord
 from backflush.projections.rules import ZERO
 
@@ -81,7 +82,7 @@ class UndoLog:
             self._cur_order = o
             o.events.append(ev["id"])
             o.timeline.append(("reversed", ev["id"], ev["at"], target))
-            o.reversals.append((ev["id"], target))
+            list_of(o, "reversals").append((ev["id"], target))
         self._fx = None  # a reversal itself is not reversible
         eid, at, seq = ev["id"], ev["at"], ev["seq"]
         for step in reversed(fx):

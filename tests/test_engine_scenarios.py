@@ -94,8 +94,8 @@ def test_seed002_pick_put_then_report_as_finished_consumes_the_put_batch():
     assert row["expected"] == row["posted"] == 10 and row["variance"] == 0
     o = r.order_state("P1")
     assert o.released[0] == o.started[0][0]  # released by the start
-    assert o.out_of_sequence == [] and o.unresolved == []
-    assert o.put_events == [(put["id"], "WHS6", "BACKFLUSH")]
+    assert not o.out_of_sequence and not o.unresolved
+    assert list(o.put_events) == [(put["id"], "WHS6", "BACKFLUSH")]
     # staged WIP at the default input location was 10 after the put and is cleared: it is
     # the on-hand there, which went 10 then 0
     staged = [c for c in r.balance_changes
@@ -149,7 +149,7 @@ def test_batch_tracked_component_without_stock_is_unresolved_not_also_negative()
     o = r.order_state("P1")
     assert [(u.event_id, u.item, u.qty) for u in o.unresolved] == [(raf["id"], "WHS6", 3)]
     # documented decision: one shortage, one finding (the bucket still reads -3 on hand)
-    assert o.negative_onhand == []
+    assert not o.negative_onhand
     assert onhand(r, "WHS6", "BACKFLUSH") == -3
 
 

@@ -5,6 +5,8 @@ version's data is refused, never evaluated."""
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -45,8 +47,30 @@ def test_a_restored_snapshot_continues_exactly(events, cut, twice):
     assert _logs(resumed) == _logs(whole)
 
 
+@settings(deadline=None, max_examples=60)
+@given(events=histories(max_orders=4), cut=st.floats(0, 1), part=st.sampled_from([0, 1, 64]))
+def test_a_checkpoint_written_piece_by_piece_is_the_same_document(events, cut, part):
+    # (the engine's part written piece by piece, as a checkpoint is, then joined with another)
+    engine = Replay().apply_all(events[:int(len(events) * cut)])
+    _logs(engine)
+    state = engine.state()
+    as_json, nxt = snapshot.encode_part_json(state, 1, part)
+    tree, nxt_tree = snapshot.encode_part(state, 1)
+    assert orjson.loads(as_json) == tree  # the same JSON, in lines
+    assert nxt == nxt_tree
+    other = [["a", "b"], ["a", "c"]]
+    joined = snapshot.dumps_parts(
+        [("engine", as_json), ("open", snapshot.encode_part_json(other, nxt, part)[0])], V)
+    assert joined == snapshot.dumps({"engine": state, "open": other}, V, part)
+    restored = Replay.restore(snapshot.loads(joined, V)["engine"])
+    assert _answers(restored) == _answers(engine)
+
+
 def _blob(doc) -> bytes:
-    return zlib.compress(orjson.dumps(doc))
+    """``doc`` as a document in lines (its state on one line)."""
+    head = {k: v for k, v in doc.items() if k != "state"}
+    head["state"] = None
+    return zlib.compress(orjson.dumps(head)[:-5] + b"\n" + orjson.dumps(doc["state"]) + b"\n}")
 
 
 @pytest.mark.parametrize("state", [
@@ -75,8 +99,48 @@ def test_other_versions_and_non_snapshots_are_refused():
     doc["version"] = snapshot.VERSION + 1
     with pytest.raises(snapshot.SnapshotError):
         snapshot.loads(_blob(doc), V)
-    for junk in (b"", b"\x80\x04K\x01.", zlib.compress(b"\x80\x04K\x01."), _blob([1, 2])):
+    for junk in (b"", b"\x80\x04K\x01.", zlib.compress(b"\x80\x04K\x01."),
+                 zlib.compress(orjson.dumps([1, 2]))):
         with pytest.raises(snapshot.SnapshotError):
             snapshot.loads(junk, V)
     with pytest.raises(snapshot.SnapshotError):
         snapshot.loads(zlib.compress(b"[" * 5000 + b"]" * 5000), V)
+
+
+def _document_in_lines() -> list[bytes]:
+    events = [
+        {"type": "ItemDefined", "item": "C", "decimals": 0, "tracking": "none"},
+        {"type": "ItemDefined", "item": "FG", "decimals": 0, "tracking": "none"},
+        {"type": "BomDefined", "bom": "B", "item": "FG",
+         "lines": [{"line": 10, "item": "C", "qty": Decimal(2)}]},
+        {"type": "OrderCreated", "order": "P1", "item": "FG", "qty": Decimal(5), "bom": "B"},
+        {"type": "ReportedAsFinished", "order": "P1", "good": Decimal(5)},
+    ]
+    at = datetime(2026, 11, 21, 8, tzinfo=UTC)
+    for i, ev in enumerate(events):
+        ev.update(at=at, seq=i + 1, id=f"e{i}")
+    engine = Replay().apply_all(events)
+    _logs(engine)
+    return zlib.decompress(snapshot.dumps(engine.state(), V, part=0)).split(b"\n")
+
+
+def test_a_document_in_lines_cut_or_unbalanced_is_refused():
+    lines = _document_in_lines()
+    assert snapshot.loads(zlib.compress(b"\n".join(lines)), V)["_orders"]["P1"].order == "P1"
+    record = next(i for i, x in enumerate(lines) if x.lstrip(b",").startswith(b'["O",'))
+    broken = {
+        "cut": lines[:-3],
+        "no end": lines[:-1],
+        "a ]] too many": [*lines[:-1], b"]]", lines[-1]],
+        "a ]] too few": [x for i, x in enumerate(lines) if i != len(lines) - 2],
+        "a field too few": [x for i, x in enumerate(lines) if i != record + 1],
+        "after the end": [*lines, b"{}"],
+        "an entry in a list": [*lines[:record + 1], b'["k",', *lines[record + 1:]],
+    }
+    for why, doc in broken.items():
+        with pytest.raises(snapshot.SnapshotError):
+            snapshot.loads(zlib.compress(b"\n".join(doc)), V)
+            pytest.fail(why)
+    whole = snapshot.dumps(Replay().state(), V)
+    with pytest.raises(snapshot.SnapshotError):
+        snapshot.loads(whole[:-4], V)  # the compressed stream cut
