@@ -201,7 +201,11 @@ def _blob_type(ledger: Ledger, sql: str) -> str:
 
 def create_tables(ledger: Ledger) -> None:
     """Run the projection DDL (each statement is idempotent)."""
-    with ledger.transaction(commit=True) as cur:
+    # Under the write lock, as every other writer. Without it, on PostgreSQL, this locked
+    # the projection tables (each CREATE INDEX IF NOT EXISTS takes its table's lock) and
+    # then waited for bf_events (the index of Reversals), while a second import catching up
+    # held bf_events (the write lock) and waited to TRUNCATE those tables: a deadlock.
+    with ledger.writing() as cur:
         for ddl in DDL:
             cur.execute(_blob_type(ledger, ddl))
 

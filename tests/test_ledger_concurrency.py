@@ -187,6 +187,38 @@ def test_analyze_waits_for_the_write_lock(pg_db, tmp_path):
             assert time.monotonic() - start >= 0.25
 
 
+def test_projection_ddl_waits_for_the_write_lock(pg_db, tmp_path):
+    """The projection DDL a catch-up or rebuild runs first (every statement idempotent) takes
+    the write lock like every other writer. Run beside it, its CREATE INDEX statements
+    locked the projection tables one by one and then waited for bf_events, which a second
+    import held while it waited to TRUNCATE those tables: a deadlock (exit 3)."""
+    import threading
+
+    from backflush.projections.materialise import create_tables
+
+    from backflush.errors import OperationalError
+
+    setup(pg_db, tmp_path)
+    outcome: list = []
+
+    def ddl() -> None:
+        try:
+            with Ledger(pg_db, lock_timeout=0.3) as other:
+                create_tables(other)
+            outcome.append("ran")
+        except OperationalError as exc:
+            outcome.append(str(exc))
+
+    with Ledger(pg_db) as holder, holder.writing():
+        t = threading.Thread(target=ddl)
+        t.start()
+        t.join(10)
+        blocked = t.is_alive()  # waiting on a table lock, not on the write lock
+    t.join()
+    assert not blocked, "the projection DDL waited on bf_events outside the write lock"
+    assert len(outcome) == 1 and "write lock was not free" in outcome[0], outcome
+
+
 def test_two_large_imports_at_once_both_catch_up(db_url, tmp_path):
     """Two scanners' files of more than ANALYZE_AFTER events each, imported at the same
     moment: both commands succeed and the ledger answers as if they had come one after the
