@@ -715,10 +715,16 @@ class Ledger:
         at: datetime | date | str | None = None,
         known_at: datetime | date | str | None = None,
         policy: Any = None,
+        timeline: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """One order's history replayed step by step: flushes, running totals, findings."""
+        """One order's history replayed step by step: flushes, running totals, findings.
+
+        ``timeline``: a callable handed each timeline entry as the replay makes it, instead
+        of the list under ``"timeline"`` (then None). For an order whose timeline is too
+        large to hold: hundreds of BOM lines times thousands of events.
+        """
         store, at, known_at, params = self._query(at, known_at, policy, order)
-        return audit_of(store, order, at, known_at, params)
+        return audit_of(store, order, at, known_at, params, timeline)
 
     def recorded_policy(
         self, *, at: datetime | None = None, known_at: datetime | None = None
@@ -810,9 +816,10 @@ def _findings(store: Any, at: datetime | None, known_at: datetime | None,
 
 def audit_of(store: Any, order: str, at: datetime | None = None,
              known_at: datetime | date | str | None = None,
-             params: dict[str, Any] | None = None) -> dict[str, Any]:
+             params: dict[str, Any] | None = None,
+             timeline: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The audit of one order on a store; the fast order-local path unless a policy or
-    ``known_at`` asks for a replay of what was known."""
+    ``known_at`` asks for a replay of what was known. ``timeline``: as ``Ledger.audit``."""
     from backflush.projections import asof
     from backflush.projections import audit as A
     from backflush.projections import materialise as mat
@@ -844,10 +851,14 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
         def onhand_at(item: str, location: str, event_id: str, batch: Any = ...) -> Any:
             return A.onhand_after(store, item, location, *pos[event_id], batch)
 
-        result = A.audit_order(events, order, None, rows, global_findings, onhand_at)
+        # (a Reversal is stored under its target's order: the order's events hold them all)
+        reversible = {e["reverses"] for e in events if e["type"] == "Reversal"}
+        result = A.audit_order(events, order, None, rows, global_findings, onhand_at,
+                               timeline, reversible)
     else:
         engine_events = mat.events_for_replay(store, at_lte=_us(at), rec_lte=_us(known_at))
-        result = A.audit_order(engine_events, order, params)
+        result = A.audit_order(engine_events, order, params, timeline=timeline,
+                               reversible=mat.reversal_targets(store))
     if result is None:
         raise UnknownOrder(order)
     return result

@@ -439,22 +439,28 @@ def _wrap(line: str, width: int) -> list[str]:
 
 def with_provenance(text: str, meta: dict[str, Any] | None = None, width: int | None = None) -> str:
     """``text`` with a what-if warning first (when one applies) and a provenance footer."""
+    before, after = provenance_lines(meta, width)
+    return "\n".join([*before, text, *after])
+
+
+def provenance_lines(meta: dict[str, Any] | None = None, width: int | None = None
+                     ) -> tuple[list[str], list[str]]:
+    """The lines ``with_provenance`` puts before and after a text (for one written out as
+    it comes)."""
     from backflush.cli import provenance as P
 
     meta = meta if meta is not None else P.collect()
     width = width or terminal_width()
-    out = []
+    before, after = [], ["--"]
     banner = P.what_if_banner(meta)
     if banner:
         banner = escape_text(banner)
-        out.append(f"!!! {banner} !!!")
-    out.append(text)
-    out.append("--")
+        before.append(f"!!! {banner} !!!")
     for line in P.footer_lines(meta):
-        out.extend("# " + escape_text(x) for x in _wrap(line, width - 2))
+        after.extend("# " + escape_text(x) for x in _wrap(line, width - 2))
     if banner:
-        out.append(f"!!! {banner} !!!")
-    return "\n".join(out)
+        after.append(f"!!! {banner} !!!")
+    return before, after
 
 
 # --- the entry points ------------------------------------------------------------------------

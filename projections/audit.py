@@ -79,8 +79,18 @@ def audit_order(
     flush_rows: list[dict[str, Any]] | None = None,
     global_findings: Callable[[Any], list[tuple[str, Finding]]] | None = None,
     onhand_at: Callable[[str, str, str], Decimal] | None = None,
+    timeline: Callable[[dict[str, Any]], None] | None = None,
+    reversible: set[str] | None = None,
 ) -> dict[str, Any] | None:
     """Replay ``events`` and record the audit of ``order`` (None when the order is unknown).
+
+    ``timeline``, when given, is handed each timeline entry as it is made, and the result's
+    ``"timeline"`` is None: an order of hundreds of BOM lines and thousands of events has a
+    timeline of hundreds of MB (every line's running totals after every event), which the
+    caller can then write out as it comes instead of holding it.
+
+    ``reversible``: the ids some Reversal among ``events`` undoes, the only events whose undo
+    the replay keeps (None: every event's, ~400 bytes per line flushed).
 
     ``flush_rows`` (materialised postings of the order) switches to the fast, order-local mode
     described in the module docstring; ``global_findings(order_state)`` then gives the
@@ -96,8 +106,10 @@ def audit_order(
     glob_seen: dict = {}
     codes = LOCAL_CODES if local else None
 
-    engine = Replay(policy=policy)
-    timeline: list[dict[str, Any]] = []
+    engine = Replay(policy=policy, reversible=reversible)
+    entries: list[dict[str, Any]] = []
+    put = entries.append if timeline is None else timeline
+    n_entries = 0
     present: dict = {}  # finding key -> (Finding, arises_at event id)
     o = None
     n_seen = 0
@@ -142,7 +154,7 @@ def audit_order(
             del present[k]
         arising.sort(key=sort_key)
         entry = {
-            "seq": len(timeline) + 1,
+            "seq": n_entries + 1,
             "id": eid,
             "at": ev["at"],
             "type": ev["type"],
@@ -155,7 +167,8 @@ def audit_order(
         entry["flushed"] = flushed
         entry["running"] = _running(o)
         entry["findings"] = [_finding_dict(f, eid) for f in arising]
-        timeline.append(entry)
+        put(entry)
+        n_entries += 1
     if o is None:
         return None
     final = sorted(present.values(), key=lambda p: sort_key(p[0]))
@@ -173,7 +186,7 @@ def audit_order(
              "variance": ln.posted - ln.expected, "by_trigger": by_trigger[ln.line]}
             for ln in o.all_lines()
         ],
-        "timeline": timeline,
+        "timeline": entries if timeline is None else None,
         "findings": [_finding_dict(f, a) for f, a in final],
     }
 
