@@ -238,11 +238,34 @@ def _audit_json(a: dict[str, Any], entries: Iterator[dict[str, Any]],
     if first is None:
         click.echo(doc)
         return
-    click.echo(doc[:at] + b'\n  "timeline": [', nl=False)
+    out = _Chunks(binary=True)
+    out.add(doc[:at] + b'\n  "timeline": [')
     for i, e in enumerate(itertools.chain([first], entries)):
         body = orjson.dumps(e, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
-        click.echo((b",\n    " if i else b"\n    ") + body, nl=False)
-    click.echo(b"\n  ],\n" + doc[at + len(mark):])
+        out.add((b",\n    " if i else b"\n    ") + body)
+    out.add(b"\n  ],\n" + doc[at + len(mark):] + b"\n")
+    out.flush()
+
+
+class _Chunks:
+    """Pieces of output written ~64 kB at a time: a small audit is one write, as it was
+    when it was printed whole (``| head`` then reads it all), a large one streams."""
+
+    def __init__(self, binary: bool = False):
+        self.pieces: list = []
+        self.size = 0
+        self.empty = b"" if binary else ""
+
+    def add(self, piece: Any) -> None:
+        self.pieces.append(piece)
+        self.size += len(piece)
+        if self.size >= 65536:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pieces:
+            click.echo(self.empty.join(self.pieces), nl=False)
+            self.pieces, self.size = [], 0
 
 
 def _audit_text_out(a: dict[str, Any], entries: Iterator[dict[str, Any]],
@@ -250,12 +273,14 @@ def _audit_text_out(a: dict[str, Any], entries: Iterator[dict[str, Any]],
     from backflush.cli.output import escape_lines, provenance_lines
 
     before, after = provenance_lines(meta)
+    out = _Chunks()
     for line in before:
-        click.echo(line)
+        out.add(line + "\n")
     for piece in audit_text_lines(a, entries):
-        click.echo(escape_lines(piece))
+        out.add(escape_lines(piece) + "\n")
     for line in after:
-        click.echo(line)
+        out.add(line + "\n")
+    out.flush()
 
 
 # --- policy check --------------------------------------------------------------------------
