@@ -272,19 +272,53 @@ def label_of(path: str) -> str:
     return STDIN_LABEL if path == STDIN else path
 
 
-def read_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, raw bytes) of the non-blank lines of a file (``-``: stdin), streamed.
+class _Stdin:
+    """Standard input with its first bytes read ahead: how large an import from a pipe is
+    cannot be asked in advance, only seen (``_large``).
+
+    It reads through a descriptor of its own (a duplicate of the stream's), because the
+    two-process import's worker reads on from it after ``fork``, and ``multiprocessing``
+    closes ``sys.stdin`` in the processes it starts. A stream without a descriptor (one held
+    in memory, as in tests) is read as it is, in this process only (``forkable``).
+    """
+
+    def __init__(self, stream: BinaryIO | None, ahead: int):
+        try:
+            fd = stream.fileno() if stream is not None else None
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        self.forkable = fd is not None
+        self.fh: Any = open(os.dup(fd), "rb") if fd is not None else stream  # noqa: SIM115
+        self.head = (self.fh.read(ahead) if self.fh is not None else b"") or b""
+        self.seen = len(self.head)  # bytes known to be there (at least)
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            head, self.head = self.head, b""
+            return head
+        return self.fh.read(n) if self.fh is not None else b""
+
+    def close(self) -> None:
+        if self.forkable:
+            self.fh.close()
+
+
+def read_lines(
+    path: str, stdin: BinaryIO | _Stdin | None = None
+) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw bytes) of the non-blank lines of a file (``-``: ``stdin``, by
+    default the process's standard input), streamed.
 
     A line longer than ``MAX_LINE`` comes as ``None`` (it is skipped, not held in memory).
     """
     if path == STDIN:
-        yield from _lines(sys.stdin.buffer)
+        yield from _lines(sys.stdin.buffer if stdin is None else stdin)
         return
     with open(path, "rb") as fh:
         yield from _lines(fh)
 
 
-def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+def _lines(fh: BinaryIO | _Stdin) -> Iterator[tuple[int, bytes | None]]:
     # Read in chunks and split in C (a readline per line costs more than the split); a
     # line that grows past MAX_LINE is dropped as it is read, so memory stays bounded.
     n = 0
@@ -337,9 +371,33 @@ def import_files(
     result = ImportResult()
     # How problems are ordered: by file as given (its label), then line.
     result.errors.rank = {label_of(p): i for i, p in reversed(list(enumerate(paths)))}
+    # A large import from a pipe gets what a large file gets (bulk load, two processes).
+    stdin = (
+        _Stdin(getattr(sys.stdin, "buffer", None), PIPELINE_MIN_BYTES)
+        if STDIN in paths
+        else None
+    )
+    try:
+        return _import(ledger, paths, dry_run, rec_text, rec_us, result, progress, stdin)
+    finally:
+        if stdin is not None:
+            stdin.close()
+
+
+def _import(
+    ledger: Ledger,
+    paths: list[str],
+    dry_run: bool,
+    rec_text: str,
+    rec_us: int,
+    result: ImportResult,
+    progress: Callable[[int], None] | None,
+    stdin: _Stdin | None,
+) -> ImportResult:
+    large = _large(paths, stdin)
     bulk = (
         ledger.bulk_load()
-        if not dry_run and ledger.dialect == "sqlite" and _large(paths) and ledger.is_empty()
+        if not dry_run and ledger.dialect == "sqlite" and large and ledger.is_empty()
         else nullcontext()
     )
     with bulk, ledger.writing(commit=not dry_run) as cur:
@@ -347,11 +405,11 @@ def import_files(
         state = _Appender(ledger, cur, rec_text, rec_us, result)
         deferred = (
             ledger.indexes_deferred(cur, keep_heads=not state.fresh)
-            if not dry_run and _bulk(ledger, paths, state)
+            if not dry_run and _bulk(ledger, paths, state, stdin)
             else nullcontext()
         )
         with deferred:
-            if _pipelined(paths, state):
+            if _pipelined(paths, state, stdin):
                 from backflush.ledger import parallel
 
                 def produce(remote: parallel.RemoteStore) -> tuple[Any, ...]:
@@ -360,7 +418,8 @@ def import_files(
                     state.store, state.ledger, state.cur = remote, None, None
                     state.chain_here = False
                     state.rows_elsewhere = ledger.dialect == "sqlite"
-                    _produce(paths, names, state, result, remote.progress if progress else None)
+                    _produce(paths, names, state, result,
+                             remote.progress if progress else None, stdin)
                     errs = [(e.file, e.line, e.field, e.reason) for e in result.errors]
                     return (result.lines, result.appended, result.duplicates, errs,
                             result.errors.total)
@@ -371,7 +430,7 @@ def import_files(
                     result.errors.append(ImportError_(*e))
                 result.errors.total = total
             else:
-                _produce(paths, names, state, result, progress)
+                _produce(paths, names, state, result, progress, stdin)
             if result.errors:
                 # Some checks run per batch: list the problems in file and line order.
                 result.errors.settle()
@@ -387,12 +446,13 @@ def _produce(
     state: _Appender,
     result: ImportResult,
     progress: Callable[[int], None] | None,
+    stdin: _Stdin | None = None,
 ) -> None:
     """Validate every line of ``paths`` and append the good ones (through ``state``)."""
     for path in paths:
         occurrences: dict[str, int] = {}
         try:
-            _validate(path, names, occurrences, state, result, progress)
+            _validate(path, names, occurrences, state, result, progress, stdin)
         except OSError as exc:
             result.errors.append(
                 ImportError_(label_of(path), 0, "(file)", exc.strerror or str(exc))
@@ -406,12 +466,13 @@ def _produce(
 PIPELINE_MIN_BYTES = 20_000 * 128
 
 
-def _large(paths: list[str]) -> bool:
-    """Whether ``paths`` hold at least ``PIPELINE_MIN_BYTES`` (stdin: no)."""
+def _large(paths: list[str], stdin: _Stdin | None = None) -> bool:
+    """Whether ``paths`` hold at least ``PIPELINE_MIN_BYTES`` (stdin: as far as read ahead)."""
     size = 0
     for path in paths:
         if path == STDIN:
-            return False
+            size += stdin.seen if stdin is not None else 0
+            continue
         try:
             size += os.path.getsize(path)
         except OSError:
@@ -419,17 +480,20 @@ def _large(paths: list[str]) -> bool:
     return size >= PIPELINE_MIN_BYTES
 
 
-def _pipelined(paths: list[str], appender: _Appender) -> bool:
+def _pipelined(paths: list[str], appender: _Appender, stdin: _Stdin | None = None) -> bool:
     """Whether to prepare the rows in a worker process while this one writes them
     (``ledger.parallel``).
 
     Only into an empty ledger: there the store is read only for the rare id the filter of
     written ids cannot rule out (and a Reversal's target from an earlier batch); into a
     non-empty one every batch reads the store (its ids, the stream heads), and each read
-    waits for the writer to catch up, which leaves little to overlap. Not for stdin, whose
-    size is unknown (and which the worker would have to take over).
+    waits for the writer to catch up, which leaves little to overlap. Standard input counts
+    as large when it held ``PIPELINE_MIN_BYTES`` to read ahead; the forked worker reads on
+    from where that stopped (this process reads no more of it).
     """
-    if not appender.fresh or not _large(paths):
+    if not appender.fresh or not _large(paths, stdin):
+        return False
+    if stdin is not None and not stdin.forkable:
         return False
     from backflush.ledger import parallel
 
@@ -441,7 +505,9 @@ def _pipelined(paths: list[str], appender: _Appender) -> bool:
 _BYTES_PER_EVENT = 128
 
 
-def _bulk(ledger: Ledger, paths: list[str], appender: _Appender) -> bool:
+def _bulk(
+    ledger: Ledger, paths: list[str], appender: _Appender, stdin: _Stdin | None = None
+) -> bool:
     """Whether to build ``bf_events``' secondary indexes after the load instead of row by row.
 
     Into an empty ledger, always: nothing is there to keep indexed, and the stream heads
@@ -458,7 +524,9 @@ def _bulk(ledger: Ledger, paths: list[str], appender: _Appender) -> bool:
     size = 0
     for path in paths:
         try:
-            size += 0 if path == STDIN else os.path.getsize(path)
+            # Standard input: what was read ahead, a lower bound (so indexes stay in place).
+            size += (stdin.seen if stdin is not None else 0) if path == STDIN else (
+                os.path.getsize(path))
         except OSError:
             pass  # reported when it is read
     return size // _BYTES_PER_EVENT >= appender.seq - 1
@@ -486,11 +554,12 @@ def _validate(
     appender: _Appender,
     result: ImportResult,
     progress: Callable[[int], None] | None,
+    stdin: _Stdin | None = None,
 ) -> None:
     source, path = path, label_of(path)
     items, orders, routes = names.items, names.orders, names.routes
     pending, pending_ids = appender.pending, appender.pending_ids
-    for lineno, raw in read_lines(source):
+    for lineno, raw in read_lines(source, stdin):
         result.lines += 1
         if progress is not None and result.lines % PROGRESS_EVERY == 0:
             progress(result.lines)

@@ -312,3 +312,68 @@ def test_progress_reaches_the_caller(tmp_path, monkeypatch, runs):
         res = importer.run_import(ledger, [path], now=NOW, progress=seen.append)
     assert runs == [1] and not res.errors and res.lines > 300
     assert seen == list(range(100, res.lines + 1, 100))
+
+
+def _piped_stdin(monkeypatch, tmp_path, data: bytes) -> None:
+    """Make ``sys.stdin`` the read end of a real pipe that another process fills with
+    ``data`` (not a thread here: the forked worker would inherit the write end, and the
+    pipe would never end)."""
+    import io
+    import subprocess
+    import sys
+
+    src = tmp_path / "piped.jsonl"
+    src.write_bytes(data)
+    cat = subprocess.Popen(["cat", str(src)], stdout=subprocess.PIPE)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(cat.stdout))
+
+
+def test_stdin_pipelined_reads_on_after_the_read_ahead(two_urls, tmp_path, monkeypatch, runs):
+    """``import -`` from a pipe is pipelined when the pipe held enough to read ahead; the
+    worker reads on from where the read-ahead stopped (``multiprocessing`` closes
+    ``sys.stdin`` in it), and the rows are those of the same lines imported from a file."""
+    lines = _plant_lines()
+    data = b"".join(x + b"\n" for x in lines)
+    # A read-ahead that ends mid-line, well before the end of the pipe.
+    monkeypatch.setattr(importer, "PIPELINE_MIN_BYTES", len(data) // 3 + 7)
+    one, two = two_urls
+    a = _import(one, [_write(tmp_path / "a.jsonl", lines)], workers=False, monkeypatch=monkeypatch)
+    _piped_stdin(monkeypatch, tmp_path, data)
+    b = _import(two, ["-"], workers=True, monkeypatch=monkeypatch)
+    assert runs == [1]
+    _same(a, b)
+    assert _rows(one) == _rows(two)
+
+
+def test_stdin_small_or_in_memory_is_not_pipelined(tmp_path, monkeypatch, runs):
+    """Less than the read-ahead in the pipe: one process. A stream with no descriptor (held
+    in memory) cannot be read on by a forked worker: one process too. Both import it all."""
+    import io
+    import sys
+
+    lines = _plant_lines()
+    data = b"".join(x + b"\n" for x in lines)
+    monkeypatch.setattr(importer, "PIPELINE_MIN_BYTES", len(data) + 1)
+    _piped_stdin(monkeypatch, tmp_path, data)
+    a = _import(str(tmp_path / "a.db"), ["-"], workers=True, monkeypatch=monkeypatch)
+    monkeypatch.setattr(importer, "PIPELINE_MIN_BYTES", 10)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    b = _import(str(tmp_path / "b.db"), ["-"], workers=True, monkeypatch=monkeypatch)
+    assert runs == []
+    assert a.appended == b.appended == len(lines) - a.duplicates > 0
+    _same(a, b)
+
+
+def test_stdin_pipelined_names_stdin_in_errors(tmp_path, monkeypatch, runs):
+    lines = _plant_lines()
+    lines[len(lines) // 2] = b'{"type": "OperationReported", "qty": "x"}'
+    data = b"".join(x + b"\n" for x in lines)
+    monkeypatch.setattr(importer, "PIPELINE_MIN_BYTES", 100)
+    _piped_stdin(monkeypatch, tmp_path, data)
+    db = str(tmp_path / "a.db")
+    b = _import(db, ["-"], workers=True, monkeypatch=monkeypatch)
+    assert runs == [1] and b.appended == 0 and b.errors
+    assert {e.file for e in b.errors} == {"<stdin>"}
+    assert {e.line for e in b.errors} == {len(lines) // 2 + 1}
+    with Ledger(db) as ledger:
+        assert ledger.count() == 0
