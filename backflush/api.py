@@ -829,16 +829,18 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
         from backflush.ledger.store import to_us
 
         mat.catch_up(store)
-        rows = mat.flushes_of(store, order, to_us(at) if at is not None else None)
+        at_us = to_us(at) if at is not None else None
         events = list(asof.order_events(store, order, at, None))
         tracked = {e["item"] for e in events
                    if e["type"] == "ItemDefined" and e.get("tracking") in ("batch", "serial")}
         seqs = {e["seq"]: e["id"] for e in events if e["type"] not in MASTER_TYPES}
-        unresolved_takes = {(r["event_id"], r["item"], r["location"]) for r in rows
-                            if r["item"] in tracked and r["batch"] is None and r["qty"] > 0}
+        # The takes with no batch of tracked items now; every posting as the replay goes.
+        unbatched = mat.flushes_of(store, order, at_us, items=tracked)
+        unresolved_takes = {(r["event_id"], r["item"], r["location"]) for r in unbatched
+                            if r["qty"] > 0}
 
         def global_findings(o: Any) -> list[Any]:
-            glob = A.unresolved_from_rows(order, rows, tracked)
+            glob = A.unresolved_from_rows(order, unbatched, tracked)
             # as the engine decides: an unresolved take is not also NEGATIVE_ON_HAND
             takes = [t for t in A.negative_takes(store, seqs)
                      if not (t["batch"] is None
@@ -853,8 +855,8 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
 
         # (a Reversal is stored under its target's order: the order's events hold them all)
         reversible = {e["reverses"] for e in events if e["type"] == "Reversal"}
-        result = A.audit_order(events, order, None, rows, global_findings, onhand_at,
-                               timeline, reversible)
+        result = A.audit_order(events, order, None, mat.iter_flushes_of(store, order, at_us),
+                               global_findings, onhand_at, timeline, reversible)
     else:
         engine_events = mat.events_for_replay(store, at_lte=_us(at), rec_lte=_us(known_at))
         result = A.audit_order(engine_events, order, params, timeline=timeline,

@@ -19,6 +19,7 @@ event. A finding that disappears again (a reversal) is dropped from the final li
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from backflush.ledger.names import MASTER_TYPES
@@ -66,6 +67,32 @@ def _flush_dict(r) -> dict[str, Any]:
             "batch": get("batch"), "lp": get("lp")}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+class _Postings:
+    """Materialised postings read in step with the replay: both come in (at, seq) order,
+    so the rows of the event being replayed are the next ones (rows of an event the audit
+    passes over, one before the order's creation, are skipped)."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]]):
+        self._rows = iter(rows)
+        self._next = next(self._rows, None)
+
+    def of(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of event ``ev`` (call in the events' order)."""
+        key = ((ev["at"] - _EPOCH) // _US, ev["seq"])  # ledger.store.to_us, without the store
+        out = []
+        r = self._next
+        while r is not None and (r["at_us"], r["seq"]) <= key:
+            if r["event_id"] == ev["id"]:
+                out.append(r)
+            r = next(self._rows, None)
+        self._next = r
+        return out
+
+
 def _finding_dict(f: Finding, arises: str | None) -> dict[str, Any]:
     d = f.as_dict()
     d["arises_at"] = arises
@@ -76,7 +103,7 @@ def audit_order(
     events: Iterable[dict[str, Any]],
     order: str,
     policy: dict[str, Any] | None = None,
-    flush_rows: list[dict[str, Any]] | None = None,
+    flush_rows: Iterable[dict[str, Any]] | None = None,
     global_findings: Callable[[Any], list[tuple[str, Finding]]] | None = None,
     onhand_at: Callable[[str, str, str], Decimal] | None = None,
     timeline: Callable[[dict[str, Any]], None] | None = None,
@@ -92,16 +119,16 @@ def audit_order(
     ``reversible``: the ids some Reversal among ``events`` undoes, the only events whose undo
     the replay keeps (None: every event's, ~400 bytes per line flushed).
 
-    ``flush_rows`` (materialised postings of the order) switches to the fast, order-local mode
-    described in the module docstring; ``global_findings(order_state)`` then gives the
+    ``flush_rows`` (materialised postings of the order, in (at_us, seq) order, as
+    ``materialise.iter_flushes_of`` streams them: read alongside ``events``, so only one
+    event's are held) switches to the fast, order-local mode described in the module
+    docstring; ``global_findings(order_state)`` then gives the
     (event id, Finding) pairs that depend on other orders' stock, and ``onhand_at(item,
     location, event id)`` the true on-hand after that event, which caps RESIDUAL_AT_INPUT
     (what was put for the order may since have been taken by other orders).
     """
     local = flush_rows is not None
-    rows_by_event: dict[str, list] = {}
-    for r in flush_rows or ():
-        rows_by_event.setdefault(r["event_id"], []).append(r)
+    postings = _Postings(flush_rows or ())
     glob_by_event: dict[str, list] = {}
     glob_seen: dict = {}
     codes = LOCAL_CODES if local else None
@@ -131,7 +158,7 @@ def audit_order(
         n_seen = len(o.events)
         eid = ev["id"]
         if local:
-            flushed = [_flush_dict(r) for r in rows_by_event.get(eid, ())]
+            flushed = [_flush_dict(r) for r in postings.of(ev)]
         else:
             flushed = [_flush_dict(r) for r in new_flushes if r.order == order]
         now = findings(engine, order=order, codes=codes)
@@ -236,7 +263,7 @@ def onhand_after(ledger, item: str, location: str, at_us: int, seq: int,
     return total
 
 
-def unresolved_from_rows(order: str, flush_rows: list[dict[str, Any]], tracked: set[str]
+def unresolved_from_rows(order: str, flush_rows: Iterable[dict[str, Any]], tracked: set[str]
                          ) -> list[tuple[str, Finding]]:
     """UNRESOLVED_BATCH, cumulative per line and location, from materialised postings of the
     batch/serial-tracked items ``tracked``."""

@@ -1335,22 +1335,51 @@ def wip_asof(
     return out
 
 
-def flushes_of(ledger: Ledger, order: str, at_us: int | None = None) -> list[dict[str, Any]]:
-    """The consumption postings of one order (as of ``at_us``), in apply order."""
+def flushes_of(ledger: Ledger, order: str, at_us: int | None = None,
+               items: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The consumption postings of one order (as of ``at_us``), in apply order; with
+    ``items``, only those of these items that took no batch (what UNRESOLVED_BATCH counts)."""
+    sql = "SELECT * FROM bf_flushes WHERE ord = ? AND at_us <= ?"
+    params: list[Any] = [order, _FAR_FUTURE if at_us is None else at_us]
+    if items is not None:
+        items = sorted(items)
+        if not items:
+            return []
+        sql += f" AND batch IS NULL AND item IN ({','.join('?' * len(items))})"
+        params += items
     with ledger.transaction(commit=False) as cur:
-        rows = cur.execute(
-            "SELECT * FROM bf_flushes WHERE ord = ? AND at_us <= ? ORDER BY at_us, seq, n",
-            (order, _FAR_FUTURE if at_us is None else at_us),
-        ).fetchall()
-    return [
-        {
-            "event_id": r["event_id"], "at_us": r["at_us"], "seq": r["seq"], "order": r["ord"],
-            "line": r["line"], "item": r["item"], "trigger": r["trig"], "device": r["device"],
-            "qty": Decimal(r["qty"]), "location": r["location"], "batch": r["batch"],
-            "lp": r["lp"],
-        }
-        for r in rows
-    ]
+        rows = cur.execute(sql + " ORDER BY at_us, seq, n", params).fetchall()
+    return [_flush_row(r) for r in rows]
+
+
+def iter_flushes_of(ledger: Ledger, order: str, at_us: int | None = None,
+                    page: int = 5000) -> Iterator[dict[str, Any]]:
+    """``flushes_of``, streamed in pages (an order of hundreds of BOM lines and thousands of
+    reports has hundreds of thousands of postings)."""
+    at_us = _FAR_FUTURE if at_us is None else at_us
+    key: tuple[int, int, int] = (-(1 << 62), 0, 0)
+    while True:
+        with ledger.transaction(commit=False) as cur:
+            rows = cur.execute(
+                "SELECT * FROM bf_flushes WHERE ord = ? AND at_us <= ?"
+                " AND (at_us, seq, n) > (?, ?, ?) ORDER BY at_us, seq, n"
+                f" LIMIT {int(page)}",
+                (order, at_us, *key),
+            ).fetchall()
+        yield from map(_flush_row, rows)
+        if len(rows) < page:
+            return
+        last = rows[-1]
+        key = (last["at_us"], last["seq"], last["n"])
+
+
+def _flush_row(r: Any) -> dict[str, Any]:
+    return {
+        "event_id": r["event_id"], "at_us": r["at_us"], "seq": r["seq"], "order": r["ord"],
+        "line": r["line"], "item": r["item"], "trigger": r["trig"], "device": r["device"],
+        "qty": Decimal(r["qty"]), "location": r["location"], "batch": r["batch"],
+        "lp": r["lp"],
+    }
 
 
 def orderless_negative(ledger: Ledger, at_us: int | None = None) -> bool:
