@@ -53,3 +53,24 @@ def test_always_overlaps_with_everything():
     for other in ("put/*", "operation/*", "finish/client", "finish/job_terminal",
                   "finish/mobile"):
         assert any(other in f.message and "start/* always" in f.message for f in found)
+
+
+@given(histories(), st.one_of(st.none(), policies()))
+def test_double_flush_quantity_as_defined_after_every_event(events, policy):
+    """``_double_qty`` reads the rule kinds off ``by_trigger`` before it looks at the line's
+    postings (an audit asks after every event, and a long order's lines have thousands):
+    after every event, reversals included, that gives the quantity of its definition."""
+    from decimal import Decimal
+
+    from backflush.projections.findings import _RULE_TRIGGERS, _double_qty
+
+    engine = Replay(policy=policy)
+    for ev in events:
+        engine.apply(ev)
+        for order in engine.orders():
+            for ln in engine.order_state(order).all_lines():
+                kinds = {k for k, _, _ in ln.flush_events if k in _RULE_TRIGGERS}
+                assert kinds <= set(ln.by_trigger or ())
+                over = ln.posted - ln.expected
+                want = over if len(kinds) >= 2 and over > 0 else Decimal(0)
+                assert _double_qty(ln) == want
