@@ -213,7 +213,10 @@ def _audit_streamed(ctx: click.Context, order: str, at: datetime | None,
 
     with tempfile.TemporaryFile() as spill:
         def keep(entry: dict[str, Any]) -> None:
-            spill.write(orjson.dumps(_plain(entry)))
+            # ``_plain`` only where orjson cannot go itself (a copy of each entry's hundreds
+            # of running totals cost a third of a long audit's time).
+            spill.write(orjson.dumps(entry, default=_plain,
+                                     option=orjson.OPT_PASSTHROUGH_DATETIME))
             spill.write(b"\n")
 
         a = api_ledger(ctx).audit(order, at=at, known_at=known_at, policy=policy,
