@@ -180,33 +180,15 @@ def audit_cmd(ctx: click.Context, order: str, at: datetime | None, known_at: dat
     and the findings at the event where they arise."""
     if html_file is not None:  # refuse a bad path before any work
         check_output_path(ctx, html_file, "--html")
-    else:
-        _audit_streamed(ctx, order, at, known_at, policy, as_json)
-        return
-    a = api_ledger(ctx).audit(order, at=at, known_at=known_at, policy=policy)
-    if html_file is not None:
-        from backflush.cli.report import audit_html
-
-        with output_file(ctx, html_file, "--html") as fh:
-            fh.write(audit_html(a).encode("utf-8"))
-    if as_json:
-        from backflush.cli.provenance import collect
-
-        click.echo(orjson.dumps(_plain({**a, "meta": collect()}),
-                                option=orjson.OPT_INDENT_2).decode())
-    elif html_file is None:
-        from backflush.cli.output import escape_lines, with_provenance
-
-        click.echo(with_provenance(escape_lines(audit_text(a))))
-    else:
-        click.echo(f"audit of {order} written to {html_file}")
+    _audit_streamed(ctx, order, at, known_at, policy, as_json, html_file)
 
 
 def _audit_streamed(ctx: click.Context, order: str, at: datetime | None,
-                    known_at: datetime | None, policy: Any, as_json: bool) -> None:
-    """``audit`` as text or JSON, its timeline kept on disk while the replay makes it and
-    written out from there: an order of 300 BOM lines and 2,200 events has 94 MB of timeline
-    (every line's running totals after every event), which took 775 MB held whole."""
+                    known_at: datetime | None, policy: Any, as_json: bool,
+                    html_file: str | None = None) -> None:
+    """``audit`` as text, JSON or HTML, its timeline kept on disk while the replay makes it
+    and written out from there: an order of 300 BOM lines and 2,200 events has 94 MB of
+    timeline (every line's running totals after every event), which took 775 MB held whole."""
     import tempfile
 
     from backflush.cli.provenance import collect
@@ -221,13 +203,32 @@ def _audit_streamed(ctx: click.Context, order: str, at: datetime | None,
 
         a = api_ledger(ctx).audit(order, at=at, known_at=known_at, policy=policy,
                                   timeline=keep)
-        spill.seek(0)
-        entries = (orjson.loads(line) for line in spill)
+
+        def entries() -> Iterator[dict[str, Any]]:
+            spill.seek(0)
+            return (orjson.loads(line) for line in spill)
+
         meta = collect()
+        if html_file is not None:
+            from backflush.cli.report import audit_html_parts
+
+            def dated() -> Iterator[dict[str, Any]]:
+                # The page shows "at" as the replay gave it (a datetime, not its text).
+                for e in entries():
+                    e["at"] = datetime.fromisoformat(e["at"])
+                    yield e
+
+            with output_file(ctx, html_file, "--html") as fh:
+                first = True
+                for part in audit_html_parts(a, meta, dated):
+                    fh.write(part.encode("utf-8") if first else ("\n" + part).encode("utf-8"))
+                    first = False
         if as_json:
-            _audit_json(a, entries, meta)
+            _audit_json(a, entries(), meta)
+        elif html_file is None:
+            _audit_text_out(a, entries(), meta)
         else:
-            _audit_text_out(a, entries, meta)
+            click.echo(f"audit of {order} written to {html_file}")
 
 
 def _audit_json(a: dict[str, Any], entries: Iterator[dict[str, Any]],

@@ -10,6 +10,7 @@ measure. A print stylesheet lays it out on A4 without splitting a row across pag
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from html import escape as _html_escape
@@ -161,12 +162,11 @@ def _u(unit: str | None) -> str:
     return f'<span class="unit">{escape(unit)}</span>' if unit else ""
 
 
-def _lookup(ledger: Any, a: dict[str, Any], at: datetime | None) -> dict[str, Any]:
-    """Recorded time of each timeline event and the items' units, read from the ledger."""
+def _lookup(ledger: Any, ids: list[str], at: datetime | None) -> dict[str, Any]:
+    """Recorded time of each of the events ``ids`` and the items' units, from the ledger."""
     from backflush.ledger.store import from_us, to_us
     from backflush.projections import materialise as mat
 
-    ids = [t["id"] for t in a.get("timeline", ())]
     recorded: dict[str, datetime] = {}
     with ledger.transaction(commit=False) as cur:
         for i in range(0, len(ids), 500):
@@ -191,6 +191,23 @@ def enrich(a: dict[str, Any], ledger: Any = None, at: datetime | None = None) ->
     Values already in the audit dict win; the rest are read from ``ledger`` (the one the
     current command opened when not given).
     """
+    timeline = a.get("timeline") or ()
+    found = _extras(a, [(t["id"], "recorded" in t) for t in timeline], ledger, at)
+    if found is None:
+        return a
+    out = dict(a)
+    out.setdefault("units", found["units"])
+    out["timeline"] = [
+        t if "recorded" in t else {**t, "recorded": found["recorded"].get(t["id"])}
+        for t in timeline
+    ]
+    return out
+
+
+def _extras(a: dict[str, Any], events: list[tuple[str, bool]], ledger: Any,
+            at: datetime | None) -> dict[str, Any] | None:
+    """``_lookup`` of the timeline ``events`` ((id, whether it has ``recorded``)) when
+    anything is missing and a ledger is at hand (by default the current command's)."""
     if ledger is None:
         import click
 
@@ -207,20 +224,13 @@ def enrich(a: dict[str, Any], ledger: Any = None, at: datetime | None = None) ->
                 at = parse_when(raw, "--at")
             except click.ClickException:
                 at = None
-    need_rec = any("recorded" not in t for t in a.get("timeline", ()))
+    need_rec = any(not has for _, has in events)
     if ledger is None or not (need_rec or "units" not in a):
-        return a
+        return None
     try:
-        found = _lookup(ledger, a, at)
+        return _lookup(ledger, [eid for eid, _ in events], at)
     except Exception:  # the page still renders, without the extras
-        return a
-    out = dict(a)
-    out.setdefault("units", found["units"])
-    out["timeline"] = [
-        t if "recorded" in t else {**t, "recorded": found["recorded"].get(t["id"])}
-        for t in a.get("timeline", ())
-    ]
-    return out
+        return None
 
 
 def _as_dt(v: Any) -> datetime | None:
@@ -278,12 +288,38 @@ def audit_html(a: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
     ``meta`` is the provenance (`backflush.cli.provenance.collect`); by default it is
     collected from the current command.
     """
+    return "\n".join(audit_html_parts(a, meta))
+
+
+def audit_html_parts(a: dict[str, Any], meta: dict[str, Any] | None = None,
+                     timeline: Callable[[], Iterable[dict[str, Any]]] | None = None
+                     ) -> Iterator[str]:
+    """``audit_html`` in parts (joined by line breaks, they are the document), for a
+    timeline too long to hold: with ``timeline``, the entries come from calling it (twice:
+    which events were recorded late needs them all before the first row), not from
+    ``a["timeline"]``.
+    """
     if meta is None:
         from backflush.cli.provenance import collect
 
         meta = collect()
-    a = enrich(a)
-    units: dict[str, str] = a.get("units") or {}
+    entries = timeline if timeline is not None else lambda: a.get("timeline") or ()
+    # One pass for what the rows need of the whole timeline: the ids, and at/recorded.
+    pts = [(t["id"], t.get("at"), t["recorded"] if "recorded" in t else ...)
+           for t in entries()]
+    found = _extras(a, [(eid, rec is not ...) for eid, _, rec in pts], None, None)
+    recorded = found["recorded"] if found is not None else {}
+    # as ``enrich`` does: the audit's own units win
+    units: dict[str, str] = (a["units"] if "units" in a else
+                             found["units"] if found is not None else None) or {}
+
+    def rec_of(eid: str, rec: Any) -> Any:
+        if rec is not ...:
+            return rec
+        return recorded.get(eid) if found is not None else None
+
+    late = late_events([{"id": eid, "at": at, "recorded": rec_of(eid, rec)}
+                        for eid, at, rec in pts])
     what_if = what_if_banner(meta) is not None
     title = ("WHAT-IF " if what_if else "") + f"Audit {a['order']}"
     h = [
@@ -325,8 +361,8 @@ def audit_html(a: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
              "<th>event</th><th>details</th><th>flushed</th><th>posted / expected after</th>"
              "<th>findings arising</th></tr></thead><tbody>")
     line_units = {ln["line"]: units.get(ln["item"]) for ln in a["lines"]}
-    late = late_events(a["timeline"])
-    for t in a["timeline"]:
+    yield "\n".join(h)
+    for t in entries():
         flushed = "<br>".join(
             f'<span class="flush">line {_t(fl["line"])} {_t(fl["item"])} '
             f'<b>{_t(fl["qty"])}</b>{_u(units.get(fl["item"]))} from {_t(fl["location"])}'
@@ -344,15 +380,14 @@ def audit_html(a: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
         )
         cls = ' class="hit"' if t["findings"] else ""
         dev = f"<br><small>{escape(t['device'])}</small>" if t.get("device") else ""
-        rec = _when(t.get("recorded"))
+        rec = _when(rec_of(t["id"], t["recorded"] if "recorded" in t else ...))
         if rec and t["id"] in late:
             rec = (f'<span class="late" title="recorded after events that happened later">'
                    f"{rec} (late)</span>")
-        h.append(f"<tr{cls}><td class='num'>{t['seq']}</td>"
-                 f"<td class='when'>{_when(t['at'])}</td><td class='when'>{rec}</td>"
-                 f"<td><b>{escape(t['type'])}</b>{dev}<br><small class='id'>{escape(t['id'])}"
-                 f"</small></td>"
-                 f"<td>{_details(t, units)}</td><td>{flushed}</td><td>{running}</td>"
-                 f"<td>{fnd}</td></tr>")
-    h.append("</tbody></table></body></html>")
-    return "\n".join(h)
+        yield (f"<tr{cls}><td class='num'>{t['seq']}</td>"
+               f"<td class='when'>{_when(t['at'])}</td><td class='when'>{rec}</td>"
+               f"<td><b>{escape(t['type'])}</b>{dev}<br><small class='id'>{escape(t['id'])}"
+               f"</small></td>"
+               f"<td>{_details(t, units)}</td><td>{flushed}</td><td>{running}</td>"
+               f"<td>{fnd}</td></tr>")
+    yield "</tbody></table></body></html>"

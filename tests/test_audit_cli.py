@@ -356,3 +356,35 @@ def test_audit_reads_the_postings_alongside_the_replay(tmp_path, monkeypatch):
                 assert got == by_event
                 seen_rows += len(rows)
     assert seen_rows > 100
+
+
+def test_audit_html_streamed_is_the_page_of_the_whole_audit(tmp_path):
+    """``audit --html`` writes the page from the timeline kept on disk: the same page as
+    ``audit_html`` of the whole audit, a late-synced report marked "(late)" included, and
+    ``--json`` beside it prints the same document as alone."""
+    from backflush.cli.report import audit_html, enrich
+
+    from backflush.api import Ledger
+
+    lines = T_EX.joinpath("events.jsonl").read_bytes().splitlines()
+    late = next(i for i, x in enumerate(lines)
+                if b'"OperationReported"' in x and b'"P001T-2"' in x)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b"\n".join(x for i, x in enumerate(lines) if i != late) + b"\n")
+    second.write_bytes(lines[late] + b"\n")
+    db = str(tmp_path / "ledger.db")
+    assert invoke(db, "import", str(first)).exit_code == 0
+    time.sleep(0.01)  # recorded strictly later than everything else
+    assert invoke(db, "import", str(second)).exit_code == 0
+    out = tmp_path / "audit.html"
+    r = invoke(db, "audit", "P001T-2", "--html", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    alone = invoke(db, "audit", "P001T-2", "--json").output
+
+    doc = orjson.loads(r.output)
+    assert {**doc, "meta": None} == {**orjson.loads(alone), "meta": None}
+    page = out.read_text(encoding="utf-8")
+    assert "(late)" in page
+    with Ledger(db) as ledger:
+        whole = audit_html(enrich(ledger.audit("P001T-2"), ledger.store()), doc["meta"])
+    assert page == whole
