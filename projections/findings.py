@@ -148,8 +148,9 @@ def sort_key(f: Finding) -> tuple:
 
 
 def _mk(code, order, line, item, qty, events, message, where="") -> Finding:
-    ev = tuple(dict.fromkeys(e for e in events if e is not None))
-    return Finding(code, SEVERITY[code], order, line, item, qty, ev, message, where)
+    ids = dict.fromkeys(events)  # distinct, in first-seen order, without a Python loop
+    ids.pop(None, None)
+    return Finding(code, SEVERITY[code], order, line, item, qty, tuple(ids), message, where)
 
 
 def _line_label(ln) -> str:

@@ -74,3 +74,33 @@ def test_double_flush_quantity_as_defined_after_every_event(events, policy):
                 over = ln.posted - ln.expected
                 want = over if len(kinds) >= 2 and over > 0 else Decimal(0)
                 assert _double_qty(ln) == want
+
+
+@given(st.lists(st.tuples(st.sampled_from(["e1", "e2", "e3", "e4"]),
+                          st.sampled_from(["before release", "after end", "beyond order qty",
+                                           "op not on route"]),
+                          st.sampled_from([None, 10, 20])), max_size=12))
+def test_out_of_sequence_groups_by_reason_and_operation(records):
+    """One OUT_OF_SEQUENCE per (reason, operation), in first-seen order, each listing its
+    distinct events in first-seen order."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from backflush.projections.findings import out_of_sequence
+    from backflush.projections.records import OutOfSequence
+
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    o = SimpleNamespace(
+        order="P1", item="FG", qty=Decimal(5), fin_good=Decimal(6), fin_error=Decimal(0),
+        op_good={10: Decimal(7)}, op_error={}, out_of_sequence=[
+            OutOfSequence(eid, at, reason, op) for eid, reason, op in records])
+    want: dict = {}
+    for eid, reason, op in records:
+        want.setdefault((reason, op), []).append(eid)
+    got = out_of_sequence(o)
+    assert [f.where for f in got] == [f"{op} {reason}" for reason, op in want]
+    assert [f.events for f in got] == [tuple(dict.fromkeys(ids)) for ids in want.values()]
+    assert [f.qty for f in got] == [
+        (Decimal(2) if op == 10 else Decimal(1) if op is None else Decimal(0))
+        if reason == "beyond order qty" else Decimal(0) for reason, op in want]
