@@ -22,6 +22,7 @@ with a rollback journal instead of the WAL (``Ledger.bulk_load``): each page onc
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import uuid
@@ -296,7 +297,9 @@ class _Stdin:
         if self.head:
             head, self.head = self.head, b""
             return head
-        return self.fh.read(n) if self.fh is not None else b""
+        if self.fh is None:  # started with standard input closed: a mistake, not "empty"
+            raise OSError(errno.EBADF, "standard input is not open")
+        return self.fh.read(n)
 
     def close(self) -> None:
         if self.forkable:

@@ -9,6 +9,7 @@ outside the bounds, look-alike digits, control and bidi characters, duplicate ke
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -441,6 +442,24 @@ def test_failed_import_from_standard_input_leaves_no_new_ledger(tmp_path):
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0].startswith("<stdin>:2: type:")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_import_dash_with_standard_input_closed_is_an_error(tmp_path):
+    """A command started with its standard input closed (``<&-``) reads no events: that is
+    a mistake to report, not an empty import to call a success."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "new.db"
+    r = subprocess.run(
+        [sys.executable, "-m", "backflush", "--db", str(db), "import", "-"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        # closed, not empty: the child's fd 0 is shut before the interpreter starts
+        preexec_fn=lambda: os.close(0),
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines()[0] == "<stdin>:0: (file): standard input is not open"
+    assert not db.exists()
 
 
 def test_future_dated_events_from_standard_input_are_counted(tmp_path):
