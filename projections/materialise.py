@@ -612,14 +612,15 @@ def no_gc() -> Iterator[None]:
 # position P holds order O iff O was created by P and O's last event is at or after P's at.
 
 
-def encode_engine(engine: Replay) -> tuple[bytearray, int]:
-    """The engine's part of a checkpoint, encoded (``snapshot.encode_part_json``): its JSON,
-    made where the engine lives (a replay worker) and joined by ``_save_checkpoint``."""
+def encode_engine(engine: Replay) -> tuple[bytes, int, int]:
+    """The engine's part of a checkpoint, encoded (``snapshot.encode_part_compressed``):
+    its JSON compressed as it is written, made where the engine lives (a replay worker) and
+    joined by ``_save_checkpoint``; with the next free object number and the JSON's size."""
     from backflush.projections import snapshot
-    return snapshot.encode_part_json(engine.state(), 1)
+    return snapshot.encode_part_compressed(engine.state(), 1)
 
 
-def _save_checkpoint(cur: Cursor, encoded: tuple[bytes | bytearray, int], writer: _Writer,
+def _save_checkpoint(cur: Cursor, encoded: tuple[bytes, int], writer: _Writer,
                      pos: tuple[int, int], count: int, head: bool) -> None:
     """Store a checkpoint: the engine's state (``encode_engine``) and the keys open then.
 
@@ -630,9 +631,10 @@ def _save_checkpoint(cur: Cursor, encoded: tuple[bytes | bytearray, int], writer
         "SELECT 1 AS x FROM bf_proj_ckpt WHERE at_us = ? AND seq = ?", pos
     ).fetchone() is not None:
         return  # a kept checkpoint was taken after this very event: it is the head
-    engine_json, nxt = encoded
+    engine_part, nxt = encoded
     open_json, _ = snapshot.encode_part_json([list(k) for k in writer.open_keys()], nxt)
-    blob = snapshot.dumps_parts([("engine", engine_json), ("open", open_json)], ENGINE_VERSION)
+    blob = snapshot.dumps_parts(
+        [("engine", snapshot.Compressed(engine_part)), ("open", open_json)], ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
     cur.execute(
@@ -693,7 +695,7 @@ class _Run:
         self.writer.write_changes(ch)
 
     def checkpoint(self, pos: tuple[int, int], count: int, head: bool,
-                   encoded: tuple[bytes | bytearray, int]) -> None:
+                   encoded: tuple[bytes, int]) -> None:
         _save_checkpoint(self.cur, encoded, self.writer, pos, count, head)
         if not head:
             self.last_spaced = count
@@ -723,9 +725,9 @@ class _Run:
         size in bytes of JSON."""
         sink.changes(changes(self.engine, at_us_of))
         self._retire_before(self.pos[0])
-        encoded = encode_engine(self.engine)
-        sink.checkpoint(self.pos, self.count, head, encoded)
-        return len(encoded[0])
+        part, nxt, size = encode_engine(self.engine)
+        sink.checkpoint(self.pos, self.count, head, (part, nxt))
+        return size
 
     def run(self, progress: Callable[[int], None] | None) -> int:
         """The pass in this process; returns the events applied."""

@@ -95,7 +95,7 @@ class _Sender:
 
     def send(self, msg: tuple, raw: bytes | bytearray = b"") -> None:
         data = marshal.dumps(msg)
-        # ``raw`` (a checkpoint's JSON, tens of MB with many open orders) goes as it is,
+        # ``raw`` (a checkpoint's compressed engine, MBs with many open orders) goes as it is,
         # after the message that gives its length: neither marshalled nor copied
         for buf in (memoryview(_LEN.pack(len(data)) + data), memoryview(raw)):
             while buf:
@@ -105,9 +105,9 @@ class _Sender:
         self.send(("c", ch))
 
     def checkpoint(self, pos: tuple[int, int], count: int, head: bool,
-                   encoded: tuple[bytearray, int]) -> None:
-        as_json, nxt = encoded
-        self.send(("k", pos, count, head, nxt, len(as_json)), as_json)
+                   encoded: tuple[bytes, int]) -> None:
+        part, nxt = encoded
+        self.send(("k", pos, count, head, nxt, len(part)), part)
 
     def page(self, n: int, pos: tuple[int, int], count: int, last_seq: int) -> None:
         self.send(("p", n, pos, count, last_seq))
@@ -196,10 +196,10 @@ def _consume(f: BinaryIO, run: _Run) -> int:
             page(*msg[1:])
         elif tag == "k":
             pos, count, head, nxt, size = msg[1:]
-            as_json = f.read(size)
-            if len(as_json) < size:
+            part = f.read(size)
+            if len(part) < size:
                 raise ReplayWorkerFailed("the replay worker ended before the pass did")
-            checkpoint(pos, count, head, (as_json, nxt))
+            checkpoint(pos, count, head, (part, nxt))
         elif tag == "d":
             return msg[1]
         else:

@@ -26,6 +26,10 @@ with its value (a dict's: ``[key,value]``, or ``[key,`` then the value's own lin
 ``]``), each after the first led by a comma, then ``]]``. JSON strings never hold a raw line
 break, so the lines split safely. Why: 20,000 open orders are 20 MB of this JSON but
 several hundred MB as a tree of Python lists, which is what a whole-document parse builds.
+
+Version 3: the same lines, compressed as one zlib stream or as several one after the other
+(``Compressed`` parts: the engine's part of a checkpoint is compressed as it is written,
+in the replay worker, so that neither process holds its uncompressed JSON whole).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from typing import Any
 import orjson
 
 FORMAT = "backflush-engine-snapshot"
-VERSION = 2  # 2: in lines (see the module docstring)
+VERSION = 3  # 2: in lines; 3: also in several zlib streams (see the module docstring)
+_READS = (2, 3)  # a version 2 document is one stream: read as it was
 
 
 class SnapshotError(ValueError):
@@ -79,6 +84,17 @@ class _Encoder:
         self.classes = {c: n for n, c in _classes().items()}
         self.params = Params
         self.order_state = next(c for c in self.classes if c.__name__ == "OrderState")
+        # ``write`` into a zlib stream: the bytes written so far are compressed (into
+        # ``zout``) whenever they pass _SPILL, between two entries
+        self.z: Any = None
+        self.zout: list[bytes] = []
+        self.size = 0  # bytes of JSON compressed so far
+
+    def _spill(self, out: bytearray) -> None:
+        if self.z is not None and len(out) >= _SPILL:
+            self.size += len(out)
+            self.zout.append(self.z.compress(out))
+            del out[:]
 
     def enc(self, v: Any) -> Any:
         t = type(v)
@@ -152,6 +168,7 @@ class _Encoder:
                     out += b","
                     out += orjson.dumps(self.enc(x))
                     out += b"]"
+                self._spill(out)
         else:
             if t is list:
                 out += b'["L",%d,[' % n
@@ -162,6 +179,7 @@ class _Encoder:
             for i, x in enumerate(values):
                 out += b"\n," if i else b"\n"
                 self.write(x, out, depth)
+                self._spill(out)
         out += b"\n]]"
 
 
@@ -260,9 +278,21 @@ def _head(engine_version: str) -> bytes:
     return head[:-5] + b"\n"  # "state": then the state's lines
 
 
+class Compressed(bytes):
+    """A part of a document compressed already: a zlib stream of its own, which
+    ``dumps_parts`` puts between the streams of the other parts (version 3)."""
+
+
 def _compressed(pieces: list[bytes | bytearray]) -> bytes:
     z = zlib.compressobj(1)
-    out = [z.compress(p) for p in pieces]
+    out = []
+    for p in pieces:
+        if type(p) is Compressed:
+            out.append(z.flush())
+            out.append(p)
+            z = zlib.compressobj(1)
+        else:
+            out.append(z.compress(p))
     out.append(z.flush())
     return b"".join(out)
 
@@ -291,9 +321,26 @@ def encode_part_json(value: Any, start: int, part: int = _WRITE_PART
     return out, start + len(enc.memo)
 
 
+def encode_part_compressed(value: Any, start: int, part: int = _WRITE_PART
+                           ) -> tuple[Compressed, int, int]:
+    """``encode_part_json``, compressed as it is written (its JSON is never whole in
+    memory: 20,000 open orders are ~40 MB of it); returns the part, the next free number
+    and the size of its JSON in bytes."""
+    enc = _Encoder(start)
+    enc.part = part
+    enc.z = zlib.compressobj(1)
+    out = bytearray()
+    enc.write(value, out, 1)
+    enc.size += len(out)
+    enc.zout.append(enc.z.compress(out))
+    enc.zout.append(enc.z.flush())
+    return Compressed(b"".join(enc.zout)), start + len(enc.memo), enc.size
+
+
 def dumps_parts(parts: list[tuple[str, bytes | bytearray]], engine_version: str) -> bytes:
-    """``dumps`` of a dict whose values were encoded (in this order) by ``encode_part_json``,
-    the first from number 1 on (the dict itself is number 0)."""
+    """``dumps`` of a dict whose values were encoded (in this order) by ``encode_part_json``
+    or ``encode_part_compressed``, the first from number 1 on (the dict itself is number 0):
+    the same text, in one zlib stream or several."""
     pieces: list[bytes | bytearray] = [_head(engine_version), b'["M",0,[']
     for i, (k, v) in enumerate(parts):
         pieces.append(b"\n%s[%s,\n" % (b"," if i else b"", orjson.dumps(k)))
@@ -304,21 +351,31 @@ def dumps_parts(parts: list[tuple[str, bytes | bytearray]], engine_version: str)
 
 
 def _lines(blob: bytes) -> Iterator[bytes]:
-    """The lines of a compressed document, decompressed a piece at a time."""
+    """The lines of a compressed document (one zlib stream or several one after the
+    other), decompressed a piece at a time."""
     z = zlib.decompressobj()
+    fed = False  # whether the current stream has begun
     view = memoryview(blob)
     rest = b""
     for i in range(0, len(view), _READ):
-        data = rest + z.decompress(view[i:i + _READ])
-        *done, rest = data.split(b"\n")
-        yield from done
+        chunk: Any = view[i:i + _READ]
+        while chunk:
+            data = rest + z.decompress(chunk)
+            fed = True
+            *done, rest = data.split(b"\n")
+            yield from done
+            if not z.eof:
+                break
+            chunk = z.unused_data  # the next stream begins after this one's end
+            z, fed = zlib.decompressobj(), False
     data = rest + z.flush()
-    if not z.eof:
+    if fed and not z.eof or not view:
         raise SnapshotError("not a snapshot: truncated")
     yield from data.split(b"\n")
 
 
 _READ = 1 << 20  # compressed bytes decompressed at a time
+_SPILL = 1 << 20  # JSON bytes ``encode_part_compressed`` holds before compressing them
 
 
 def loads(blob: bytes, engine_version: str) -> dict[str, Any]:
@@ -334,7 +391,7 @@ def loads(blob: bytes, engine_version: str) -> dict[str, Any]:
         doc = orjson.loads(first + b"null}")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise SnapshotError("not a snapshot")
-        if doc.get("version") != VERSION or doc.get("engine") != engine_version:
+        if doc.get("version") not in _READS or doc.get("engine") != engine_version:
             raise SnapshotError("snapshot of another version")
         state = _Reader().read(lines)
     except SnapshotError:

@@ -64,6 +64,52 @@ def test_a_checkpoint_written_piece_by_piece_is_the_same_document(events, cut, p
     assert joined == snapshot.dumps({"engine": state, "open": other}, V, part)
     restored = Replay.restore(snapshot.loads(joined, V)["engine"])
     assert _answers(restored) == _answers(engine)
+    # As a checkpoint's engine part is made: compressed as it is written (a zlib stream
+    # of its own in the document), whatever the amount held before compressing.
+    spill = snapshot._SPILL
+    try:
+        for snapshot._SPILL in (1, 100, spill):
+            part_z, nxt_z, size = snapshot.encode_part_compressed(state, 1, part)
+            assert zlib.decompress(part_z) == bytes(as_json)
+            assert (nxt_z, size) == (nxt, len(as_json))
+            multi = snapshot.dumps_parts(
+                [("engine", part_z), ("open", snapshot.encode_part_json(other, nxt, part)[0])],
+                V)
+            assert _inflate(multi) == zlib.decompress(joined)
+            restored = Replay.restore(snapshot.loads(multi, V)["engine"])
+            assert _answers(restored) == _answers(engine)
+    finally:
+        snapshot._SPILL = spill
+
+
+def _inflate(blob: bytes) -> bytes:
+    """The text of a document of one or more zlib streams one after the other."""
+    out = []
+    while blob:
+        z = zlib.decompressobj()
+        out.append(z.decompress(blob))
+        assert z.eof
+        blob = z.unused_data
+    return b"".join(out)
+
+
+def test_a_document_of_several_streams_cut_or_of_another_version_is_refused():
+    engine = _small_engine()
+    part_z, nxt, _ = snapshot.encode_part_compressed(engine.state(), 1, 0)
+    multi = snapshot.dumps_parts([("engine", part_z), ("open", snapshot.encode_part_json(
+        [["a"]], nxt, 0)[0])], V)
+    assert snapshot.loads(multi, V)["open"] == [["a"]]
+    for cut in range(1, len(multi), max(1, len(multi) // 40)):
+        with pytest.raises(snapshot.SnapshotError):
+            snapshot.loads(multi[:cut], V)
+    with pytest.raises(snapshot.SnapshotError):
+        snapshot.loads(multi + b"x", V)
+    text = _inflate(multi)
+    assert b'"version":3' in text
+    # a version 2 document (one stream, as stop 23 wrote them) still reads; a later one not
+    assert snapshot.loads(zlib.compress(text.replace(b'"version":3', b'"version":2')), V)
+    with pytest.raises(snapshot.SnapshotError, match="another version"):
+        snapshot.loads(zlib.compress(text.replace(b'"version":3', b'"version":4')), V)
 
 
 def _blob(doc) -> bytes:
@@ -107,7 +153,7 @@ def test_other_versions_and_non_snapshots_are_refused():
         snapshot.loads(zlib.compress(b"[" * 5000 + b"]" * 5000), V)
 
 
-def _document_in_lines() -> list[bytes]:
+def _small_engine() -> Replay:
     events = [
         {"type": "ItemDefined", "item": "C", "decimals": 0, "tracking": "none"},
         {"type": "ItemDefined", "item": "FG", "decimals": 0, "tracking": "none"},
@@ -121,7 +167,11 @@ def _document_in_lines() -> list[bytes]:
         ev.update(at=at, seq=i + 1, id=f"e{i}")
     engine = Replay().apply_all(events)
     _logs(engine)
-    return zlib.decompress(snapshot.dumps(engine.state(), V, part=0)).split(b"\n")
+    return engine
+
+
+def _document_in_lines() -> list[bytes]:
+    return zlib.decompress(snapshot.dumps(_small_engine().state(), V, part=0)).split(b"\n")
 
 
 def test_a_document_in_lines_cut_or_unbalanced_is_refused():
