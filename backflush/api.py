@@ -862,7 +862,16 @@ def audit_of(store: Any, order: str, at: datetime | None = None,
         result = A.audit_order(engine_events, order, params, timeline=timeline,
                                reversible=mat.reversal_targets(store))
     if result is None:
-        raise UnknownOrder(order)
+        if at is None and known_at is None:
+            raise UnknownOrder(order)
+        # The ledger knows the order (Ledger.audit checked), only not by then.
+        def text(v: Any) -> str:
+            return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+        by = f"by {text(at)}" if at is not None else "yet"
+        if known_at is not None:
+            by += f", as recorded by {text(known_at)}"
+        raise BadInput(f"order {order!r} had not been created {by}")
     return result
 
 

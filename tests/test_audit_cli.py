@@ -90,6 +90,21 @@ def test_audit_unknown_order(db):
     assert r.exit_code == 2 and "unknown order" in r.output
 
 
+def test_audit_of_an_order_not_yet_created_says_so(db, tmp_path):
+    """The ledger knows the order, only not by --at (or as recorded by --known-at): that
+    is what the error says, not that the ledger never saw it; no page is written."""
+    page = tmp_path / "a.html"
+    r = invoke(db, "audit", "P001T-2", "--at", "2026-11-03T11:00:00Z", "--html", str(page))
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: order 'P001T-2' had not been created by 2026-11-03T11:00:00+00:00")
+    assert not page.exists()
+    r = invoke(db, "audit", "P001T-2", "--known-at", "2020-01-01", "--json")
+    assert r.exit_code == 2
+    assert "had not been created by " in r.output
+    assert r.output.rstrip().endswith(", as recorded by 2020-01-01T23:59:59.999999+00:00")
+
+
 class _Strict(HTMLParser):
     VOID = {"br", "meta", "img", "hr", "input", "link"}
 
