@@ -289,7 +289,12 @@ class _Stdin:
         except (AttributeError, OSError, ValueError):
             fd = None
         self.forkable = fd is not None
-        self.fh: Any = open(os.dup(fd), "rb") if fd is not None else stream  # noqa: SIM115
+        self.fh: Any = stream
+        if fd is not None:
+            try:
+                self.fh = open(os.dup(fd), "rb")  # noqa: SIM115
+            except OSError:  # its descriptor was closed under it
+                self.fh, self.forkable = None, False
         self.head = (self.fh.read(ahead) if self.fh is not None else b"") or b""
         self.seen = len(self.head)  # bytes known to be there (at least)
 

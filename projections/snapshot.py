@@ -324,7 +324,7 @@ def encode_part_json(value: Any, start: int, part: int = _WRITE_PART
 def encode_part_compressed(value: Any, start: int, part: int = _WRITE_PART
                            ) -> tuple[Compressed, int, int]:
     """``encode_part_json``, compressed as it is written (its JSON is never whole in
-    memory: 20,000 open orders are ~40 MB of it); returns the part, the next free number
+    memory: 20,000 open orders are ~80 MB of it); returns the part, the next free number
     and the size of its JSON in bytes."""
     enc = _Encoder(start)
     enc.part = part

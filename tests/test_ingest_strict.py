@@ -462,6 +462,29 @@ def test_import_dash_with_standard_input_closed_is_an_error(tmp_path):
     assert not db.exists()
 
 
+def test_standard_input_whose_descriptor_was_closed_is_an_error(tmp_path, monkeypatch):
+    """``sys.stdin`` still there, its descriptor closed under it: the same error, no
+    traceback."""
+    import io
+    import sys
+
+    r, w = os.pipe()
+    os.close(w)
+    high = os.dup2(r, 900)  # a number the ledger's own files will not take once it is free
+    os.close(r)
+    stream = open(high, "rb")  # noqa: SIM115
+    os.close(high)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
+    # (through the importer: the CLI runner puts a stream of its own in sys.stdin)
+    from backflush.ledger import importer
+
+    with Ledger(str(tmp_path / "new.db")) as ledger:
+        result = importer.run_import(ledger, ["-"])
+        assert [str(e) for e in result.errors] == [
+            "<stdin>:0: (file): standard input is not open"]
+        assert result.appended == 0 and ledger.count() == 0
+
+
 def test_future_dated_events_from_standard_input_are_counted(tmp_path):
     """Standard input cannot be read twice to name the lines: the stored ones are counted."""
     db = str(tmp_path / "stdin.db")
