@@ -30,21 +30,32 @@ several hundred MB as a tree of Python lists, which is what a whole-document par
 Version 3: the same lines, compressed as one zlib stream or as several one after the other
 (``Compressed`` parts: the engine's part of a checkpoint is compressed as it is written,
 in the replay worker, so that neither process holds its uncompressed JSON whole).
+
+Version 4: only what is reachable by more than one path is numbered; a list, dict, record or
+parameter set reachable by one path only has ``null`` for its number (``["L", null, [...]]``)
+and can never be referred to. Why: every number costs the writer an entry in its table of
+objects met (~100 bytes) and the reader one in its table of objects read; 20,000 open
+orders are ~450,000 containers and records, of which the orders and their BOM lines are
+the ~130,000 referred to again (a line points back to its order). Which objects those are
+is found before writing (``_shared``) from their reference counts: an object that only its
+container refers to can be met once only.
 """
 
 from __future__ import annotations
 
+import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
 FORMAT = "backflush-engine-snapshot"
-VERSION = 3  # 2: in lines; 3: also in several zlib streams (see the module docstring)
-_READS = (2, 3)  # a version 2 document is one stream: read as it was
+VERSION = 4  # 2: in lines; 3: in several zlib streams; 4: shared objects numbered only
+_READS = (2, 3, 4)  # each earlier document is a special case of the next: read as it was
 
 
 class SnapshotError(ValueError):
@@ -73,17 +84,129 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+_PLAIN = frozenset({type(None), str, int, bool})  # written as they are
+_ATOMS = _PLAIN | {Decimal, datetime}  # never numbered, and hold nothing that is
+_UNNUMBERED = frozenset({tuple, set, frozenset})  # written in full wherever they are met
+
+
+def _values_of(cls: type) -> Callable[[Any], tuple]:
+    """A function giving the values of a record's fields as a tuple (``attrgetter`` gives
+    a lone value for a single field)."""
+    names = _field_names(cls)
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda v: (get(v),)
+
+
+def _walk(root: Any, single: int, shared: set[int], rcs: list[int] | None = None) -> None:
+    """Add to ``shared`` the ids of the lists, dicts, records and parameter sets that
+    ``_Encoder`` may meet more than once below ``root``: those with more references than
+    ``single`` when taken off the stack, and all of them below a tuple or set that may
+    itself be met more than once (a tuple is written in full wherever it is met).
+
+    Every object is counted at the same place (``rc = getrefcount(v)``), taken off
+    ``todo`` into ``v``, with no other local of this function referring to it, so that an
+    object that only one container refers to always shows the same count (``_single``
+    measures it by running this very code; ``rcs`` records the counts for it). Objects that
+    something outside the state also refers to (a cache, a caller's variable) are numbered
+    needlessly, which costs a number and nothing else."""
+    from backflush.projections.rules import Params
+
+    getrc = sys.getrefcount
+    atoms = _ATOMS
+    unnumbered = _UNNUMBERED
+    fields = {c: _values_of(c) for c in _classes().values()}
+    todo: list[Any] = [root]
+    many: list[Any] = []  # met below a tuple or set that may be met more than once
+    push = todo.extend
+    pop = todo.pop
+    while todo or many:
+        if todo:
+            v = pop()
+            t = type(v)
+            if t in atoms:
+                continue
+            rc = getrc(v)
+            if rcs is not None:
+                rcs.append(rc)
+            again = rc > single
+        else:
+            v = many.pop()
+            t = type(v)
+            if t in atoms:
+                continue
+            again = True
+        if t in unnumbered:
+            (many.extend if again else push)(v)
+            continue
+        if again:
+            if id(v) in shared:
+                continue  # numbered, and its contents taken already: met once
+            shared.add(id(v))
+        if t is list:
+            push(v)
+        elif t is dict:
+            push(v.keys())
+            push(v.values())
+        elif t in fields:
+            push(fields[t](v))
+        elif t is Params:
+            push(v.rules.rules)  # (its other fields are strings and a quantity)
+        # anything else: ``_Encoder.enc`` refuses it
+
+
+_SINGLE: list[int | None] = []  # ``_single()``, measured once
+
+
+def _single() -> int | None:
+    """The count ``_walk`` sees for an object that only its container refers to, measured
+    by running ``_walk`` on a probe; None where counts cannot be had or do not behave as
+    expected (another Python), and then every object is numbered, as up to version 3."""
+    if not _SINGLE:
+        value = None
+        if hasattr(sys, "getrefcount"):
+            rcs: list[int] = []
+            _walk([[[]]], 1 << 30, set(), rcs)  # root, its list, that list's list
+            twice: list[int] = []
+            x: list = []
+            probe = [x, x]
+            del x
+            _walk(probe, 1 << 30, set(), twice)  # root, then the same list twice
+            del probe
+            if len(rcs) == 3 and rcs[1] == rcs[2] and len(twice) == 3 \
+                    and twice[1] > rcs[2] and twice[2] > rcs[2]:
+                value = rcs[2]
+        _SINGLE.append(value)
+    return _SINGLE[0]
+
+
+def _shared(root: Any, forced: tuple[int, ...] = ()) -> set[int] | None:
+    """The ids of the objects below ``root`` that a document must number (see ``_walk``);
+    ``root`` and the objects of the ids ``forced`` always are (ids: holding the objects
+    here would count as a reference). None: number every object."""
+    single = _single()
+    if single is None:
+        return None
+    shared: set[int] = set()
+    _walk(root, single, shared)
+    shared.add(id(root))  # (after the walk, which takes the contents of what it numbers once)
+    shared.update(forced)
+    return shared
+
+
 class _Encoder:
-    def __init__(self, start: int = 0) -> None:
+    def __init__(self, start: int = 0, shared: set[int] | None = None) -> None:
         from backflush.projections.rules import Params
 
         self.start = start  # the number of the first shared object met
         self.part = _WRITE_PART  # ``write``: containers larger than this go entry by entry
+        self.shared = shared  # the ids of the objects to number (``_shared``); None: all
         self.memo: dict[int, int] = {}
         self.keep: list[Any] = []  # ids stay valid while encoding
         self.classes = {c: n for n, c in _classes().items()}
         self.params = Params
         self.order_state = next(c for c in self.classes if c.__name__ == "OrderState")
+        # a record's fields in one call: a tuple of their values, in ``__slots__`` order
+        self.fields = {c: _values_of(c) for c in self.classes}
         # ``write`` into a zlib stream: the bytes written so far are compressed (into
         # ``zout``) whenever they pass _SPILL, between two entries
         self.z: Any = None
@@ -96,6 +219,14 @@ class _Encoder:
             self.zout.append(self.z.compress(out))
             del out[:]
 
+    def _number(self, v: Any) -> int | None:
+        """The number of ``v``, met for the first time; None if it is met only once."""
+        if self.shared is not None and id(v) not in self.shared:
+            return None
+        n = self.memo[id(v)] = self.start + len(self.memo)
+        self.keep.append(v)
+        return n
+
     def enc(self, v: Any) -> Any:
         t = type(v)
         if v is None or t is str or t is int or t is bool:
@@ -106,27 +237,34 @@ class _Encoder:
             if v.tzinfo is None:
                 raise SnapshotError("naive datetime in engine state")
             return ["T", v.isoformat()]
+        return self._node(v, t)
+
+    def _node(self, v: Any, t: type) -> Any:
+        """``enc`` of a container or record. (Apart from ``enc``, which is called for
+        every value: the comprehensions here make cells, which cost every call.)"""
+        # (values that are written as they are skip the call: most of a state's values)
+        plain, enc = _PLAIN, self.enc
         if t is tuple:
-            return ["t", [self.enc(x) for x in v]]
+            return ["t", [x if type(x) in plain else enc(x) for x in v]]
         if t is set or t is frozenset:
-            items = sorted((self.enc(x) for x in v), key=orjson.dumps)
+            items = sorted((enc(x) for x in v), key=orjson.dumps)
             return ["s" if t is set else "f", items]
         n = self.memo.get(id(v))
         if n is not None:
             return ["R", n]
-        n = self.memo[id(v)] = self.start + len(self.memo)
-        self.keep.append(v)
+        n = self._number(v)
         if t is list:
-            return ["L", n, [self.enc(x) for x in v]]
+            return ["L", n, [x if type(x) in plain else enc(x) for x in v]]
         if t is dict:
-            return ["M", n, [[self.enc(k), self.enc(x)] for k, x in v.items()]]
+            return ["M", n, [[k if type(k) in plain else enc(k), x if type(x) in plain
+                              else enc(x)] for k, x in v.items()]]
         if t is self.params:
-            return ["P", n, [v.default_input_location, self.enc(v.tolerance_pct),
-                             self.enc(list(v.rules.rules)), v.source]]
+            return ["P", n, [v.default_input_location, enc(v.tolerance_pct),
+                             enc(list(v.rules.rules)), v.source]]
         name = self.classes.get(t)
         if name is None:
             raise SnapshotError(f"no snapshot encoding for {t.__name__}")
-        return ["O", n, name, [self.enc(getattr(v, f)) for f in _field_names(t)]]
+        return ["O", n, name, [x if type(x) in plain else enc(x) for x in self.fields[t](v)]]
 
     def _in_lines(self, v: Any, depth: int) -> bool:
         """Whether ``write`` writes ``v`` in lines of its own rather than as one value."""
@@ -152,11 +290,10 @@ class _Encoder:
             out += orjson.dumps(self.enc(v))
             return
         t = type(v)
-        n = self.memo[id(v)] = self.start + len(self.memo)
-        self.keep.append(v)
+        n = b"null" if (k := self._number(v)) is None else b"%d" % k
         depth += 1
         if t is dict:
-            out += b'["M",%d,[' % n
+            out += b'["M",%s,[' % n
             for i, (k, x) in enumerate(v.items()):
                 out += b"\n,[" if i else b"\n["
                 out += orjson.dumps(self.enc(k))
@@ -171,10 +308,10 @@ class _Encoder:
                 self._spill(out)
         else:
             if t is list:
-                out += b'["L",%d,[' % n
+                out += b'["L",%s,[' % n
                 values: Any = v
             else:
-                out += b'["O",%d,"%s",[' % (n, self.classes[t].encode())
+                out += b'["O",%s,"%s",[' % (n, self.classes[t].encode())
                 values = (getattr(v, f) for f in _field_names(t))
             for i, x in enumerate(values):
                 out += b"\n," if i else b"\n"
@@ -197,6 +334,8 @@ class _Decoder:
         self.decimals: dict[str, Decimal] = {}
 
     def _new(self, n: Any, obj: Any) -> Any:
+        if n is None:
+            return obj  # met once only: never referred to (version 4)
         if type(n) is not int or n in self.objs:
             raise SnapshotError("bad object number")
         self.objs[n] = obj
@@ -265,7 +404,8 @@ class _Decoder:
 
 def dumps(state: dict[str, Any], engine_version: str, part: int = _WRITE_PART) -> bytes:
     """A snapshot document for ``state`` (attribute name -> value), compressed."""
-    enc = _Encoder(0)
+    # (its values numbered as ``dumps_parts`` numbers each part: the same document)
+    enc = _Encoder(0, _shared(state, tuple(map(id, state.values()))))
     enc.part = part
     body = bytearray()
     enc.write(state, body)
@@ -301,7 +441,7 @@ def encode_part(value: Any, start: int) -> tuple[Any, int]:
     """``value`` encoded as one part of a state whose shared objects before it took the
     numbers below ``start``, as a tree (tests compare ``encode_part_json`` with it);
     returns the encoded part and the next free number."""
-    enc = _Encoder(start)
+    enc = _Encoder(start, _shared(value))
     return enc.enc(value), start + len(enc.memo)
 
 
@@ -314,7 +454,7 @@ def encode_part_json(value: Any, start: int, part: int = _WRITE_PART
     Its memory is the bytes', not a tree's. Lets one process encode the engine and another
     the rest of the state, joined by ``dumps_parts``: the very document ``dumps`` writes,
     provided the parts share no object."""
-    enc = _Encoder(start)
+    enc = _Encoder(start, _shared(value))
     enc.part = part
     out = bytearray()
     enc.write(value, out, 1)  # (a value of the state's top dict, as ``dumps`` writes it)
@@ -326,7 +466,7 @@ def encode_part_compressed(value: Any, start: int, part: int = _WRITE_PART
     """``encode_part_json``, compressed as it is written (its JSON is never whole in
     memory: 20,000 open orders are ~80 MB of it); returns the part, the next free number
     and the size of its JSON in bytes."""
-    enc = _Encoder(start)
+    enc = _Encoder(start, _shared(value))
     enc.part = part
     enc.z = zlib.compressobj(1)
     out = bytearray()
@@ -374,7 +514,9 @@ def _lines(blob: bytes) -> Iterator[bytes]:
     yield from data.split(b"\n")
 
 
-_READ = 1 << 20  # compressed bytes decompressed at a time
+# Compressed bytes decompressed at a time: each is ~8 times as many bytes of lines, held
+# twice while split (a 1 MB step cost 24 MB more at the peak of reading 20,000 orders).
+_READ = 1 << 17
 _SPILL = 1 << 20  # JSON bytes ``encode_part_compressed`` holds before compressing them
 
 

@@ -4,6 +4,7 @@ version's data is refused, never evaluated."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -105,11 +106,28 @@ def test_a_document_of_several_streams_cut_or_of_another_version_is_refused():
     with pytest.raises(snapshot.SnapshotError):
         snapshot.loads(multi + b"x", V)
     text = _inflate(multi)
-    assert b'"version":3' in text
-    # a version 2 document (one stream, as stop 23 wrote them) still reads; a later one not
-    assert snapshot.loads(zlib.compress(text.replace(b'"version":3', b'"version":2')), V)
+    assert b'"version":4' in text
+    # Versions 2 and 3 numbered every object (as the encoder still does where reference
+    # counts cannot be had): such documents still read, in one stream (as stop 23 wrote
+    # them) or several (stop 24); a later version does not.
+    every = _numbering_every_object(lambda: snapshot.dumps(engine.state(), V, 0))
+    assert not re.search(rb'\["[LMOP]",null', zlib.decompress(every))
+    assert re.search(rb'\["[LMOP]",null', text)
+    for old in (b'"version":2', b'"version":3'):
+        older = zlib.compress(zlib.decompress(every).replace(b'"version":4', old))
+        assert _answers(Replay.restore(snapshot.loads(older, V))) == _answers(engine)
     with pytest.raises(snapshot.SnapshotError, match="another version"):
-        snapshot.loads(zlib.compress(text.replace(b'"version":3', b'"version":4')), V)
+        snapshot.loads(zlib.compress(text.replace(b'"version":4', b'"version":5')), V)
+
+
+def _numbering_every_object(make):
+    """``make()`` with the encoder numbering every object, as versions 2 and 3 did."""
+    saved = list(snapshot._SINGLE)
+    snapshot._SINGLE[:] = [None]
+    try:
+        return make()
+    finally:
+        snapshot._SINGLE[:] = saved
 
 
 def _blob(doc) -> bytes:
@@ -194,3 +212,115 @@ def test_a_document_in_lines_cut_or_unbalanced_is_refused():
     whole = snapshot.dumps(Replay().state(), V)
     with pytest.raises(snapshot.SnapshotError):
         snapshot.loads(whole[:-4], V)  # the compressed stream cut
+
+
+# --- version 4: only what is reachable by more than one path is numbered -------------------
+
+_PLAIN_TYPES = (type(None), str, int, bool, Decimal, datetime)
+
+
+def _sharing(root) -> list:
+    """The shape of ``root``'s graph of objects, as a list of tokens that is the same for two
+    graphs exactly when they are the same up to identity: each list, dict, record and
+    parameter set is ``("new", type)`` where first met and ``("again", k)`` (the k-th met)
+    wherever it is met after; values are themselves."""
+    from backflush.projections.rules import Params
+
+    met: dict[int, int] = {}
+    keep = []
+    out: list = []
+    todo = [root]
+    while todo:
+        v = todo.pop()
+        t = type(v)
+        if t in _PLAIN_TYPES:
+            out.append(v)
+        elif t is tuple:
+            out.append(("tuple", len(v)))
+            todo.extend(reversed(v))
+        elif t in (set, frozenset):
+            out.append((t.__name__, sorted(map(repr, v))))
+        elif id(v) in met:
+            out.append(("again", met[id(v)]))
+        else:
+            met[id(v)] = len(met)
+            keep.append(v)
+            out.append(("new", t.__name__))
+            if t is list:
+                todo.extend(reversed(v))
+            elif t is dict:
+                out.append(len(v))
+                todo.extend(reversed([x for kv in v.items() for x in kv]))
+            elif t is Params:
+                out.append((v.default_input_location, v.tolerance_pct, v.rules.rules, v.source))
+            else:
+                todo.extend(reversed([getattr(v, f) for f in snapshot._field_names(t)]))
+    return out
+
+
+@settings(deadline=None, max_examples=60)
+@given(events=histories(max_orders=4), cut=st.floats(0, 1), undo_all=st.booleans())
+def test_a_restored_state_shares_exactly_what_the_engine_shares(events, cut, undo_all):
+    # The undo log of every event (``reversible=None``) points at the very counters and
+    # lists of orders and lines: the most sharing a state has.
+    engine = Replay(reversible=None if undo_all else set())
+    engine.apply_all(events[:int(len(events) * cut)])
+    _logs(engine)
+    state = engine.state()
+    doc = snapshot.dumps(state, V)
+    assert _sharing(snapshot.loads(doc, V)) == _sharing(state)
+    part, nxt, _ = snapshot.encode_part_compressed(state, 1, 0)
+    joined = snapshot.dumps_parts([("engine", part), ("open", snapshot.encode_part_json(
+        [], nxt)[0])], V)
+    assert _sharing(snapshot.loads(joined, V)["engine"]) == _sharing(state)
+    # an order is numbered (its lines point back to it); its dict of lines is not
+    if engine._orders:  # noqa: SLF001
+        assert re.search(rb'\["O",\d+,"OrderState"', zlib.decompress(doc))
+        assert re.search(rb'\["M",null,', zlib.decompress(doc))
+
+
+def _round_trip(state: dict) -> dict:
+    return snapshot.loads(snapshot.dumps(state, V, part=0), V)
+
+
+def test_what_a_tuple_met_twice_holds_stays_one_object():
+    # A tuple is written in full wherever it is met: the list in it must still be one list.
+    inner: list = [1]
+    pair = (inner, "x")
+    back = _round_trip({"a": pair, "b": [pair], "c": {"k": pair}})
+    assert back["a"][0] is back["b"][0][0] is back["c"]["k"][0]
+    back["a"][0].append(2)
+    assert back["c"]["k"][0] == [1, 2]
+    del inner, pair
+    # a list held once, by a tuple held once, is written once and not numbered
+    doc = zlib.decompress(snapshot.dumps({"a": ([5],)}, V, part=0))
+    assert b'["L",null,[5]]' in doc
+    # a list held by two containers, a dict by a list and a record, a record by two
+    lone: list = []
+    shared = {"n": Decimal("1.50")}
+    back = _round_trip({"x": [lone, shared], "y": [shared], "z": lone})
+    assert back["x"][0] is back["z"] and back["x"][1] is back["y"][0]
+    assert back["x"][1]["n"] == Decimal("1.50")
+
+
+def test_objects_referred_to_from_outside_the_state_are_numbered_needlessly_not_lost():
+    # A caller's variable (or a cache) holding an object makes it look shared: it is then
+    # numbered, which costs a number, never a wrong graph.
+    state = {"a": [[1], [2]], "b": {"k": [3]}}
+    held = state["a"][0]
+    doc = zlib.decompress(snapshot.dumps(state, V))
+    assert b'["L",null,[2]]' in doc and b'["L",null,[1]]' not in doc
+    assert _round_trip(state) == {"a": [[1], [2]], "b": {"k": [3]}}
+    del held
+
+
+def test_reference_counts_are_measured_on_this_python():
+    single = snapshot._single()
+    assert single is not None  # CPython: the counts are there and behave
+    x: list = []
+    shared: set[int] = set()
+    snapshot._walk([[x], [x]], single, shared)  # (x also held here: numbered either way)
+    assert id(x) in shared
+    lone: set[int] = set()
+    snapshot._walk([[[]], [[]]], single, lone)
+    assert len(lone) == 0
