@@ -440,6 +440,10 @@ class OrderBook:
         """Known order numbers, sorted."""
         return sorted(self._orders)
 
+    def holds_orders(self) -> bool:
+        """Whether any order is held (not retired)."""
+        return bool(self._orders)
+
     def order_state(self, order: str) -> OrderState | None:
         """The live state of one order (None when unknown). Read-only."""
         return self._orders.get(order)

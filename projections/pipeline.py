@@ -212,6 +212,21 @@ def _status(status: int) -> str:
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
+def _let_go_of_engine(run: _Run) -> None:
+    """Drop this process's engine, which the worker now has: a catch-up from a checkpoint
+    restored it here (with 20,000 open orders, ~100 MB that the writing side would
+    otherwise hold beside its own work). Its orders and lines refer to each other, and
+    catch-up runs with the cyclic collector off, so it is collected here, while the worker
+    starts (on its own CPU)."""
+    if not run.engine.holds_orders():
+        run.engine = None
+        return
+    run.engine = None
+    import gc
+
+    gc.collect()
+
+
 def run(run: _Run, progress: Callable[[int], None] | None) -> int:
     """``run.run(progress)`` with the replay in a worker process; returns events applied."""
     run.progress = progress
@@ -227,6 +242,7 @@ def run(run: _Run, progress: Callable[[int], None] | None) -> int:
         os.close(r)
         _child(run, w)
     os.close(w)
+    _let_go_of_engine(run)
     finished = False
     try:
         with open(r, "rb", buffering=1 << 16) as f:

@@ -97,8 +97,9 @@ def _values_of(cls: type) -> Callable[[Any], tuple]:
     return get if len(names) > 1 else lambda v: (get(v),)
 
 
-def _walk(root: Any, single: int, shared: set[int], rcs: list[int] | None = None) -> None:
-    """Add to ``shared`` the ids of the lists, dicts, records and parameter sets that
+def _walk(root: Any, single: int, shared: dict[int, None], rcs: list[int] | None = None
+          ) -> None:
+    """Add to ``shared`` (as keys) the ids of the lists, dicts, records and parameter sets that
     ``_Encoder`` may meet more than once below ``root``: those with more references than
     ``single`` when taken off the stack, and all of them below a tuple or set that may
     itself be met more than once (a tuple is written in full wherever it is met).
@@ -141,7 +142,7 @@ def _walk(root: Any, single: int, shared: set[int], rcs: list[int] | None = None
         if again:
             if id(v) in shared:
                 continue  # numbered, and its contents taken already: met once
-            shared.add(id(v))
+            shared[id(v)] = None
         if t is list:
             push(v)
         elif t is dict:
@@ -165,12 +166,12 @@ def _single() -> int | None:
         value = None
         if hasattr(sys, "getrefcount"):
             rcs: list[int] = []
-            _walk([[[]]], 1 << 30, set(), rcs)  # root, its list, that list's list
+            _walk([[[]]], 1 << 30, {}, rcs)  # root, its list, that list's list
             twice: list[int] = []
             x: list = []
             probe = [x, x]
             del x
-            _walk(probe, 1 << 30, set(), twice)  # root, then the same list twice
+            _walk(probe, 1 << 30, {}, twice)  # root, then the same list twice
             del probe
             if len(rcs) == 3 and rcs[1] == rcs[2] and len(twice) == 3 \
                     and twice[1] > rcs[2] and twice[2] > rcs[2]:
@@ -179,28 +180,32 @@ def _single() -> int | None:
     return _SINGLE[0]
 
 
-def _shared(root: Any, forced: tuple[int, ...] = ()) -> set[int] | None:
-    """The ids of the objects below ``root`` that a document must number (see ``_walk``);
-    ``root`` and the objects of the ids ``forced`` always are (ids: holding the objects
-    here would count as a reference). None: number every object."""
+def _shared(root: Any, forced: tuple[int, ...] = ()) -> dict[int, None] | None:
+    """The ids of the objects below ``root`` that a document must number (see ``_walk``),
+    as the keys of a dict (``_Encoder`` puts their numbers in it); ``root`` and the objects
+    of the ids ``forced`` always are (ids: holding the objects here would count as a
+    reference). None: number every object."""
     single = _single()
     if single is None:
         return None
-    shared: set[int] = set()
+    shared: dict[int, None] = {}
     _walk(root, single, shared)
-    shared.add(id(root))  # (after the walk, which takes the contents of what it numbers once)
-    shared.update(forced)
+    shared[id(root)] = None  # (after the walk, which takes the contents of what it numbers)
+    shared.update(dict.fromkeys(forced))
     return shared
 
 
 class _Encoder:
-    def __init__(self, start: int = 0, shared: set[int] | None = None) -> None:
+    def __init__(self, start: int = 0, shared: dict[int, None] | None = None) -> None:
         from backflush.projections.rules import Params
 
         self.start = start  # the number of the first shared object met
         self.part = _WRITE_PART  # ``write``: containers larger than this go entry by entry
-        self.shared = shared  # the ids of the objects to number (``_shared``); None: all
-        self.memo: dict[int, int] = {}
+        # id -> number of the objects numbered so far; with ``shared`` (``_shared``), its
+        # keys are all the ids to number, each None until met (one table, not two)
+        self.every = shared is None
+        self.memo: dict[int, int | None] = {} if shared is None else shared
+        self.count = 0  # objects numbered
         self.keep: list[Any] = []  # ids stay valid while encoding
         self.classes = {c: n for n, c in _classes().items()}
         self.params = Params
@@ -221,9 +226,10 @@ class _Encoder:
 
     def _number(self, v: Any) -> int | None:
         """The number of ``v``, met for the first time; None if it is met only once."""
-        if self.shared is not None and id(v) not in self.shared:
+        if not self.every and id(v) not in self.memo:
             return None
-        n = self.memo[id(v)] = self.start + len(self.memo)
+        n = self.memo[id(v)] = self.start + self.count
+        self.count += 1
         self.keep.append(v)
         return n
 
@@ -273,7 +279,7 @@ class _Encoder:
             lines = depth < 2 or len(v) > self.part
         else:
             lines = t is self.order_state and len(v.events) > self.part
-        return lines and id(v) not in self.memo
+        return lines and self.memo.get(id(v)) is None
 
     def write(self, v: Any, out: bytearray, depth: int = 0) -> None:
         """Append to ``out`` the JSON of ``enc(v)`` in lines (see the module docstring),
@@ -442,7 +448,7 @@ def encode_part(value: Any, start: int) -> tuple[Any, int]:
     numbers below ``start``, as a tree (tests compare ``encode_part_json`` with it);
     returns the encoded part and the next free number."""
     enc = _Encoder(start, _shared(value))
-    return enc.enc(value), start + len(enc.memo)
+    return enc.enc(value), start + enc.count
 
 
 def encode_part_json(value: Any, start: int, part: int = _WRITE_PART
@@ -458,7 +464,7 @@ def encode_part_json(value: Any, start: int, part: int = _WRITE_PART
     enc.part = part
     out = bytearray()
     enc.write(value, out, 1)  # (a value of the state's top dict, as ``dumps`` writes it)
-    return out, start + len(enc.memo)
+    return out, start + enc.count
 
 
 def encode_part_compressed(value: Any, start: int, part: int = _WRITE_PART
@@ -474,7 +480,7 @@ def encode_part_compressed(value: Any, start: int, part: int = _WRITE_PART
     enc.size += len(out)
     enc.zout.append(enc.z.compress(out))
     enc.zout.append(enc.z.flush())
-    return Compressed(b"".join(enc.zout)), start + len(enc.memo), enc.size
+    return Compressed(b"".join(enc.zout)), start + enc.count, enc.size
 
 
 def dumps_parts(parts: list[tuple[str, bytes | bytearray]], engine_version: str) -> bytes:

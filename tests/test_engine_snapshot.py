@@ -318,9 +318,9 @@ def test_reference_counts_are_measured_on_this_python():
     single = snapshot._single()
     assert single is not None  # CPython: the counts are there and behave
     x: list = []
-    shared: set[int] = set()
+    shared: dict[int, None] = {}
     snapshot._walk([[x], [x]], single, shared)  # (x also held here: numbered either way)
     assert id(x) in shared
-    lone: set[int] = set()
+    lone: dict[int, None] = {}
     snapshot._walk([[[]], [[]]], single, lone)
     assert len(lone) == 0
