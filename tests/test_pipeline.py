@@ -237,3 +237,45 @@ def test_a_worker_only_where_it_pays(tmp_path, monkeypatch):
         assert pipeline.wanted(ledger, 1)
     finally:
         ledger.close()
+
+
+def test_the_writer_lets_go_of_a_restored_engine_once_the_worker_has_it(tmp_path, steps,
+                                                                        monkeypatch, passes):
+    # A catch-up from a checkpoint restores the engine here, then forks the worker with it:
+    # while this process writes what the worker sends, no engine restored here is alive
+    # (with many open orders it was ~100 MB beside the writer's page cache).
+    import weakref
+
+    from backflush.projections.engine import Replay
+
+    first, late = _split(_lines())
+    ledger = Ledger(str(tmp_path / "a.db"))
+    try:
+        _import(ledger, tmp_path / "first.jsonl", first)
+        monkeypatch.setenv(pipeline.ENV, "0")
+        materialise.catch_up(ledger)
+        _import(ledger, tmp_path / "late.jsonl", late)
+        restored: list = []
+        real_restore = Replay.restore.__func__
+
+        def restore(cls, state, reversible=None):
+            engine = real_restore(cls, state, reversible)
+            restored.append(weakref.ref(engine))
+            return engine
+
+        monkeypatch.setattr(Replay, "restore", classmethod(restore))
+        alive_while_writing: list[int] = []
+        real_consume = pipeline._consume
+
+        def consume(f, run):
+            alive_while_writing.append(sum(r() is not None for r in restored))
+            assert run.engine is None
+            return real_consume(f, run)
+
+        monkeypatch.setattr(pipeline, "_consume", consume)
+        monkeypatch.setenv(pipeline.ENV, "1")
+        assert materialise.catch_up(ledger) > 0
+        assert passes and restored  # a worker ran, from a restored engine
+        assert alive_while_writing == [0]
+    finally:
+        ledger.close()
