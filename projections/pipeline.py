@@ -218,13 +218,12 @@ def _let_go_of_engine(run: _Run) -> None:
     otherwise hold beside its own work). Its orders and lines refer to each other, and
     catch-up runs with the cyclic collector off, so it is collected here, while the worker
     starts (on its own CPU)."""
-    if not run.engine.holds_orders():
-        run.engine = None
-        return
+    restored = run.engine.holds_orders()  # (a fresh engine, as a rebuild's, holds none)
     run.engine = None
-    import gc
+    if restored:
+        import gc
 
-    gc.collect()
+        gc.collect()
 
 
 def run(run: _Run, progress: Callable[[int], None] | None) -> int:
