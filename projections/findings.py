@@ -48,6 +48,7 @@ from decimal import Decimal
 from itertools import combinations
 
 from backflush.projections.common import fmt_qty
+from backflush.projections.orderstate import NOTHING
 from backflush.projections.records import _Frozen
 from backflush.projections.rules import (
     DEVICES,
@@ -185,7 +186,7 @@ def _describe_triggers(flush_events, op=None) -> str:
 def _errors_downstream(o, op) -> Decimal:
     """Error units reported at ``op`` or any later operation, plus on report as finished."""
     total = o.fin_error
-    for k, e in o.op_error.items():
+    for k, e in (o.op_error or NOTHING).items():
         if op is None or k >= op:
             total += e
     return total
@@ -395,7 +396,8 @@ def out_of_sequence(o) -> list[Finding]:
         qty = ZERO
         if reason == "beyond order qty":
             if op is not None:
-                done = o.op_good.get(op, ZERO) + o.op_error.get(op, ZERO)
+                done = (o.op_good or NOTHING).get(op, ZERO) + (o.op_error or NOTHING).get(
+                    op, ZERO)
             else:
                 done = o.fin_good + o.fin_error
             qty = max(ZERO, done - o.qty)

@@ -12,7 +12,7 @@ Change log, drained by the materialiser: ``flushes`` (every posting in replay or
 
 from __future__ import annotations
 
-from backflush.projections.orderstate import list_of
+from backflush.projections.orderstate import NOTHING, list_of
 from backflush.projections.records import FlushRecord, Unresolved
 from backflush.projections.rules import (
     TRACKED,
@@ -61,8 +61,9 @@ class Flusher:
             if basis == "transferred":
                 if ln.transferred is None:
                     ln.transferred = {}
+                put = (o.put_qty or NOTHING).get(ln.line, ZERO)
                 q = trigger_quantity(basis, ln.qty, ln.per, ln.scrap_pct, ln.scrap_const,
-                                     ln.decimals, ub, ua, o.put_qty.get(ln.line, ZERO), o.qty,
+                                     ln.decimals, ub, ua, put, o.qty,
                                      ln.transferred.get(kind, ZERO))
                 if q:
                     self._add(ln.transferred, kind, q)
@@ -88,6 +89,8 @@ class Flusher:
         # undo primitives inlined (see ``_trigger``): steps only when ``fx`` keeps them
         fx = self._fx
         consumed_at = o.consumed_at
+        if consumed_at is None:  # (the order's first posting)
+            consumed_at = o.consumed_at = {}
         flushes = self.flushes
         for (b, lp), q in parts.items():
             self._oh(item, loc, b, lp, -q, not (b is None and tracked))
@@ -124,7 +127,8 @@ class Flusher:
         """Take ``qty`` of ln.item at ``loc`` for order ``o`` (``rules.allocate``); returns
         (batch, lp) -> qty, and records the take from put entries and any unresolved rest."""
         bins = self._bins.get((ln.item, loc)) or {}
-        used, taken, left = allocate(o.puts.get(ln.item), bins, ln.line, loc, qty, batch)
+        entries = (o.puts or NOTHING).get(ln.item)
+        used, taken, left = allocate(entries, bins, ln.line, loc, qty, batch)
         fx = self._fx
         for e, t in taken:
             e["remaining"] -= t

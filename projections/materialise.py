@@ -69,7 +69,8 @@ if TYPE_CHECKING:  # the engine (and pydantic under it) loads only when a replay
 # 8: staged WIP derived from on-hand and bf_staging, no history rows of its own.
 # 9: bf_unresolved. 10: bf_negative. 11: bf_residual.
 # 12: a BOM line's flush records (``units``, ``by_trigger``, ...) made at its first flush.
-ENGINE_VERSION = "12"
+# 13: an order's operation counters, put tables and ``consumed_at`` made at first use.
+ENGINE_VERSION = "13"
 # Events applied from which PostgreSQL's planner statistics are refreshed (Ledger.analyze).
 ANALYZE_AFTER = 10_000
 PROJECTION_TABLES = ("bf_onhand_keys", "bf_onhand_hist", "bf_wip_keys", "bf_wip_hist",

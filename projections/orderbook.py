@@ -185,6 +185,10 @@ class OrderBook:
         if info is None:
             self._oos(o, "op not on route", op)
         op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+        if op_reports is None:  # (the order's first report: see ``OrderState``)
+            op_good = o.op_good = {}
+            op_error = o.op_error = {}
+            op_reports = o.op_reports = {}
         g0 = op_good.get(op, ZERO)
         e0 = op_error.get(op, ZERO)
         before = g0 + e0
@@ -276,12 +280,12 @@ class OrderBook:
         o.timeline.append(("ended", ev["id"], ev["at"]))
         # residual material put for the order and still at its location (RESIDUAL_AT_INPUT)
         residual = []
-        consumed_at, bins_of = o.consumed_at, self._bins
+        consumed_at, bins_of = o.consumed_at or NOTHING, self._bins
         # per item, location and batch: another batch below zero there must not hide it;
         # by item, location, batch (None first: the order of ``_sk``, without a call each)
         for _i, _l, _n, _b, (item, loc, b), put in sorted(
                 [(k[0], k[1], k[2] is not None, k[2] or "", k, put)
-                 for k, put in o.put_at.items()]):
+                 for k, put in (o.put_at or NOTHING).items()]):
             left = put - consumed_at.get((item, loc, b), ZERO)
             there = ZERO
             for (bb, _lp), q in (bins_of.get((item, loc)) or {}).items():
@@ -292,7 +296,8 @@ class OrderBook:
                 ids = tuple(e for e, i, lc in o.put_events if i == item and lc == loc)
                 residual.append(Residual(item, loc, q, ids, ev["id"], b))
         self._set(o, "residual_at_end", tuple(residual))
-        waits = waiting_after(o.ops, o.op_good, o.op_error, o.op_reports, o.fin_good + o.fin_error)
+        waits = waiting_after(o.ops, o.op_good or NOTHING, o.op_error or NOTHING,
+                              o.op_reports or NOTHING, o.fin_good + o.fin_error)
         self._set(o, "wip_at_end", {x.op: w for x in o.ops if (w := waits[x.op])})
         self.residual_log.append((o.order, ev["id"], ev["seq"], ev["at"], o.residual_at_end))
 
@@ -311,9 +316,14 @@ class OrderBook:
             lines = [x for x in o.line_list if x.item == item]  # by line number
         entry = {"location": loc, "line": line_no, "batch": b, "lp": lp, "remaining": qty,
                  "event": ev["id"]}
-        entries = o.puts.get(item)
+        puts = o.puts
+        if puts is None:  # (the order's first put: its three put tables at once)
+            puts = o.puts = {}
+            o.put_qty = {}
+            o.put_at = {}
+        entries = puts.get(item)
         if entries is None:
-            entries = o.puts[item] = []
+            entries = puts[item] = []
         # undo primitives inlined (a put per pick: a hot path); steps only when ``fx`` is set
         entries.append(entry)
         put_qty, put_at = o.put_qty, o.put_at
@@ -356,7 +366,9 @@ class OrderBook:
             # the route backwards, each operation's successor's units at hand, compared with
             # what is waiting now (kept beside the keys, not looked up by a 7-tuple key each)
             nos, keys, cur = cache
-            op_good, op_error, op_reports = o.op_good, o.op_error, o.op_reports
+            op_good = o.op_good or NOTHING
+            op_error = o.op_error or NOTHING
+            op_reports = o.op_reports or NOTHING
             changed = None
             nxt = finished
             for i, op in enumerate(nos):
@@ -386,7 +398,8 @@ class OrderBook:
                 self.balance_changes.append(("wip", k, v, self._eid, self._at, self._seq))
             return
         # an op number listed twice (it takes its first position's value)
-        vals = waiting_after(ops, o.op_good, o.op_error, o.op_reports, finished)
+        vals = waiting_after(ops, o.op_good or NOTHING, o.op_error or NOTHING,
+                             o.op_reports or NOTHING, finished)
         for x in ops:
             k = _wait_key(o, x)
             v = vals[x.op]

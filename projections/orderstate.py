@@ -197,25 +197,28 @@ class OrderState:
         self.events = []  # ids of every event applied for this order
         # reported quantities
         self.started_qty = ZERO
-        self.op_good = {}  # op -> Σ good
-        self.op_error = {}  # op -> Σ error
-        self.op_reports = {}  # op -> number of live reports
+        # The per-operation counters are made together at the order's first operation
+        # report, the put tables at its first put, ``consumed_at`` at its first posting:
+        # 20,000 orders firmed ahead held eight empty dicts each (~10 MB).
+        self.op_good = None  # op -> Σ good (dict)
+        self.op_error = None  # op -> Σ error (dict)
+        self.op_reports = None  # op -> number of live reports (dict)
         self.fin_good = ZERO
         self.fin_error = ZERO
         self.fin_reports = ZERO
         self.hours_reported = None  # op -> Σ hours (actual or standard share) (dict)
         # material put for the order
-        self.puts = {}  # item -> list of put entries (dicts)
-        self.put_qty = {}  # line no -> qty put for that line
-        self.put_at = {}  # (item, location, batch) -> qty put there
+        self.puts = None  # item -> list of put entries (dicts) (dict)
+        self.put_qty = None  # line no -> qty put for that line (dict)
+        self.put_at = None  # (item, location, batch) -> qty put there (dict)
         self.put_events = ()  # (event id, item, location) (list)
-        self.consumed_at = {}  # (item, location, batch) -> posted
+        self.consumed_at = None  # (item, location, batch) -> posted (dict)
         # records for findings
         self.out_of_sequence = ()  # OutOfSequence (list)
         self.negative_onhand = ()  # NegativeOnHand caused by this order (list)
         self.unresolved = ()  # Unresolved (list)
         self.residual_at_end = ()  # Residual, computed at OrderEnded
-        self.wip_at_end = {}  # op -> units waiting after op at OrderEnded
+        self.wip_at_end = None  # op -> units waiting after op, set at OrderEnded (dict)
         self.reversals = ()  # (reversal event id, reversed event id) (list)
 
     def __repr__(self) -> str:
@@ -226,13 +229,14 @@ class OrderState:
     def units(self, op: int | None) -> Decimal:
         """Units processed at ``op`` (DESIGN §5)."""
         return standard.units_processed(
-            op, _OpUnits(self.op_good, self.op_error), self.op_reports,
+            op, _OpUnits(self.op_good or NOTHING, self.op_error or NOTHING),
+            self.op_reports or NOTHING,
             self.fin_good + self.fin_error,
         )
 
     def error_units(self, op: int | None) -> Decimal:
         """Error units counted at ``op`` (or at report as finished when op has no reports)."""
-        if op is not None and self.op_reports.get(op, 0) > 0:
+        if op is not None and (self.op_reports or NOTHING).get(op, 0) > 0:
             return self.op_error.get(op, ZERO)
         return self.fin_error
 
@@ -247,7 +251,8 @@ class OrderState:
         processed at the next operation than came out of this one (over-reporting, flagged
         OUT_OF_SEQUENCE) leaves nothing waiting.
         """
-        return waiting_after(self.ops, self.op_good, self.op_error, self.op_reports,
+        return waiting_after(self.ops, self.op_good or NOTHING, self.op_error or NOTHING,
+                             self.op_reports or NOTHING,
                              self.fin_good + self.fin_error).get(op, ZERO)
 
     @exact
