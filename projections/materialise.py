@@ -635,7 +635,8 @@ def _save_checkpoint(cur: Cursor, encoded: tuple[bytes, int], writer: _Writer,
     engine_part, nxt = encoded
     open_json, _ = snapshot.encode_part_json([list(k) for k in writer.open_keys()], nxt)
     blob = snapshot.dumps_parts(
-        [("engine", snapshot.Compressed(engine_part)), ("open", open_json)], ENGINE_VERSION)
+        [("engine", engine_part if type(engine_part) is snapshot.Compressed
+          else snapshot.Compressed(engine_part)), ("open", open_json)], ENGINE_VERSION)
     # Any earlier head is superseded (it is before this one and closer than the spacing).
     cur.execute("DELETE FROM bf_proj_ckpt WHERE head = 1")
     cur.execute(

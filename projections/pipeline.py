@@ -182,6 +182,17 @@ def _read(f: BinaryIO) -> tuple | None:
     return marshal.loads(data)
 
 
+def _read_part(f: BinaryIO, size: int) -> bytearray:
+    """The ``size`` bytes of a checkpoint's compressed engine, read into the very object the
+    checkpoint is written from (no copy of several MB)."""
+    from backflush.projections.snapshot import Compressed
+
+    part = Compressed(size)
+    if f.readinto(part) < size:
+        raise ReplayWorkerFailed("the replay worker ended before the pass did")
+    return part
+
+
 def _consume(f: BinaryIO, run: _Run) -> int:
     """This process's side: write what the worker sends until it says it is done."""
     changes, checkpoint, page = run.changes, run.checkpoint, run.page
@@ -196,9 +207,7 @@ def _consume(f: BinaryIO, run: _Run) -> int:
             page(*msg[1:])
         elif tag == "k":
             pos, count, head, nxt, size = msg[1:]
-            part = f.read(size)
-            if len(part) < size:
-                raise ReplayWorkerFailed("the replay worker ended before the pass did")
+            part = _read_part(f, size)
             checkpoint(pos, count, head, (part, nxt))
         elif tag == "d":
             return msg[1]
