@@ -30,6 +30,7 @@ from backflush.projections.findings import (
     Finding,
     findings,
     fmt_qty,
+    out_of_sequence,
     sort_key,
 )
 
@@ -131,7 +132,9 @@ def audit_order(
     postings = _Postings(flush_rows or ())
     glob_by_event: dict[str, list] = {}
     glob_seen: dict = {}
-    codes = LOCAL_CODES if local else None
+    codes = LOCAL_CODES if local else tuple(SEVERITY)
+    oos = _OutOfSequence() if "OUT_OF_SEQUENCE" in codes else None
+    codes = tuple(c for c in codes if c != "OUT_OF_SEQUENCE")
 
     engine = Replay(policy=policy, reversible=reversible)
     entries: list[dict[str, Any]] = []
@@ -162,6 +165,8 @@ def audit_order(
         else:
             flushed = [_flush_dict(r) for r in new_flushes if r.order == order]
         now = findings(engine, order=order, codes=codes)
+        if oos is not None:
+            now.extend(oos.after(o))
         if onhand_at is not None:
             now = [_cap_residual(f, onhand_at) for f in now]
             now = [f for f in now if f is not None]
@@ -198,6 +203,10 @@ def audit_order(
         n_entries += 1
     if o is None:
         return None
+    if oos is not None:  # (their quantities and events as after the order's last event)
+        for f in oos.final(o):
+            if f.key in present:
+                present[f.key] = (f, present[f.key][1])
     final = sorted(present.values(), key=lambda p: sort_key(p[0]))
     by_trigger = {ln.line: dict(ln.by_trigger or ()) for ln in o.all_lines()}
     return {
@@ -216,6 +225,70 @@ def audit_order(
         "timeline": entries if timeline is None else None,
         "findings": [_finding_dict(f, a) for f, a in final],
     }
+
+
+class _OutOfSequence:
+    """OUT_OF_SEQUENCE of the audited order after each of its events, without building it
+    from all of the order's records after every event.
+
+    The finding lists every event out of sequence; built after each event, it made the
+    audit of an order with thousands of them quadratic (5,000 took 8 s, 20,000 72 s). Which
+    of these findings are present changes only when a record of a new (reason, operation)
+    appears or a record goes (a reversal); only then are they built again. Otherwise the
+    ones built last stand for them (same keys), and ``final`` builds the last ones from the
+    records and counters as they were after the order's last event (``after`` keeps them).
+    """
+
+    def __init__(self) -> None:
+        self.recs: Any = None  # the order's list of records when last seen
+        self.n = 0  # how many there were
+        self.last: Any = None  # the last of them
+        self.groups: set = set()  # their (reason, op)
+        self.found: list[Finding] = []  # the findings built last
+        self.stale = False  # whether ``found`` may differ from the findings now
+        self.counters: tuple = ()  # what the quantities read, as after the last event
+
+    def after(self, o) -> list[Finding]:
+        """The OUT_OF_SEQUENCE findings after an event of order ``o`` (see the class)."""
+        recs = o.out_of_sequence
+        n = len(recs)
+        grown = recs is self.recs and n >= self.n and (
+            self.n == 0 or recs[self.n - 1] is self.last)
+        if grown and all((r.reason, r.op) in self.groups
+                         for r in recs[self.n:]):
+            self.stale = True
+        else:
+            self.groups = {(r.reason, r.op) for r in recs}
+            self.found = out_of_sequence(o)
+            self.stale = False
+        self.recs, self.n, self.last = recs, n, recs[-1] if n else None
+        self.counters = (dict(o.op_good or ()), dict(o.op_error or ()), o.fin_good,
+                         o.fin_error)
+        return self.found
+
+    def final(self, o) -> list[Finding]:
+        """The findings as after the last event ``after`` saw."""
+        if not self.stale:
+            return self.found
+        recs = o.out_of_sequence
+        if not (recs is self.recs and len(recs) >= self.n
+                and (self.n == 0 or recs[self.n - 1] is self.last)):
+            return out_of_sequence(o)  # (changed since by no event of the order's own)
+        good, error, fin_good, fin_error = self.counters
+        return out_of_sequence(_OrderThen(o, recs[:self.n], good, error, fin_good, fin_error))
+
+
+class _OrderThen:
+    """What ``findings.out_of_sequence`` reads of an order, as it was (``_OutOfSequence``)."""
+
+    __slots__ = ("order", "item", "qty", "out_of_sequence", "op_good", "op_error", "fin_good",
+                 "fin_error")
+
+    def __init__(self, o, recs, op_good, op_error, fin_good, fin_error) -> None:
+        self.order, self.item, self.qty = o.order, o.item, o.qty
+        self.out_of_sequence = recs
+        self.op_good, self.op_error = op_good, op_error
+        self.fin_good, self.fin_error = fin_good, fin_error
 
 
 # --- globally dependent findings from the materialised history (fast path) -----------------
