@@ -121,7 +121,6 @@ class _RebuiltAfterEveryEvent:
 
 def _audits(events, policy=None) -> list:
     import orjson
-
     from backflush.projections import audit as A
 
     orders = sorted({e["order"] for e in events if e["type"] == "OrderCreated"})
@@ -136,7 +135,6 @@ def test_audit_out_of_sequence_equals_rebuilt_after_every_event(events, policy):
     a record goes (``audit._OutOfSequence``): the same timeline, arising events and final
     findings as building it from every record after every event, reversals included."""
     import pytest
-
     from backflush.projections import audit as A
 
     with pytest.MonkeyPatch.context() as mp:
@@ -153,6 +151,7 @@ def test_audit_of_many_out_of_sequence_reports_with_reversals(monkeypatch):
     from datetime import UTC, datetime, timedelta
 
     from backflush.projections import audit as A
+
     from backflush.testing.strategies import normalise
 
     t0 = datetime(2026, 1, 5, 6, tzinfo=UTC)
