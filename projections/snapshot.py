@@ -273,10 +273,15 @@ class _Encoder:
         return ["O", n, name, [x if type(x) in plain else enc(x) for x in self.fields[t](v)]]
 
     def _in_lines(self, v: Any, depth: int) -> bool:
-        """Whether ``write`` writes ``v`` in lines of its own rather than as one value."""
+        """Whether ``write`` writes ``v`` in lines of its own rather than as one value: the
+        top containers, large ones, long orders, and small containers holding any of these
+        (a plant with one open order of 200,000 events: the engine's table of open orders
+        has one entry, and was built whole as a tree of ten times its JSON, ~130 MB)."""
         t = type(v)
         if t is dict or t is list:
-            lines = depth < 2 or len(v) > self.part
+            lines = depth < 2 or len(v) > self.part or any(
+                self._in_lines(x, depth + 1) for x in (v.values() if t is dict else v)
+                if type(x) not in _PLAIN)
         else:
             lines = t is self.order_state and len(v.events) > self.part
         return lines and self.memo.get(id(v)) is None
