@@ -48,6 +48,11 @@ class LedgerNotFound(BackflushError):
     """A read on a ledger that does not exist (nothing is created by a read)."""
 
 
+class DriverMissing(BackflushError):
+    """A ``postgresql://`` ledger on an installation without PostgreSQL support (psycopg):
+    what was installed cannot open what was asked for, exit 2 as other usage errors."""
+
+
 class LedgerTampered(BackflushError):
     """``verify`` found a stored event, index row or projection that does not match its hash."""
 

@@ -232,8 +232,15 @@ class PostgresConnections(_Connections):
         self._readers.close()
 
     def _open(self) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError as exc:
+            from backflush.errors import DriverMissing
+
+            raise DriverMissing(
+                f"a PostgreSQL ledger needs psycopg, which this installation lacks ({exc}):"
+                " pip install 'backflush[postgres]'") from None
 
         return psycopg.connect(
             **self.params,

@@ -112,6 +112,12 @@ def _ddl(dialect: str) -> list[str]:
     )
 
 
+def _absent(exc: BaseException) -> bool:
+    """Whether a PostgreSQL error says there is no ledger there: no such table (42P01), or
+    no such database (a connection refused with "does not exist")."""
+    return getattr(exc, "sqlstate", None) == "42P01" or "does not exist" in str(exc)
+
+
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
 LOCK_NOTICE_AFTER = 1.0  # seconds of waiting before saying so on stderr
 
@@ -247,7 +253,13 @@ class Ledger:
         try:
             with self.transaction(commit=False) as cur:
                 rows = cur.execute("SELECT k, v FROM bf_lock WHERE k IN (1, 2)").fetchall()
-        except Exception:  # missing table: each driver names it differently
+        except Exception as exc:  # missing table: each driver names it differently
+            from backflush.errors import BackflushError
+
+            if isinstance(exc, BackflushError):
+                raise  # (no PostgreSQL driver installed is not "no ledger here")
+            if self.dialect == "postgres" and not _absent(exc):
+                raise  # a server that cannot be reached: exit 3, not "no ledger here"
             return None
         found = {r["k"]: r["v"] for r in rows}
         if 1 not in found:

@@ -92,3 +92,35 @@ def test_a_bad_port_is_a_one_line_error_naming_db_and_not_the_password(port, rea
         assert p.returncode == 2, (argv, p.stderr)
         assert p.stderr.startswith("Error: --db: not a usable PostgreSQL URL: " + reason)
         assert len(p.stderr.splitlines()) == 1 and "s3cret" not in p.stderr
+
+
+def test_a_postgresql_ledger_without_psycopg_is_a_one_line_error(monkeypatch, tmp_path, pg_db):
+    """An installation without ``backflush[postgres]`` asked for a PostgreSQL ledger says so
+    and how to get it (exit 2), whatever the command, instead of a traceback; a server that
+    cannot be reached is exit 3, also for ``verify``, never "no ledger there"."""
+    import sys
+
+    from backflush.cli.main import cli
+    from click.testing import CliRunner
+
+    import backflush
+
+    runner = CliRunner()
+    down = "postgresql://nobody@127.0.0.1:1/nothing"
+    for args in (["rebuild"], ["verify"], ["onhand", "--json"]):
+        r = runner.invoke(cli, ["--db", down, *args])
+        assert r.exit_code == 3 and "database:" in r.output, (args, r.output)
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"type":"ItemDefined","at":"2026-01-05T06:00:00Z","item":"C1"}\n')
+    assert runner.invoke(cli, ["--db", pg_db, "import", str(path)]).exit_code == 0
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # ``import psycopg`` raises ImportError
+    # (a caught-up query reads through libpq alone, and needs no psycopg)
+    assert runner.invoke(cli, ["--db", pg_db, "onhand", "--json"]).output == "[]\n"
+    for args in (["import", str(path)], ["rebuild"], ["verify"]):
+        r = runner.invoke(cli, ["--db", pg_db, *args])
+        assert r.exit_code == 2, (args, r.output, r.exception)
+        last = r.output.strip().splitlines()[-1]
+        assert last.startswith("Error: a PostgreSQL ledger needs psycopg"), r.output
+        assert "pip install 'backflush[postgres]'" in last
+    with pytest.raises(backflush.DriverMissing):
+        backflush.Ledger(pg_db).rebuild()
