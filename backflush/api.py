@@ -250,7 +250,7 @@ class Ledger:
         read-only (the first opening decides).
         """
         if self._store is None:
-            if not create and not self.exists():
+            if not create and (not self.exists() or self._empty_file()):
                 raise LedgerNotFound(
                     f"no ledger at {self.url}: import first or pass --db (or set BACKFLUSH_DB)"
                 )
@@ -266,8 +266,17 @@ class Ledger:
 
             if not create and not readonly and self._read_only_media():
                 readonly = True  # a ledger on read-only media (or a file we may not write)
-            self._store = Store(self.url, readonly=readonly)
+            self._store = Store(self.url, readonly=readonly, create=create)
         return self._store
+
+    def _empty_file(self) -> bool:
+        """A SQLite path that is an empty file: no ledger, and a read must not write the
+        database header into it (opening in WAL mode would)."""
+        path = self._file()
+        try:
+            return path is not None and os.path.getsize(path) == 0
+        except OSError:
+            return False
 
     def _read_only_media(self) -> bool:
         """A SQLite ledger whose file or folder cannot be written (read-only media, a copy

@@ -377,7 +377,7 @@ def demo_cmd(ctx: click.Context, force: bool) -> None:
         for f in ledger.files():
             f.unlink(missing_ok=True)
         click.echo(f"demo: replaced the previous demo ledger {db}")
-    elif p is None and ledger.count() > 0 and not force:
+    elif p is None and ledger.store(create=True).count() > 0 and not force:
         raise Fail(f"--db: {ledger!r} already holds events; the demo imports only into an "
                    "empty ledger (pass --force to import into it anyway)")
     click.echo(f"demo: ledger {db}")

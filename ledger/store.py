@@ -182,16 +182,21 @@ class Ledger:
         *,
         readonly: bool = False,
         lock_timeout: float | None = None,
+        create: bool = True,
     ):
         """Open the ledger at ``url`` (a SQLite path or a ``postgresql://`` URL).
 
         ``readonly``: open SQLite read-only (``mode=ro``; ``immutable=1`` when the folder is
         not writable and no write-ahead log is pending, as on read-only media) and create
-        nothing. ``lock_timeout``: seconds a write waits for the write lock (default env
-        ``BACKFLUSH_LOCK_TIMEOUT``, else 60).
+        nothing. ``create=False``: a database without a ledger in it raises
+        ``LedgerNotFound`` instead of getting the ledger's tables (a read must not turn a
+        mistyped ``--db`` into an empty ledger that answers "no rows"). ``lock_timeout``:
+        seconds a write waits for the write lock (default env ``BACKFLUSH_LOCK_TIMEOUT``,
+        else 60).
         """
         self.url = url or default_db()
         self.readonly = readonly
+        self._missing_database: str | None = None
         self.lock_timeout = _lock_timeout(lock_timeout)
         wait = max(1, int(self.lock_timeout + 0.999))  # whole seconds, as before
         if self.url.startswith(("postgresql://", "postgres://")):
@@ -208,11 +213,20 @@ class Ledger:
                 _ro_uri(path) if readonly else path, lock_timeout=wait, readonly=readonly
             )
         version = self._schema_version()
-        if readonly and version is None:
+        if version is None and (readonly or not create or self._missing_database):
+            from backflush.api import safe_url
             from backflush.errors import LedgerNotFound
 
             self.close()
-            raise LedgerNotFound(f"no backflush ledger at {self.url!r}")
+            if self._missing_database:
+                # No ledger can be made there either: backflush does not create databases.
+                raise LedgerNotFound(
+                    f"no backflush ledger at {safe_url(self.url)}: the server has no database"
+                    f" {self._missing_database!r} (create it first: createdb"
+                    f" {self._missing_database}; or check --db)")
+            raise LedgerNotFound(
+                f"no backflush ledger at {safe_url(self.url)}: import into it first, or check"
+                " --db (or BACKFLUSH_DB)")
         if version is None:
             with self._schema_lock(), self.transaction(commit=True) as cur:
                 for ddl in _ddl(self.dialect):
@@ -260,6 +274,11 @@ class Ledger:
                 raise  # (no PostgreSQL driver installed is not "no ledger here")
             if self.dialect == "postgres" and not _absent(exc):
                 raise  # a server that cannot be reached: exit 3, not "no ledger here"
+            if self.dialect == "sqlite" and "no such table" not in str(exc):
+                raise  # locked (exit 3), not a database at all (2): not "no ledger here"
+            name = self.connections.params["dbname"] if self.dialect == "postgres" else ""
+            if name and f'database "{name}" does not exist' in str(exc):
+                self._missing_database = name
             return None
         found = {r["k"]: r["v"] for r in rows}
         if 1 not in found:

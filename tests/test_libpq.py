@@ -133,8 +133,18 @@ def test_a_long_read_moves_to_psycopg(pg_ledger, monkeypatch):
 
 
 def test_an_unreachable_server_is_an_operational_error(pg_url):
-    led_url = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
-    p = subprocess.run([sys.executable, "-m", "backflush", "--db", led_url, "onhand"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 3, p.stderr
-    assert p.stderr.startswith("Error: database:") and "no_such_database_here" in p.stderr
+    """No server at the address: exit 3 ("database: ..."); a server without the database
+    named: no ledger there, exit 2 (a mistyped ``--db``, as a SQLite path that does not
+    exist). Both through a whole process, the query's short path included."""
+    for args in (["onhand"], ["onhand", "--json"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "backflush", "--db", "postgresql://postgres@127.0.0.1:1/x",
+             *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 3, p.stderr
+        assert p.stderr.startswith("Error: database:") and len(p.stderr.splitlines()) == 1
+        led_url = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
+        p = subprocess.run([sys.executable, "-m", "backflush", "--db", led_url, *args],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith(f"Error: no backflush ledger at {led_url}: the server has"
+                                   " no database 'no_such_database_here'"), p.stderr

@@ -124,3 +124,69 @@ def test_a_postgresql_ledger_without_psycopg_is_a_one_line_error(monkeypatch, tm
         assert "pip install 'backflush[postgres]'" in last
     with pytest.raises(backflush.DriverMissing):
         backflush.Ledger(pg_db).rebuild()
+
+
+def _tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+
+
+def test_a_read_never_makes_a_ledger_in_a_database_that_has_none(pg_db, pg_url):
+    """A mistyped ``--db``: a server's database that holds no ledger (its maintenance
+    database, a colleague's) or that does not exist is "no ledger there", exit 2, as a SQLite
+    path that does not exist; the read creates nothing there. An import makes the ledger in
+    an existing database, and says so plainly when the database itself is missing."""
+    from backflush.cli.main import cli
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    missing = pg_db.rsplit("/", 1)[0] + "/no_such_plant"
+    for args in (["onhand"], ["onhand", "--json"], ["wip", "--csv"], ["events"], ["export"],
+                 ["findings", "--order", "P1"], ["audit", "P1"], ["rebuild"], ["verify"],
+                 ["anchor"]):
+        r = runner.invoke(cli, ["--db", pg_db, *args])
+        assert r.exit_code == 2, (args, r.output)
+        assert r.output.startswith(f"Error: no backflush ledger at {pg_db}: import into"), r.output
+        r = runner.invoke(cli, ["--db", missing, *args])
+        assert r.exit_code == 2, (args, r.output)
+        assert "the server has no database 'no_such_plant'" in r.output, r.output
+    assert _tables(pg_db) == []
+    r = runner.invoke(cli, ["--db", missing, "import", "/dev/null"])
+    assert r.exit_code == 2 and "createdb no_such_plant" in r.output, r.output
+    r = runner.invoke(cli, ["--db", pg_db, "import", "/dev/null"])
+    assert r.exit_code == 0, r.output
+    assert "bf_events" in _tables(pg_db)
+    assert runner.invoke(cli, ["--db", pg_db, "onhand", "--json"]).output == "[]\n"
+
+
+def test_a_read_of_a_sqlite_file_that_is_no_ledger_is_exit_2(tmp_path):
+    """Another program's SQLite file (or an empty one) named by ``--db``: exit 2, and its
+    tables stay as they were."""
+    import sqlite3
+
+    from backflush.cli.main import cli
+    from click.testing import CliRunner
+
+    other = tmp_path / "erp.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE items (id TEXT)")
+    conn.close()
+    for args in (["onhand", "--json"], ["onhand"], ["verify"], ["rebuild"]):
+        r = CliRunner().invoke(cli, ["--db", str(other), *args])
+        assert r.exit_code == 2, (args, r.output)
+        assert r.output.startswith(f"Error: no backflush ledger at {other}"), r.output
+    with sqlite3.connect(other) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    conn.close()
+    assert names == ["items"]
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    r = CliRunner().invoke(cli, ["--db", str(empty), "onhand"])
+    assert r.exit_code == 2 and r.output.startswith(f"Error: no ledger at {empty}"), r.output
+    assert empty.stat().st_size == 0
+    r = CliRunner().invoke(cli, ["--db", str(empty), "import", "/dev/null"])
+    assert r.exit_code == 0, r.output
+    assert CliRunner().invoke(cli, ["--db", str(empty), "onhand", "--json"]).output == "[]\n"
