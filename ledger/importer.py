@@ -37,14 +37,7 @@ import orjson
 from backflush.ledger import fastpath
 from backflush.ledger.anchor import last_link
 from backflush.ledger.codec import GENESIS, body_of, content_digest
-from backflush.ledger.events import (
-    INVENTORY_TYPES,
-    MASTER_TYPES,
-    ORDER_TYPES,
-    EventErrors,
-    normalise,
-    parse_event,
-)
+from backflush.ledger.names import INVENTORY_TYPES, MASTER_TYPES, ORDER_TYPES
 from backflush.ledger.store import Cursor, Ledger, to_us
 
 BATCH = 1000
@@ -593,6 +586,11 @@ def _validate(
                 fast = fn(d, raw)
         if fast is None:
             # The reference reading: exact parse + the pydantic models (and their reasons).
+            # Imported here, for the lines that need it: a process that never loads pydantic
+            # (~20 MB with the models) does not hand it to the replay worker it forks for the
+            # import's catch-up.
+            from backflush.ledger.events import EventErrors, normalise, parse_event
+
             try:
                 event = parse_event(raw)
             except EventErrors as exc:

@@ -138,3 +138,61 @@ def test_version_fast_path_says_what_click_says(capsys, monkeypatch):
     p = subprocess.run([sys.executable, "-c", PROBE, "--version"], capture_output=True,
                        text=True, timeout=60)
     assert "click" not in p.stderr.split("LOADED", 1)[1].split(",")
+
+
+# An import's process forks the replay worker of its catch-up, which starts from this
+# process's memory: pydantic with the event models is ~20 MB of it (issue 7's 150 MB).
+IMPORT_PROBE = """
+import sys
+import backflush.ledger.importer as importer
+importer.PIPELINE_MIN_BYTES = int(sys.argv.pop(1))
+sys.argv = ["backflush", *sys.argv[1:]]
+from backflush.cli.main import main
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+print("LOADED", ",".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def _import_loads(min_bytes: int, *args: str) -> set[str]:
+    p = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(min_bytes), *args],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stderr.splitlines() if x.startswith("LOADED ")][-1]
+    return set(line.removeprefix("LOADED ").split(","))
+
+
+def test_an_import_of_plain_lines_does_not_load_the_models(db_url, tmp_path):
+    """The models are the reference reading of the lines the fast path is not sure of:
+    master data with nested parts, escapes, a bad line. A file of plain lines (a scanner's
+    day of picks, puts and reports) is read without them; the first import of a plant, with
+    its master data, validates in the import's worker process, not in the one that forks
+    the catch-up's replay worker."""
+    from backflush.ledger import parallel
+
+    plant = tmp_path / "plant.jsonl"
+    subprocess.run([sys.executable, "-m", "backflush", "simulate", "--orders", "40",
+                    "--seed", "5", "-o", str(plant)], check=True, timeout=120)
+    lines = plant.read_bytes().splitlines(keepends=True)
+    master = [x for x in lines if b'"OrderCreated"' in x or b'Defined"' in x
+              or b'"ProductionParametersSet"' in x]
+    later = [x for x in lines if x not in master]
+    first, day = tmp_path / "first.jsonl", tmp_path / "day.jsonl"
+    first.write_bytes(b"".join(master))
+    day.write_bytes(b"".join(later))
+    big = 10 ** 12
+    mods = _import_loads(big, "--db", db_url, "import", str(first))
+    assert "pydantic" in mods  # (BOMs and routes: nested parts, the reference reading)
+    mods = _import_loads(big, "--db", db_url, "import", str(day))
+    assert forbidden(mods, ("pydantic", "backflush.ledger.events")) == set()
+    if parallel.usable():
+        again = str(tmp_path / "again.db")
+        mods = _import_loads(1, "--db", again, "import", str(plant))
+        assert forbidden(mods, ("pydantic", "backflush.ledger.events")) == set()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(later[0].replace(b'"qty":', b'"qty": "x", "q":'))
+    p = subprocess.run([sys.executable, "-m", "backflush", "--db", db_url, "import", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "bad.jsonl:1: " in p.stderr, p.stderr
