@@ -44,9 +44,9 @@ MATERIALISED = NEVER + ("backflush.projections.engine", "backflush.projections.f
 LIGHT = ("click", "orjson", "dataclasses", "inspect", "uuid", "typing", "threading")
 
 
-def loaded(*args: str) -> set[str]:
-    p = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                       timeout=120)
+def loaded(*args: str, probe: str = PROBE) -> set[str]:
+    p = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
     line = [x for x in p.stderr.splitlines() if x.startswith("LOADED ")][-1]
     return set(line.removeprefix("LOADED ").split(","))
@@ -145,23 +145,8 @@ def test_version_fast_path_says_what_click_says(capsys, monkeypatch):
 IMPORT_PROBE = """
 import sys
 import backflush.ledger.importer as importer
-importer.PIPELINE_MIN_BYTES = int(sys.argv.pop(1))
-sys.argv = ["backflush", *sys.argv[1:]]
-from backflush.cli.main import main
-try:
-    main()
-except SystemExit as e:
-    assert not e.code, e.code
-print("LOADED", ",".join(sorted(sys.modules)), file=sys.stderr)
-"""
-
-
-def _import_loads(min_bytes: int, *args: str) -> set[str]:
-    p = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(min_bytes), *args],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    line = [x for x in p.stderr.splitlines() if x.startswith("LOADED ")][-1]
-    return set(line.removeprefix("LOADED ").split(","))
+importer.PIPELINE_MIN_BYTES = int(sys.argv.pop(1))  # files from this size on: pipelined
+""" + PROBE
 
 
 def test_an_import_of_plain_lines_does_not_load_the_models(db_url, tmp_path):
@@ -183,13 +168,13 @@ def test_an_import_of_plain_lines_does_not_load_the_models(db_url, tmp_path):
     first.write_bytes(b"".join(master))
     day.write_bytes(b"".join(later))
     big = 10 ** 12
-    mods = _import_loads(big, "--db", db_url, "import", str(first))
+    mods = loaded(str(big), "--db", db_url, "import", str(first), probe=IMPORT_PROBE)
     assert "pydantic" in mods  # (BOMs and routes: nested parts, the reference reading)
-    mods = _import_loads(big, "--db", db_url, "import", str(day))
+    mods = loaded(str(big), "--db", db_url, "import", str(day), probe=IMPORT_PROBE)
     assert forbidden(mods, ("pydantic", "backflush.ledger.events")) == set()
     if parallel.usable():
         again = str(tmp_path / "again.db")
-        mods = _import_loads(1, "--db", again, "import", str(plant))
+        mods = loaded("1", "--db", again, "import", str(plant), probe=IMPORT_PROBE)
         assert forbidden(mods, ("pydantic", "backflush.ledger.events")) == set()
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(later[0].replace(b'"qty":', b'"qty": "x", "q":'))
