@@ -223,6 +223,26 @@ def test_a_worker_that_raises_raises_here_and_rolls_back(tmp_path, db_url, steps
         ledger.close()
 
 
+def test_pages_read_ahead_come_in_order_and_a_failed_read_is_raised_where_they_are_used():
+    """The PostgreSQL worker reads the next page in a thread while it applies this one: the
+    same pages in the same order, each handed over once the one before was taken; a read
+    that fails is raised in the worker, after the pages read before it."""
+    pages = [[(i, i * 10, b"x")] for i in range(7)]
+    assert list(pipeline._read_ahead(iter(pages))) == pages
+    assert list(pipeline._read_ahead(iter([]))) == []
+
+    def failing():
+        yield pages[0]
+        yield pages[1]
+        raise pipeline.OperationalError("connection lost")
+
+    got = []
+    with pytest.raises(pipeline.OperationalError, match="connection lost"):
+        for page in pipeline._read_ahead(failing()):
+            got.append(page)
+    assert got == pages[:2]
+
+
 def test_a_worker_only_where_it_pays(tmp_path, monkeypatch):
     ledger = Ledger(str(tmp_path / "l.db"))
     try:
