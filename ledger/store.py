@@ -112,10 +112,10 @@ def _ddl(dialect: str) -> list[str]:
     )
 
 
-def _absent(exc: BaseException) -> bool:
-    """Whether a PostgreSQL error says there is no ledger there: no such table (42P01), or
-    no such database (a connection refused with "does not exist")."""
-    return getattr(exc, "sqlstate", None) == "42P01" or "does not exist" in str(exc)
+def _missing_database(exc: BaseException, name: str) -> bool:
+    """Whether a PostgreSQL connection was refused because the server has no database
+    ``name`` (not a missing role, which "does not exist" as well)."""
+    return f'database "{name}" does not exist' in str(exc)
 
 
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a writer waits for the write lock (BACKFLUSH_LOCK_TIMEOUT)
@@ -272,13 +272,17 @@ class Ledger:
 
             if isinstance(exc, BackflushError):
                 raise  # (no PostgreSQL driver installed is not "no ledger here")
-            if self.dialect == "postgres" and not _absent(exc):
-                raise  # a server that cannot be reached: exit 3, not "no ledger here"
-            if self.dialect == "sqlite" and "no such table" not in str(exc):
-                raise  # locked (exit 3), not a database at all (2): not "no ledger here"
-            name = self.connections.params["dbname"] if self.dialect == "postgres" else ""
-            if name and f'database "{name}" does not exist' in str(exc):
-                self._missing_database = name
+            # Only a missing table (or database) is "no ledger here": a server that cannot
+            # be reached or refuses the role, a lock (exit 3), a file that is not a database
+            # (exit 2) are said as what they are.
+            if self.dialect == "postgres":
+                name = self.connections.params["dbname"]
+                if _missing_database(exc, name):
+                    self._missing_database = name
+                elif getattr(exc, "sqlstate", None) != "42P01":
+                    raise
+            elif "no such table" not in str(exc):
+                raise
             return None
         found = {r["k"]: r["v"] for r in rows}
         if 1 not in found:

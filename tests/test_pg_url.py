@@ -154,6 +154,10 @@ def test_a_read_never_makes_a_ledger_in_a_database_that_has_none(pg_db, pg_url):
         assert r.exit_code == 2, (args, r.output)
         assert "the server has no database 'no_such_plant'" in r.output, r.output
     assert _tables(pg_db) == []
+    # A role the server does not know "does not exist" too: that is not "no ledger here".
+    nobody = pg_db.replace("postgresql://postgres@", "postgresql://nobody_here@")
+    r = runner.invoke(cli, ["--db", nobody, "onhand"])
+    assert r.exit_code == 3 and 'role "nobody_here" does not exist' in r.output, r.output
     r = runner.invoke(cli, ["--db", missing, "import", "/dev/null"])
     assert r.exit_code == 2 and "createdb no_such_plant" in r.output, r.output
     r = runner.invoke(cli, ["--db", pg_db, "import", "/dev/null"])
