@@ -5,14 +5,16 @@
 
 PYTHON ?= python3
 VENV   := .venv
-# Re-install whenever pyproject.toml is newer than the stamp.
+# Re-install whenever pyproject.toml or setup.py is newer than the stamp, or a module that
+# was compiled in place (a .c beside its .py, setup.py) has changed since.
 STAMP  := $(VENV)/.installed-stamp
+COMPILED := $(patsubst %.c,%.py,$(wildcard projections/*.c ledger/*.c))
 
 .PHONY: venv demo test clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	@touch $@

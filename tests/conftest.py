@@ -32,6 +32,33 @@ from hypothesis import settings
 IN_CI = os.environ.get("CI") == "true"
 PG_ENV = "BACKFLUSH_TEST_PG"
 
+def _stale_compiled() -> list[str]:
+    """Compiled modules (``setup.py``) in the source tree that are older than their ``.py``.
+
+    Python imports a module's compiled file before its source, so after an edit the tests
+    would run the old code without a word: refuse instead.
+    """
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    stale = []
+    for so in [*repo.glob("projections/*.so"), *repo.glob("ledger/*.so")]:
+        py = so.parent / (so.name.split(".", 1)[0] + ".py")
+        if py.exists() and py.stat().st_mtime > so.stat().st_mtime:
+            stale.append(str(py.relative_to(repo)))
+    return stale
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = _stale_compiled()
+    if stale:
+        pytest.exit(
+            f"{', '.join(stale)} changed after it was compiled: run `make venv` to compile it "
+            "again (or delete the .so beside it to test it as Python)",
+            returncode=4,
+        )
+
+
 settings.register_profile("ci", deadline=None, max_examples=50, print_blob=True)
 settings.register_profile("dev", deadline=None, max_examples=25)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))

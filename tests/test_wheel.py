@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 # What a source distribution would hold: everything but local state and build output.
 _IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__",
                                  ".hypothesis", ".pytest_cache", ".ruff_cache", "*.db", "*.db-*",
-                                 "tmp", "out")
+                                 "tmp", "out",
+                                 # an editable install's compiled modules (setup.py)
+                                 "*.so", "*.c")
 
 pytestmark = [pytest.mark.slow, pytest.mark.wheel]
 
@@ -123,6 +125,18 @@ def test_demo_runs_from_the_wheel(installed, tmp_path):
     out = _ok(_run([str(installed / "backflush"), "--db", str(tmp_path / "demo.db"), "demo"],
                    tmp_path, env=_clean_env()), "backflush demo")
     assert "DOUBLE_FLUSH" in out
+
+
+def test_the_wheel_has_the_compiled_engine_and_its_sources(installed, tmp_path):
+    # setup.py compiles the replay's hot modules where a C compiler is (CI has one): a
+    # build that silently fell back to Python would lose the rebuild's speed unnoticed.
+    probe = ("import backflush.projections.engine as e, backflush.projections.orderbook as o;"
+             " import pathlib;"
+             " print(pathlib.Path(e.__file__).suffix, o.OrderBook.__module__,"
+             " (pathlib.Path(e.__file__).with_name('engine.py')).exists())")
+    out = _ok(_run([str(installed / "python"), "-c", probe], tmp_path, env=_clean_env()),
+              "import the engine")
+    assert out.split() == [".so", "backflush.projections.orderbook", "True"], out
 
 
 @pytest.mark.parametrize("name", ["ledger", "cli", "projections"])
