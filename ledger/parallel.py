@@ -6,7 +6,10 @@ On a machine with two usable CPUs the two halves can overlap: ``run`` forks a wo
 does the per-line work and sends batches over a pipe, while this process, which holds the
 one write transaction, writes them. Into SQLite the worker sends validated events and this
 process hash-chains them and builds the rows (``PENDING``: measured at 1M events, the writer
-was idle half the time while the worker was the longer side); into PostgreSQL, whose
+was idle half the time while the worker was the longer side. Since the worker no longer
+runs pydantic for plain lines the writer is the longer side, 7.8 s busy against 5.5 s, but
+rows built in the worker still lose: their states are 2.5 times the lines' bytes on the
+pipe, and the ingest took 8.9-10.0 s against 7.7 s, docs/benchmarks.md); into PostgreSQL, whose
 server is a third process on the same cores, it sends finished rows (``ROWS``). The worker
 never touches the database connection it inherits; what it needs to read from the store
 (ids already written, stream heads, a Reversal's target) it asks for, and this process
