@@ -15,6 +15,7 @@ run against a compiled module older than its ``.py`` (``make venv`` rebuilds the
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 from setuptools import setup
@@ -58,6 +59,8 @@ class _Optional(build_ext):
 def _extensions() -> list:
     if os.environ.get("BACKFLUSH_PURE", "").strip() not in ("", "0"):
         return []
+    if platform.python_implementation() != "CPython":
+        return []  # PyPy and others run extension modules through an emulation: slower
     try:
         from Cython.Build import cythonize
         from setuptools import Extension
@@ -68,12 +71,16 @@ def _extensions() -> list:
     # No debug information: a third of the size, and nobody steps through it in gdb.
     flags = [] if sys.platform == "win32" else ["-g0"]
     exts = [Extension(name, [path], extra_compile_args=flags) for name, path in COMPILED.items()]
-    return cythonize(
-        exts,
-        language_level=3,
-        quiet=True,
-        compiler_directives={"annotation_typing": False, "binding": True},
-    )
+    try:
+        return cythonize(
+            exts,
+            language_level=3,
+            quiet=True,
+            compiler_directives={"annotation_typing": False, "binding": True},
+        )
+    except Exception as exc:  # a Cython that cannot translate them: they stay Python
+        _Optional._fallback(exc)
+        return []
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": _Optional})
