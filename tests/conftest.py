@@ -32,21 +32,32 @@ from hypothesis import settings
 IN_CI = os.environ.get("CI") == "true"
 PG_ENV = "BACKFLUSH_TEST_PG"
 
+def compiled_in_tree() -> dict[str, tuple[str, str]]:
+    """{module name: (its compiled file, its .py)} for each module compiled beside its
+    source in this checkout (``setup.py``; an editable install puts them there)."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = {}
+    for folder, package in (("projections", "backflush.projections"),
+                            ("ledger", "backflush.ledger")):
+        for suffix in EXTENSION_SUFFIXES:
+            for so in (repo / folder).glob(f"*{suffix}"):
+                py = so.with_name(so.name[: -len(suffix)] + ".py")
+                if py.exists():
+                    out[f"{package}.{py.stem}"] = (str(so), str(py))
+    return out
+
+
 def _stale_compiled() -> list[str]:
-    """Compiled modules (``setup.py``) in the source tree that are older than their ``.py``.
+    """The ``.py`` of each compiled module (``compiled_in_tree``) older than its source.
 
     Python imports a module's compiled file before its source, so after an edit the tests
     would run the old code without a word: refuse instead.
     """
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parent.parent
-    stale = []
-    for so in [*repo.glob("projections/*.so"), *repo.glob("ledger/*.so")]:
-        py = so.parent / (so.name.split(".", 1)[0] + ".py")
-        if py.exists() and py.stat().st_mtime > so.stat().st_mtime:
-            stale.append(str(py.relative_to(repo)))
-    return stale
+    return sorted(py for so, py in compiled_in_tree().values()
+                  if os.stat(py).st_mtime > os.stat(so).st_mtime)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,27 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import orjson
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = {"projections": "backflush.projections", "ledger": "backflush.ledger"}
-
-
-def compiled_here() -> dict[str, str]:
-    """{module name: path of its .py} for each module compiled beside its source."""
-    out = {}
-    for folder, package in PACKAGES.items():
-        for suffix in EXTENSION_SUFFIXES:
-            for so in (REPO / folder).glob(f"*{suffix}"):
-                stem = so.name[: -len(suffix)]
-                py = so.with_name(stem + ".py")
-                if py.exists():
-                    out[f"{package}.{stem}"] = str(py)
-    return out
 
 
 # The child: a finder ahead of every other answers for the compiled modules with their
@@ -64,7 +49,9 @@ sys.stdout.buffer.write(orjson.dumps(got, option=orjson.OPT_SORT_KEYS))
 
 @pytest.fixture(scope="module")
 def pure() -> dict[str, str]:
-    found = compiled_here()
+    from conftest import compiled_in_tree
+
+    found = {name: py for name, (_so, py) in compiled_in_tree().items()}
     if not found:
         if os.environ.get("CI") == "true":
             pytest.fail("CI installs the engine compiled, but nothing is compiled here",
