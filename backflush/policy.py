@@ -46,7 +46,10 @@ class Policy:
         if isinstance(raw, dict):
             import orjson
 
-            raw = orjson.dumps(raw, option=orjson.OPT_INDENT_2)
+            try:  # quantities are Decimal in Python: written as the decimal strings a file has
+                raw = orjson.dumps(raw, default=_decimal_text, option=orjson.OPT_INDENT_2)
+            except TypeError as exc:  # (orjson.JSONEncodeError) a value no policy field takes
+                raise BadInput(f"{source}: {exc}") from None
         data = raw.encode() if isinstance(raw, str) else raw
         problems = check_policy_text(data, source)
         if problems:
@@ -66,6 +69,34 @@ class Policy:
         except OSError as exc:
             raise BadInput(f"{path}: {exc.strerror}") from None
         return cls.parse(data, source=str(path))
+
+
+def _decimal_text(v: Any) -> str:
+    if isinstance(v, Decimal):
+        return str(v)
+    raise TypeError(f"Type is not JSON serializable: {type(v).__name__}")
+
+
+# The fields of a ProductionParametersSet that are not parameters (the event's envelope and
+# the position the ledger gave it).
+_ENVELOPE = ("type", "at", "id", "seq")
+
+
+def policy_of(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters of a recorded ProductionParametersSet (``Ledger.recorded_policy``) as a
+    ``--policy`` object, JSON-ready (decimals as strings); None gives the defaults that hold
+    when none was ever recorded. ``Policy.parse`` of it replays under exactly those
+    parameters."""
+    if recorded is None:
+        recorded = {"default_input_location": "BACKFLUSH", "tolerance_pct": Decimal(0),
+                    "rules": None}
+    out = {k: v for k, v in recorded.items() if k not in _ENVELOPE}
+    if out.get("rules") is not None:  # optional fields left out, as one would write them
+        out["rules"] = [{k: v for k, v in r.items() if v is not None} for r in out["rules"]]
+    for k, v in out.items():
+        if isinstance(v, Decimal):
+            out[k] = str(v)
+    return out
 
 
 # --- where each key is: a small scanner over JSON text already known to be valid -------------

@@ -292,7 +292,29 @@ def _audit_text_out(a: dict[str, Any], entries: Iterator[dict[str, Any]],
 
 @cli.group("policy")
 def policy_group() -> None:
-    """Flushing policies: check for overlapping rules."""
+    """Flushing policies: show the one in force, check for overlapping rules."""
+
+
+@policy_group.command("show")
+@click.option("--at", "at", default=None, help="Parameters in force at this time.")
+@click.option("--known-at", default=None, help="As recorded by the ledger by then.")
+@click.pass_context
+def policy_show_cmd(ctx: click.Context, at: str | None, known_at: str | None) -> None:
+    """The production parameters in force, as a --policy file (JSON).
+
+    The start of a what-if: save it, change a rule, replay with --policy FILE. Without any
+    ProductionParametersSet recorded it shows the defaults (and says so on stderr).
+    """
+    import orjson
+    from backflush.cli.app import parse_when
+
+    from backflush.policy import policy_of
+
+    recorded = api_ledger(ctx).recorded_policy(at=parse_when(at, "--at"),
+                                               known_at=parse_when(known_at, "--known-at"))
+    if recorded is None:
+        click.echo("no production parameters recorded by then: the defaults", err=True)
+    click.echo(orjson.dumps(policy_of(recorded), option=orjson.OPT_INDENT_2).decode())
 
 
 @policy_group.command("check")

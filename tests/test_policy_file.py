@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,79 @@ def test_cli_reports_the_lines(tmp_path: Path) -> None:
         assert r.exit_code == 2, r.output
         assert f"{bad}:{line_of(BAD, 'devise')}: rules[1].devise: unknown field" in r.stderr
         assert "Traceback" not in r.output and not INTERNALS.search(r.stderr)
+
+
+def test_a_policy_built_in_python_takes_decimals() -> None:
+    # Quantities are Decimal in the API: a policy dict may hold them as a file holds text.
+    doc = json.loads(FIX.read_text())
+    as_text = Policy.parse(dict(doc, tolerance_pct="2.5")).params
+    assert Policy.parse(dict(doc, tolerance_pct=Decimal("2.5"))).params == as_text
+    with pytest.raises(BadInput) as exc:  # a value no field takes: a one-line error, no crash
+        Policy.parse(dict(doc, tolerance_pct=object()), "mine")
+    assert exc.value.errors[0].startswith("mine: ")
+
+
+def _ledger_of(tmp_path: Path, events: list[str]) -> str:
+    src = tmp_path / "events.jsonl"
+    src.write_text("".join(events))
+    db = str(tmp_path / "l.db")
+    r = CliRunner().invoke(cli, ["--db", db, "import", str(src)])
+    assert r.exit_code == 0, r.output
+    return db
+
+
+def _answers(db: str, *policy: str) -> list[bytes]:
+    runner = CliRunner()
+    out = []
+    for q in (["findings"], ["onhand"], ["wip"], ["hours"]):
+        r = runner.invoke(cli, ["--db", db, *q, "--json", *policy])
+        assert r.exit_code == 0, r.output
+        out.append(r.stdout_bytes)
+    return out
+
+
+ONE_POLICY = ["001-robot-packing", "001-sfg-between-orders", "002-staged-backflush"]
+
+
+@pytest.mark.parametrize("example", [*ONE_POLICY, "no-parameters"])
+def test_policy_show_replays_to_the_recorded_answers(tmp_path: Path, example: str) -> None:
+    # `policy show` is the start of a what-if: replayed unchanged as --policy, it must give
+    # the recorded answers (these histories record one set of parameters, or none).
+    name = "001-robot-packing" if example == "no-parameters" else example
+    lines = (EXAMPLES / name / "events.jsonl").read_text().splitlines(keepends=True)
+    if example == "no-parameters":
+        lines = [x for x in lines if "ProductionParametersSet" not in x]
+    db = _ledger_of(tmp_path, lines)
+    r = CliRunner().invoke(cli, ["--db", db, "policy", "show"])
+    assert r.exit_code == 0, r.output
+    shown = tmp_path / "shown.json"
+    shown.write_bytes(r.stdout_bytes)
+    doc = json.loads(r.stdout)
+    assert set(doc) <= {"default_input_location", "tolerance_pct", "rules"}
+    if example == "no-parameters":
+        assert doc["rules"] is None and "the defaults" in r.stderr
+    else:
+        assert doc["rules"] is not None or example == "002-staged-backflush"
+    assert Policy.from_file(shown).params  # a valid --policy file
+    assert _answers(db, "--policy", str(shown)) == _answers(db)
+
+
+def test_policy_show_is_the_one_in_force_then(tmp_path: Path) -> None:
+    # 001-terminals-and-scanner changes its parameters at 11:30: before and after differ,
+    # and each is what was recorded then (envelope fields left out).
+    db = _ledger_of(tmp_path, [(EXAMPLES / "001-terminals-and-scanner" / "events.jsonl")
+                               .read_text()])
+    recorded = [json.loads(x) for x in (EXAMPLES / "001-terminals-and-scanner" /
+                                        "events.jsonl").read_text().splitlines()
+                if "ProductionParametersSet" in x]
+    runner = CliRunner()
+    before = runner.invoke(cli, ["--db", db, "policy", "show", "--at", "2026-11-03T11:00:00Z"])
+    after = runner.invoke(cli, ["--db", db, "policy", "show"])
+    assert before.exit_code == after.exit_code == 0
+    for got, ev in ((json.loads(before.stdout), recorded[0]),
+                    (json.loads(after.stdout), recorded[1])):
+        assert Policy.parse(got).params == replay_policy(parse_policy(json.dumps(
+            {k: v for k, v in ev.items() if k not in ("type", "at", "id")}).encode()))
+    assert json.loads(before.stdout) != json.loads(after.stdout)
+    r = runner.invoke(cli, ["--db", str(tmp_path / "none.db"), "policy", "show"])
+    assert r.exit_code == 2 and "no ledger" in r.stderr
