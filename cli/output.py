@@ -526,8 +526,8 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
     if want_meta:
         from backflush.cli.provenance import collect
 
-        # A table's provenance is its footer: its chain heads are read after the rows (at
-        # the end, below), so the first rows do not wait for them.
+        # A table's provenance is its footer: the chain's head is read after the rows (at
+        # the end, below), so the first rows wait for nothing but the query.
         meta = collect(chain=fmt != "table")
     it = iter(rows)
     if fmt in ("json", "nl"):
@@ -575,7 +575,7 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
     if fmt == "table" and meta is not None:
         # The chain's part only: "generated" and "at now" stay the times the query began.
         meta.update((k, v) for k, v in collect().items()
-                    if k in ("heads_root", "streams", "events", "verify"))
+                    if k in ("events", "last_seq", "link", "verify"))
         tail = with_provenance("", meta).split("\n--\n", 1)[1]
         yield "--\n" + tail + "\n"
 

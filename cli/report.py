@@ -2,7 +2,7 @@
 no external URL). Every text goes through ``html.escape``.
 
 The page says where it comes from (ledger, backflush version, generated at, ``--at``,
-``--known-at``, the policy in force, the verify status and chain heads' digest); a what-if
+``--known-at``, the policy in force, the verify status and the chain's head); a what-if
 policy is a red banner at the top and in the title. The timeline shows when each event was
 recorded beside when it happened, so late syncs are visible; quantities carry their unit of
 measure. A print stylesheet lays it out on A4 without splitting a row across pages.

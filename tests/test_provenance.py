@@ -13,7 +13,7 @@ import pytest
 from backflush.cli.main import cli
 from backflush.cli.provenance import redact_url
 from backflush.cli.report import late_events
-from backflush.ledger.anchor import merkle_root
+from backflush.ledger.anchor import GENESIS, link_of
 from backflush.ledger.store import Ledger
 from click.testing import CliRunner
 
@@ -37,26 +37,27 @@ def db(db_url: str) -> str:
     return db_url
 
 
-def heads_by_hand(db: str) -> tuple[str, int]:
-    """The chain heads' root computed independently: every row, highest version wins."""
-    heads: dict[str, tuple[int, str]] = {}
+def link_by_hand(db: str) -> tuple[str, int, int]:
+    """(link, last seq, events): the ledger-wide chain recomputed from the event rows
+    themselves, not read from bf_chain."""
     with Ledger(db) as ledger, ledger.transaction(commit=False) as cur:
-        rows = cur.execute("SELECT stream, version, hash FROM bf_events").fetchall()
+        rows = cur.execute(
+            "SELECT seq, stream, version, hash, rec_us FROM bf_events ORDER BY seq").fetchall()
+    link = GENESIS
     for r in rows:
-        if r["stream"] not in heads or r["version"] > heads[r["stream"]][0]:
-            heads[r["stream"]] = (r["version"], r["hash"])
-    return merkle_root(heads), len(rows)
+        link = link_of(link, r["seq"], r["stream"], r["version"], r["hash"], r["rec_us"])
+    return link, rows[-1]["seq"], len(rows)
 
 
 def test_table_footer(db: str) -> None:
     out = run(db, "onhand", "--at", "2026-11-03")
-    digest, n = heads_by_hand(db)
+    link, last, n = link_by_hand(db)
     foot = out[out.rindex("\n--\n"):]
     assert f"backflush {__version__}" in foot
     assert f"ledger {redact_url(db)}" in foot
     assert "at 2026-11-03T23:59:59.999999+00:00" in foot and "known-at now" in foot
     assert "policy as recorded" in foot and "not verified" in foot
-    assert f"chain heads root {digest} ({n} events)" in foot
+    assert f"chain link {link} at seq {last} ({n} events)" in foot
     m = re.search(r"generated (\S+)", foot)
     gen = datetime.fromisoformat(m.group(1))
     assert abs((datetime.now(UTC) - gen).total_seconds()) < 120
@@ -64,11 +65,11 @@ def test_table_footer(db: str) -> None:
 
 
 def test_digest_follows_the_history(db: str) -> None:
-    before = json.loads(run(db, "wip", "--json", "--meta"))["meta"]["heads_root"]
+    before = json.loads(run(db, "wip", "--json", "--meta"))["meta"]["link"]
     run(db, "import", str(STAGED))
     after = json.loads(run(db, "wip", "--json", "--meta"))["meta"]
-    assert after["heads_root"] != before
-    assert (after["heads_root"], after["events"]) == heads_by_hand(db)
+    assert after["link"] != before
+    assert (after["link"], after["last_seq"], after["events"]) == link_by_hand(db)
 
 
 def test_what_if_is_loud(db: str) -> None:
@@ -89,11 +90,11 @@ def test_audit_json_and_text_carry_meta(db: str) -> None:
     assert a["order"] == "P001T-2"
     assert a["meta"]["known_at"] == "2030-01-01T23:59:59.999999+00:00"
     assert a["meta"]["policy"] == {"mode": "as recorded"}
-    assert a["meta"]["heads_root"] == heads_by_hand(db)[0]
+    assert a["meta"]["link"] == link_by_hand(db)[0]
     w = json.loads(run(db, "audit", "P001T-2", "--json", "--policy", str(FIX)))
     assert w["meta"]["policy"]["mode"] == "what-if"
     text = run(db, "audit", "P001T-2", "--policy", str(FIX))
-    assert text.startswith("!!! WHAT-IF") and "chain heads root" in text
+    assert text.startswith("!!! WHAT-IF") and "chain link" in text
 
 
 def test_html_provenance_banner_recorded_and_units(db: str, tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_html_provenance_banner_recorded_and_units(db: str, tmp_path: Path) -> N
     run(db, "audit", "P001T-2", "--html", str(page))
     html = page.read_text()
     assert 'class="whatif"' not in html and "WHAT-IF" not in html
-    assert f"backflush {__version__}" in html and heads_by_hand(db)[0] in html
+    assert f"backflush {__version__}" in html and link_by_hand(db)[0] in html
     assert "policy as recorded" in html and "not verified" in html
     assert "<th>recorded</th>" in html
     with Ledger(db) as ledger, ledger.transaction(commit=False) as cur:
@@ -186,29 +187,31 @@ def test_html_shows_bidi_and_controls_as_escapes() -> None:
     assert "P\\u202eX" in html and "I\\x1b[2J" in html
 
 
-def test_report_and_anchor_name_the_same_root(db: str) -> None:
-    """The footer/meta root is the anchor's: an auditor matches a report to an anchor."""
+def test_report_and_anchor_name_the_same_link(db: str) -> None:
+    """The footer/meta link and seq are the anchor's: an auditor matches a report to an
+    anchor."""
     meta = json.loads(run(db, "onhand", "--json", "--meta"))["meta"]
     anchor = json.loads(run(db, "anchor").strip().splitlines()[-1])
-    assert meta["heads_root"] == anchor["heads_root"] and meta["events"] == anchor["events"]
+    assert (meta["link"], meta["last_seq"], meta["events"]) == (
+        anchor["link"], anchor["last_seq"], anchor["events"])
 
 
-def test_a_streamed_table_reads_the_chain_heads_after_its_rows(db: str, monkeypatch) -> None:
-    # The footer's chain heads cost a read of every stream's head (about a second at 1M
-    # events): a streamed table (events, findings, hours) prints its rows first.
+def test_a_streamed_table_reads_the_chain_head_after_its_rows(db: str, monkeypatch) -> None:
+    # A streamed table (events, findings, hours) prints its rows first and names the
+    # recorded history in its footer after them.
     import sys
 
     from backflush.cli import provenance
 
     seen: list[str] = []
-    real = provenance.heads_digest
+    real = provenance.chain_head
 
     def spy(ledger):
         sys.stdout.flush()
         seen.append(sys.stdout.buffer.getvalue().decode())
         return real(ledger)
 
-    monkeypatch.setattr(provenance, "heads_digest", spy)
+    monkeypatch.setattr(provenance, "chain_head", spy)
     out = run(db, "events")
-    assert len(seen) == 1 and seen[0].count("\n") > 3  # rows were out before the heads
-    assert seen[0] in out and "chain heads root" in out.split("\n--\n")[1]
+    assert len(seen) == 1 and seen[0].count("\n") > 3  # rows were out before the head
+    assert seen[0] in out and "chain link" in out.split("\n--\n")[1]
