@@ -833,6 +833,11 @@ class Bench:
                 ("wip", bf + db + ["wip", "--at", at, "--json"]),
                 ("consumption", bf + db + ["consumption", "--order", order, "--json"]),
                 ("findings_order", bf + db + ["findings", "--order", order, "--json"]),
+                # What a planner types gets the default: a table with its provenance footer.
+                ("onhand.table", bf + db + ["onhand", "--at", at]),
+                ("wip.table", bf + db + ["wip", "--at", at]),
+                ("consumption.table", bf + db + ["consumption", "--order", order]),
+                ("findings_order.table", bf + db + ["findings", "--order", order]),
             ]
             runs += [("pass", py + ["-c", "pass"])] * per_rep
             shift = r % len(runs)  # rotate so no command always runs first in its round
@@ -1055,10 +1060,14 @@ def rows_for(name: str, s: Samples, h: History, raw_label: str) -> list[Row]:
                         "backflush --version"))
         for q, cmd in (("onhand", "onhand --at T --json"), ("wip", "wip --at T --json"),
                        ("consumption", "consumption --order O --json"),
-                       ("findings_order", "findings --order O --json")):
+                       ("findings_order", "findings --order O --json"),
+                       ("onhand.table", "onhand --at T"), ("wip.table", "wip --at T"),
+                       ("consumption.table", "consumption --order O"),
+                       ("findings_order.table", "findings --order O")):
             v = m.get(f"{tier.name}.{q}")
             r = div(v, p)
-            rows.append(Row(name, f"{cmd.removesuffix(' --json')} [{label}]",
+            shown = cmd.removesuffix(" --json") + (" (table)" if q.endswith(".table") else "")
+            rows.append(Row(name, f"{shown} [{label}]",
                             f"{v * 1000:.1f} ms" if v else "n/a", "<= 5x python -c pass", r,
                             None if r is None else r <= 5, f"backflush --db {L} {cmd}"))
     f, p = m.get("big.findings_order"), m.get("big.pass")

@@ -58,7 +58,8 @@ TIMED = [
     "stream.hours", "other.verify", "other.verify --deep", "other.wip --policy P --at END",
     "other.findings --policy P --at END",
 ] + [f"{tier}.{q}" for tier in ("small", "big")
-     for q in ("pass", "version", "onhand", "wip", "consumption", "findings_order")]
+     for q in ("pass", "version", "onhand", "wip", "consumption", "findings_order",
+               "onhand.table", "wip.table", "consumption.table", "findings_order.table")]
 
 FIGURES = [
     "raw insert", "raw read-back", "storage floor: the stored event rows alone",
@@ -66,6 +67,8 @@ FIGURES = [
     "end to end: import + first query", "full rebuild", "late import (",
     "late import + first query / full rebuild", "python -c pass [", "--version [",
     "onhand --at T [", "wip --at T [", "consumption --order O [", "findings --order O [",
+    "onhand --at T (table) [", "wip --at T (table) [", "consumption --order O (table) [",
+    "findings --order O (table) [",
     "events: first output byte", "export: first output byte", "findings: first output byte",
     "hours: first output byte", "peak RSS: import", "peak RSS: rebuild", "peak RSS: events",
     "findings --order O, net of python -c pass",
