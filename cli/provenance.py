@@ -9,14 +9,17 @@ ask for it.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import click
 
 from backflush import __version__
+
+# Not typing's, and hashlib and urllib loaded where used: the click-free query path
+# (``cli.quick``) prints a table's footer with this module and never needs them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import click
 
 _SECRET_PARAMS = {"password", "passfile", "sslpassword", "sslkey"}
 
@@ -25,6 +28,8 @@ def redact_url(db: str) -> str:
     """The ledger location fit to print: a URL's password (and password parameters) removed."""
     if "://" not in db:
         return db
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
     parts = urlsplit(db)
     netloc = parts.netloc
     if "@" in netloc:
@@ -46,7 +51,7 @@ def chain_head(ledger: Any) -> tuple[int, int, str]:
     0.25 s on every table of a 1M-event ledger.) Positions are 1..n (the importer gives
     max+1 under the write lock), so the highest is the count.
     """
-    from backflush.ledger.anchor import GENESIS
+    from backflush.ledger.codec import GENESIS  # (anchor's is the same; it loads orjson)
 
     with ledger.transaction(commit=False) as cur:
         # One statement, one snapshot (on PostgreSQL each statement reads its own).
@@ -102,6 +107,7 @@ def _when(v: Any, option: str) -> str | None:
         return None
     if isinstance(v, datetime):
         return v.isoformat()
+    import click
     from backflush.cli.app import parse_when
 
     try:
@@ -112,6 +118,8 @@ def _when(v: Any, option: str) -> str | None:
 
 
 def _sha_of(path: str) -> str:
+    import hashlib
+
     try:
         with open(path, "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest()
@@ -129,6 +137,8 @@ def _policy(params: dict[str, Any], command: str | None) -> dict[str, Any]:
     if pol is None:
         return {"mode": "as recorded"}
     if isinstance(pol, dict):  # already parsed by the command: name what we can
+        import hashlib
+
         import orjson
 
         loaded = _loaded_policy()
@@ -146,6 +156,8 @@ def _policy(params: dict[str, Any], command: str | None) -> dict[str, Any]:
 
 
 def _loaded_policy() -> dict[str, Any] | None:
+    import click
+
     ctx = click.get_current_context(silent=True)
     pol = None if ctx is None else ctx.meta.get("backflush.policy")
     if pol is None:
@@ -155,6 +167,8 @@ def _loaded_policy() -> dict[str, Any] | None:
 
 def note_policy(policy: Any) -> None:
     """Remember the `Policy` the current command replays under (for its provenance)."""
+    import click
+
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta["backflush.policy"] = policy
@@ -166,14 +180,27 @@ def collect(ctx: click.Context | None = None, *, chain: bool = True) -> dict[str
     ``chain=False`` leaves out the chain's head and the verify status (reads of the ledger),
     for what only needs the policy (the what-if banner).
     """
+    import click
+
     ctx = ctx or click.get_current_context(silent=True)
-    generated = datetime.now(UTC).isoformat()
     if ctx is None:
-        return {"backflush": __version__, "generated_at": generated}
+        return {"backflush": __version__, "generated_at": datetime.now(UTC).isoformat()}
     root = ctx.find_root().obj or {}
-    params = ctx.params
+    # the store the command opened (provenance never opens one itself: a read-only open
+    # decided by the command must stay read-only)
+    ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
+    return provenance_of(str(root.get("db", "")), ctx.info_name, ctx.params, ledger,
+                         chain=chain)
+
+
+def provenance_of(db: str, command: str | None, params: dict[str, Any], ledger: Any, *,
+                  chain: bool = True) -> dict[str, Any]:
+    """``collect`` from what it reads off click's context: the ``--db`` given (or its
+    default), the command's name and parameters, and the store it opened (None: not
+    opened). The click-free query path (``cli.quick``) calls it directly."""
+    generated = datetime.now(UTC).isoformat()
     out: dict[str, Any] = {
-        "ledger": redact_url(str(root.get("db", ""))),
+        "ledger": redact_url(db),
         "backflush": __version__,
         "generated_at": generated,
     }
@@ -182,13 +209,10 @@ def collect(ctx: click.Context | None = None, *, chain: bool = True) -> dict[str
         # no --at means now (the API's default); no --known-at means everything recorded
         out["at"] = _when(params.get("at"), "--at") or f"now ({generated})"
         out["known_at"] = _when(params.get("known_at"), "--known-at")
-    out["policy"] = _policy(params, ctx.info_name)
+    out["policy"] = _policy(params, command)
     for opt in ("from_", "to"):
         if params.get(opt) is not None:
             out[opt.rstrip("_")] = _when(params[opt], "--" + opt.rstrip("_"))
-    # the store the command opened (provenance never opens one itself: a read-only open
-    # decided by the command must stay read-only)
-    ledger = root.get("ledger") or getattr(root.get("api"), "_store", None)
     if not chain:
         return out
     if ledger is None:

@@ -1,17 +1,18 @@
 """The click-free path of the read-only queries a script polls: ``onhand``, ``wip``,
-``consumption --order`` and ``findings --order`` in a machine format.
+``consumption --order`` and ``findings --order``, as a table or in a machine format.
 
 click alone takes longer to import (~20-30 ms: it loads ``inspect``, ``typing``, ``uuid``,
 ``enum``) than such a query takes to answer from the materialised projections, so a
 ``backflush --db L onhand --at T --json`` that had to load it spent most of its life
 starting. Here the command line is read without click when it is one of these commands with
-only their plain options (``--opt VALUE`` or ``--opt=VALUE``, each at most once) and one of
+only their plain options (``--opt VALUE`` or ``--opt=VALUE``, each at most once), in a table
+(the default: with its provenance footer, ``cli.provenance.provenance_of``) or one of
 ``--json``/``--nl``/``--csv``/``--tsv``; the same API call and the same renderer as the click
 command produce the same bytes (``tests/test_quick.py`` runs every case both ways).
 
-Anything else returns None and click takes the command line: tables (their provenance
-footer), ``--meta``, ``--policy``, ``--summary``, ``--help``, streamed output, an unknown or
-repeated option. So does every error: this path never reports one itself. Before anything
+Anything else returns None and click takes the command line: ``--meta``, ``--policy``,
+``--summary``, ``--help``, streamed output, an unknown or repeated option. So does every
+error: this path never reports one itself. Before anything
 is printed, a failure (a mistyped order, a bad ``--at``, a missing ledger) hands over to
 click, which runs the command again and reports it as always (a query has no effects to
 repeat: a catch-up it made stays made). Only a failure while printing is reported here, the
@@ -83,9 +84,9 @@ def parse(argv: list[str]) -> tuple[str | None, str, dict[str, str], str] | None
             if value.startswith("-"):  # an option where a value should be: let click judge
                 return None
         opts[name] = value
-    if fmt is None or not required <= opts.keys():
+    if not required <= opts.keys():
         return None
-    return db, command, opts, fmt
+    return db, command, opts, fmt or "table"
 
 
 def _when(opts: dict[str, str], name: str) -> Any:
@@ -130,6 +131,13 @@ def _answer(db: str, command: str, opts: dict[str, str], fmt: str) -> tuple[str,
 
             rows = ledger.findings(order=opts["--order"], code=opts.get("--code"), at=at,
                                    known_at=known_at, policy=None)
+        meta = None
+        if fmt == "table":  # its provenance footer, as click's command adds it
+            from backflush.cli.provenance import provenance_of
+
+            params = {k.lstrip("-").replace("-", "_"): v for k, v in opts.items()}
+            params.update(at=at, known_at=known_at)
+            meta = provenance_of(db, command, params, ledger._store)  # noqa: SLF001
     finally:
         ledger.close()
     code = 0
@@ -138,7 +146,18 @@ def _answer(db: str, command: str, opts: dict[str, str], fmt: str) -> tuple[str,
 
         if any(SEVERITY_RANK[f["severity"]] >= SEVERITY_RANK[fail_on] for f in rows):
             code = 1  # EXIT_FINDINGS
-    return render(rows, columns, fmt) + "\n", code
+    text = render(rows, columns, fmt)  # (no click context: a bare table)
+    if meta is not None:
+        from backflush.cli.output import with_provenance
+
+        text = with_provenance(text, meta)
+    return text + "\n", code
+
+
+def _colour() -> bool:
+    from backflush.cli.output import use_colour
+
+    return use_colour()
 
 
 def run(argv: list[str]) -> int | None:
@@ -153,8 +172,9 @@ def run(argv: list[str]) -> int | None:
     try:
         text, code = _answer(db, command, opts, fmt)
         # What click.echo would change: ANSI sequences it strips off a non-terminal, text the
-        # stream's encoding cannot carry (click replaces it). Neither in plain answers.
-        if "\x1b" in text:
+        # stream's encoding cannot carry (click replaces it). Neither in plain answers; a
+        # table is coloured only on a terminal (``use_colour``), where click keeps them.
+        if "\x1b" in text and not (fmt == "table" and _colour()):
             return None
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
         text.encode(encoding)

@@ -8,6 +8,7 @@ code; and the command lines it must leave to click are checked to be left alone.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -42,7 +43,14 @@ CASES = [
     ["findings", "--order", "P001T-1", "--fail-on", "info"],
     ["findings", "--order", "P002-2", "--fail-on", "warning", "--at", "2026-11-02"],
 ]
-FORMATS = ["--json", "--nl", "--csv", "--tsv"]
+FORMATS = ["--json", "--nl", "--csv", "--tsv", None]  # None: the default, a table
+# A table's footer says when it was generated (and "at now (...)" then): the one thing two
+# runs of the same query differ in.
+GENERATED = re.compile(r"(generated |now \()\d{4}-\d\d-\d\dT[\d:.]+\+00:00")
+
+
+def _same_run(out: str) -> str:
+    return GENERATED.sub(r"\1<time>", out)
 
 
 @pytest.fixture
@@ -68,9 +76,13 @@ def test_same_bytes_and_exit_code_as_click(ledger_db, capsys):
     for case in CASES:
         for i, fmt in enumerate(FORMATS):
             # the format flag first, last, or among the options: click takes any order
-            args = [case[0], fmt, *case[1:]] if i % 2 else [*case, fmt]
+            flag = [] if fmt is None else [fmt]
+            args = [case[0], *flag, *case[1:]] if i % 2 else [*case, *flag]
             fast, slow = both(ledger_db, args, capsys)
             assert fast[0] is not None, args  # served here, not handed to click
+            if fmt is None:
+                assert "\n--\n# ledger " in fast[1] and "chain link" in fast[1], args
+                fast, slow = (fast[0], _same_run(fast[1])), (slow[0], _same_run(slow[1]))
             assert fast == slow, args
             codes.add(fast[0])
     assert codes == {0, 1}  # --fail-on both ways
@@ -96,7 +108,7 @@ def test_a_missing_ledger_is_left_to_click(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["onhand"],                                    # a table: provenance footer, click's
+    ["onhand", "--meta"],                          # provenance asked for: click's
     ["onhand", "--json", "--meta"],
     ["onhand", "--json", "--csv"],                 # two formats: click's error
     ["onhand", "--json", "--json"],
@@ -126,6 +138,8 @@ def test_parse_reads_what_click_reads():
         "x.db", "wip", {"--resource": "R"}, "tsv")
     assert quick.parse(["onhand", "--json", "--at=2026-11-02"]) == (
         None, "onhand", {"--at": "2026-11-02"}, "json")
+    assert quick.parse(["findings", "--order", "O"]) == (
+        None, "findings", {"--order": "O"}, "table")
 
 
 def test_the_console_entry_point_takes_it_without_click(ledger_db):
@@ -138,6 +152,11 @@ def test_the_console_entry_point_takes_it_without_click(ledger_db):
                        timeout=120)
     assert "EXIT 0 CLICK False" in p.stderr, p.stderr
     assert '"order": "P002-1"' in p.stdout
+    # What a planner types: a table with its footer, still without click.
+    p = subprocess.run([sys.executable, "-c", probe, "--db", ledger_db, "consumption",
+                        "--order", "P002-1"], capture_output=True, text=True, timeout=120)
+    assert "EXIT 0 CLICK False" in p.stderr, p.stderr
+    assert "P002-1" in p.stdout and "\n# ledger " in p.stdout and "chain link" in p.stdout
     # A mistyped order: click's one-line error, exit 2.
     p = subprocess.run([sys.executable, "-m", "backflush", "--db", ledger_db, "consumption",
                         "--order", "P002-9", "--json"], capture_output=True, text=True,
@@ -167,7 +186,7 @@ def test_a_ledger_locked_too_long_is_said_once_not_waited_for_twice(tmp_path, mo
         assert holder.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
         holder.execute("BEGIN EXCLUSIVE")
         env = {**os.environ, "BACKFLUSH_LOCK_TIMEOUT": "0.3"}
-        for args in (["onhand", "--json"], ["onhand"]):  # the quick path, then click's
+        for args in (["onhand", "--json"], ["onhand", "--json", "--meta"]):  # quick, click
             p = subprocess.run([sys.executable, "-m", "backflush", "--db", db, *args],
                                capture_output=True, text=True, timeout=120, env=env)
             assert p.returncode == 3, p.stderr
