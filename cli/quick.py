@@ -1,5 +1,6 @@
 """The click-free path of the read-only queries a script polls: ``onhand``, ``wip``,
-``consumption --order`` and ``findings --order``, as a table or in a machine format.
+``consumption --order``, ``findings --order`` and ``hours --order``, as a table or in a
+machine format.
 
 click alone takes longer to import (~20-30 ms: it loads ``inspect``, ``typing``, ``uuid``,
 ``enum``) than such a query takes to answer from the materialised projections, so a
@@ -39,6 +40,8 @@ COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # Without --order findings replay the whole ledger, streamed: click's command does that.
     "findings": (frozenset({"--order", "--code", "--at", "--known-at", "--fail-on"}),
                  frozenset({"--order"})),
+    # (hours of every order: a replay, streamed, click's)
+    "hours": (frozenset({"--order", "--resource", "--at", "--known-at"}), frozenset({"--order"})),
 }
 
 
@@ -126,6 +129,11 @@ def _answer(db: str, command: str, opts: dict[str, str], fmt: str) -> tuple[str,
             from backflush.cli.output import CONSUMPTION_COLUMNS as columns
 
             rows = ledger.consumption(opts["--order"], at=at, known_at=known_at, policy=None)
+        elif command == "hours":
+            from backflush.cli.output import HOURS_COLUMNS as columns
+
+            rows = ledger.hours(order=opts["--order"], resource=opts.get("--resource"), at=at,
+                                known_at=known_at, policy=None)
         else:
             from backflush.cli.output import FINDING_COLUMNS as columns
 

@@ -42,6 +42,8 @@ CASES = [
     ["findings", "--order", "P001T-1", "--fail-on", "error"],
     ["findings", "--order", "P001T-1", "--fail-on", "info"],
     ["findings", "--order", "P002-2", "--fail-on", "warning", "--at", "2026-11-02"],
+    ["hours", "--order", "P002-1"],
+    ["hours", "--order", "P001T-2", "--resource", "T-CUT", "--at", "2026-11-03T12:00:00Z"],
 ]
 FORMATS = ["--json", "--nl", "--csv", "--tsv", None]  # None: the default, a table
 # A table's footer says when it was generated (and "at now (...)" then): the one thing two
@@ -122,7 +124,7 @@ def test_a_missing_ledger_is_left_to_click(tmp_path, capsys):
     ["consumption", "--json"],                     # --order required: click says so
     ["findings", "--json"],                        # the whole ledger, streamed
     ["findings", "--order", "O", "--summary", "--json"],
-    ["hours", "--json"],
+    ["hours", "--json"],                           # every order: a replay, streamed
     ["events", "--json"],
     ["--db", "a", "--db", "b", "onhand", "--json"],
     ["--dbx", "a", "onhand", "--json"],
