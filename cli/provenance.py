@@ -55,12 +55,16 @@ def chain_head(ledger: Any) -> tuple[int, int, str]:
 
     with ledger.transaction(commit=False) as cur:
         # One statement, one snapshot (on PostgreSQL each statement reads its own).
-        row = cur.execute(
-            "SELECT (SELECT MAX(seq) FROM bf_events) AS n,"
-            " (SELECT seq FROM bf_chain ORDER BY seq DESC LIMIT 1) AS last_seq,"
-            " (SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1) AS link"
-        ).fetchone()
+        row = cur.execute("SELECT " + _HEAD_COLUMNS).fetchone()
     return int(row["n"] or 0), int(row["last_seq"] or 0), row["link"] or GENESIS
+
+
+# The chain's head: the event count and the last chained seq and link, off primary keys.
+_HEAD_COLUMNS = (
+    "(SELECT MAX(seq) FROM bf_events) AS n,"
+    " (SELECT seq FROM bf_chain ORDER BY seq DESC LIMIT 1) AS last_seq,"
+    " (SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1) AS link"
+)
 
 
 def _table_exists(ledger: Any, name: str) -> bool:
@@ -78,9 +82,7 @@ def _table_exists(ledger: Any, name: str) -> bool:
 # table reads them, and on PostgreSQL each statement of a fresh connection is a round trip
 # and a first look at its tables (three statements cost a table query 3-4 ms).
 _STATE_SQL = (
-    "SELECT (SELECT MAX(seq) FROM bf_events) AS n,"
-    " (SELECT seq FROM bf_chain ORDER BY seq DESC LIMIT 1) AS last_seq,"
-    " (SELECT link FROM bf_chain ORDER BY seq DESC LIMIT 1) AS link,"
+    "SELECT " + _HEAD_COLUMNS + ","
     " v.verified_at, v.events, v.ok, v.heads FROM (SELECT 1 AS one) o LEFT JOIN"
     " (SELECT verified_at, events, ok, heads FROM bf_verify"
     " ORDER BY verified_at DESC LIMIT 1) v ON 1 = 1"
