@@ -550,10 +550,14 @@ class Ledger:
         seq_lte: int | None = None,
         by: str = "at",
         batch: int = 5000,
+        replay: bool = False,
     ) -> Iterator[Any]:
         """Index rows joined with their stored state, by ``at`` (ties: seq) or by ``seq``.
 
         Streams in pages (keyset pagination), so a million events never sit in memory.
+        ``replay``: plain ``(seq, at_us, state)`` tuples instead (what a replay reads of
+        each event: a whole-history what-if read every column by name, 1.7 s of its 9 s at
+        1M events on SQLite).
         """
         where, params = [], []
         if order is not None:
@@ -579,9 +583,11 @@ class Ledger:
             where.append("i.seq <= ?")
             params.append(seq_lte)
         cols = (
+            "i.seq, i.at_us, i.state" if replay else
             "i.seq, i.id, i.stream, i.version, i.type, i.at_us, i.rec_us, i.ord, i.hash,"
             " i.state"
         )
+        plain = replay and self.dialect == "sqlite"
         base = f"SELECT {cols} FROM bf_events i"
         key: tuple[int, int] | None = None
         while True:
@@ -599,14 +605,22 @@ class Ledger:
             sql += " ORDER BY i.at_us, i.seq" if by == "at" else " ORDER BY i.seq"
             sql += f" LIMIT {batch}"
             with self.transaction(commit=False) as cur:
-                rows = cur.execute(sql, ps).fetchall()
+                if plain:  # a cursor of tuples: no sqlite3.Row per event
+                    raw = cur.raw.connection.cursor()
+                    raw.row_factory = None
+                    rows = raw.execute(sql, ps).fetchall()
+                    raw.close()
+                else:
+                    rows = cur.execute(sql, ps).fetchall()
+                    if replay:
+                        rows = [(r["seq"], r["at_us"], r["state"]) for r in rows]
             if not rows:
                 return
             yield from rows
             if len(rows) < batch:
                 return
             last = rows[-1]
-            key = (last["at_us"], last["seq"])
+            key = (last[1], last[0]) if replay else (last["at_us"], last["seq"])
 
     def max_seq(self) -> int:
         """The last recorded position (0 for an empty ledger)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from decimal import DecimalException, localcontext
 from itertools import chain, islice
 
 from backflush.ledger.store import Ledger, to_us
@@ -346,14 +347,14 @@ def _streaming_replay(
     if plan is None:
         plan = mat.last_event_of_orders(ledger)
     engine = Replay(policy=policy, reversible=mat.reversal_targets(ledger))
-    n = 0
+    events = mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at), seq_lte=last)
     with mat.no_gc():
-        for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at),
-                                        seq_lte=last):
-            engine.apply(ev)
-            n += 1
-            if n % retire_every:
-                continue
+        while True:
+            # ``retire_every`` events in one arithmetic context (``Replay.apply`` enters one
+            # per event); left before each yield, so the caller runs in its own.
+            ev = _apply_some(engine, events, retire_every)
+            if ev is None:
+                break
             engine.balance_changes.clear()
             engine.flushes.clear()
             engine.unresolved_log.clear()
@@ -370,6 +371,26 @@ def _streaming_replay(
                 for o in done:
                     engine.retire(o)
         yield engine, None
+
+
+def _apply_some(engine: Replay, events: Iterator[dict[str, Any]], k: int) -> dict | None:
+    """Apply the next ``k`` events to ``engine`` as ``Replay.apply`` would, in one
+    arithmetic context; returns the ``k``-th, or None when fewer were left."""
+    from backflush.projections.engine import ARITHMETIC, UnreplayableEvent
+
+    apply = engine._apply  # noqa: SLF001  (the context and the error are given here)
+    ev: dict[str, Any] = {}
+    n = 0
+    with localcontext(ARITHMETIC):
+        try:
+            for ev in events:
+                apply(ev)
+                n += 1
+                if n == k:
+                    return ev
+        except DecimalException as exc:
+            raise UnreplayableEvent(ev, exc) from None
+    return None
 
 
 def order_events(

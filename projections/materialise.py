@@ -521,9 +521,14 @@ def events_for_replay(ledger: Ledger, *, light: bool = False,
     values), so that a short query process does not import orjson (which loads
     dataclasses, inspect and uuid: ~10 ms).
     """
-    from backflush.ledger.codec import replay_dict
+    from backflush.ledger.codec import replay_decoder, replay_dict
 
-    loads = _light_loads if light else _orjson_loads()
+    if not light:  # the replay pass's own reads and decoder (``read_pages``, ``_Run.replay``)
+        decode = replay_decoder()
+        for seq, _at_us, state in ledger.iter_rows(by="at", replay=True, **filters):
+            yield decode(state, seq)
+        return
+    loads = _light_loads
     for row in ledger.iter_rows(by="at", **filters):
         yield replay_dict(loads(row["state"])["e"], row["seq"])
 

@@ -57,3 +57,54 @@ def test_an_overflowing_quantity_is_a_clean_error_naming_the_event(huge):
         engine = Replay()
         for ev in events:
             engine.apply(ev)
+
+
+@pytest.mark.parametrize("huge", ["1e999999999", "9e999999"])
+def test_a_whole_history_replay_names_the_overflowing_event_too(huge):
+    # The streaming replays (what-ifs, whole-history findings and hours) apply a run of
+    # events in one context instead of one per event: the same error, the same event.
+    from backflush.projections.asof import _apply_some
+
+    events = _receipts("1", huge, huge)
+    with pytest.raises(UnreplayableEvent) as err:
+        _apply_some(Replay(), iter(events), 10)
+    assert err.value.event_id in {e["id"] for e in events[2:]}
+
+
+def test_apply_some_applies_exactly_k_and_says_when_the_events_ran_out():
+    from backflush.projections.asof import _apply_some
+
+    events = _receipts("1", "2", "3", "4")  # an item and four receipts: five events
+    engine, it = Replay(), iter(events)
+    assert _apply_some(engine, it, 2) is events[1]
+    assert engine.onhand()[0]["qty"] == Decimal("1")
+    assert _apply_some(engine, it, 2) is events[3]
+    assert _apply_some(engine, it, 2) is None  # one left: applied, then the end
+    assert engine.onhand()[0]["qty"] == Decimal("10")
+    assert _apply_some(engine, it, 2) is None
+
+
+def test_a_streaming_replay_leaves_the_callers_context_alone_between_its_steps(db_url, tmp_path):
+    # Each step is applied in the engine's context, left before the step is handed over:
+    # what the caller computes with the engine in between is in the caller's own context.
+    from datetime import UTC, datetime
+
+    import orjson
+    from backflush.ledger.importer import run_import
+    from backflush.ledger.simulate import simulate
+    from backflush.ledger.store import Ledger
+    from backflush.projections import asof
+
+    ledger = Ledger(db_url)
+    src = tmp_path / "h.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in simulate(20, 3, ())))
+    assert not run_import(ledger, [str(src)]).errors
+    at = datetime(2099, 1, 1, tzinfo=UTC)
+    steps = 0
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3
+        for _engine, _done in asof._streaming_replay(ledger, at, None, None, 50,
+                                                     keep_findings=False):
+            assert decimal.getcontext().prec == 3
+            steps += 1
+    assert steps > 2
