@@ -6,6 +6,7 @@ event (``UnreplayableEvent``), never a half-applied state or a traceback.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from decimal import DecimalException, localcontext
 from functools import wraps
 
@@ -29,16 +30,30 @@ class UnreplayableEvent(QuantityOutOfRange):
         )
 
 
+_INSIDE = ContextVar("backflush_exact", default=False)
+
+
 def exact(f):
-    """Run ``f`` in the engine's arithmetic context (queries computing from the state)."""
+    """Run ``f`` in the engine's arithmetic context (queries computing from the state).
+
+    Called from another exact function, ``f`` runs in that call's context, which already is
+    the engine's, and its errors are that call's to translate: findings read a dozen exact
+    properties per BOM line, and entering a context for each took a tenth of a whole-history
+    ``findings`` (stop 30). Nothing here sets another context inside an exact call.
+    """
 
     @wraps(f)
     def inner(*args, **kw):
-        with localcontext(ARITHMETIC):
-            try:
+        if _INSIDE.get():  # called from an exact function: its context and errors hold
+            return f(*args, **kw)
+        token = _INSIDE.set(True)
+        try:
+            with localcontext(ARITHMETIC):
                 return f(*args, **kw)
-            except DecimalException as exc:
-                raise QuantityOutOfRange(
-                    f"{f.__name__}: quantity out of range ({type(exc).__name__})") from None
+        except DecimalException as exc:
+            raise QuantityOutOfRange(
+                f"{f.__name__}: quantity out of range ({type(exc).__name__})") from None
+        finally:
+            _INSIDE.reset(token)
 
     return inner

@@ -48,6 +48,7 @@ from decimal import Decimal
 from itertools import combinations
 
 from backflush.projections.common import fmt_qty
+from backflush.projections.exact import exact
 from backflush.projections.orderstate import NOTHING
 from backflush.projections.records import _Frozen
 from backflush.projections.rules import (
@@ -473,11 +474,13 @@ def findings(engine, order: str | None = None, codes: Iterable[str] | None = Non
     return findings_of_orders(engine, None if order is None else {order}, codes)
 
 
+@exact
 def findings_of_orders(engine, orders: set | None, codes: Iterable[str] | None = None
                        ) -> list[Finding]:
     """Findings of the orders in ``orders`` (None: every order, and stock moves of none).
 
-    Only the checks of ``codes`` run (all when None).
+    Only the checks of ``codes`` run (all when None). Every check runs in the engine's
+    arithmetic context (``exact``), as the state's own figures do.
     """
     keep = None if codes is None else set(codes)
     line_checks = [f for c, f in LINE_CHECKS.items() if keep is None or c in keep]

@@ -108,3 +108,34 @@ def test_a_streaming_replay_leaves_the_callers_context_alone_between_its_steps(d
             assert decimal.getcontext().prec == 3
             steps += 1
     assert steps > 2
+
+
+def test_exact_inside_exact_keeps_the_outer_context_and_resets_after_an_error():
+    # Findings call many exact properties per line: nested calls run in the outer call's
+    # context instead of entering one each, and the outer call still translates errors.
+    from backflush.projections.exact import exact
+
+    seen = []
+
+    @exact
+    def inner_():
+        seen.append(decimal.getcontext())
+        return Decimal(1) / Decimal(3)
+
+    @exact
+    def outer(fail=False):
+        seen.append(decimal.getcontext())
+        if fail:
+            return Decimal("9e999999") * Decimal("9e999999")
+        return inner_()
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3
+        assert len(str(outer())) > 60  # the engine's precision, not the caller's
+        assert seen[0] is seen[1] and seen[0].prec != 3
+        with pytest.raises(BadInput, match="outer: quantity out of range"):
+            outer(fail=True)
+        seen.clear()
+        assert len(str(inner_())) > 60  # entered again after the error: the flag was reset
+        assert seen[0].prec != 3
+        assert decimal.getcontext().prec == 3
