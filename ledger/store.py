@@ -588,6 +588,10 @@ class Ledger:
             " i.state"
         )
         plain = replay and self.dialect == "sqlite"
+        # PostgreSQL: a replay's first page as any read (libpq, no psycopg import for a
+        # short one); the pages after it on psycopg in binary, as tuples (the states as
+        # stored, not hex text to decode: ~1/4 less time for a whole-history what-if).
+        binary = False
         base = f"SELECT {cols} FROM bf_events i"
         key: tuple[int, int] | None = None
         while True:
@@ -604,12 +608,17 @@ class Ledger:
             sql = base + (" WHERE " + " AND ".join(conds) if conds else "")
             sql += " ORDER BY i.at_us, i.seq" if by == "at" else " ORDER BY i.seq"
             sql += f" LIMIT {batch}"
-            with self.transaction(commit=False) as cur:
+            with self.transaction(commit=False, read_only=not binary) as cur:
                 if plain:  # a cursor of tuples: no sqlite3.Row per event
                     raw = cur.raw.connection.cursor()
                     raw.row_factory = None
                     rows = raw.execute(sql, ps).fetchall()
                     raw.close()
+                elif binary:
+                    from psycopg.rows import tuple_row
+
+                    with cur.raw.connection.cursor(row_factory=tuple_row, binary=True) as raw:
+                        rows = raw.execute(cur._sql(sql), ps).fetchall()  # noqa: SLF001
                 else:
                     rows = cur.execute(sql, ps).fetchall()
                     if replay:
@@ -619,6 +628,7 @@ class Ledger:
             yield from rows
             if len(rows) < batch:
                 return
+            binary = replay and self.dialect == "postgres"
             last = rows[-1]
             key = (last[1], last[0]) if replay else (last["at_us"], last["seq"])
 
