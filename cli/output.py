@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -35,6 +34,7 @@ from backflush.projections.common import fmt_qty as _dec
 
 TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
 if TYPE_CHECKING:
+    import re
     from typing import Any
 
 FORMATS = ("table", "json", "nl", "csv", "tsv")
@@ -69,6 +69,8 @@ def _plain(v: Any) -> Any:
 # Compiled on first use: a query answering in JSON needs neither pattern.
 @cache
 def _unsafe() -> re.Pattern[str]:
+    import re  # here: ``re`` (with ``enum``) is ~5 ms of a query process's start
+
     return re.compile(
         "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
     )
@@ -87,6 +89,8 @@ def _esc_char(m: re.Match[str]) -> str:
 
 def escape_text(s: str) -> str:
     """``s`` with every control, line-break and bidi character shown as a visible escape."""
+    if s.isprintable():  # every character the pattern matches is one ``isprintable`` refuses
+        return s
     unsafe = _unsafe()
     return s if unsafe.search(s) is None else unsafe.sub(_esc_char, s)
 
@@ -106,7 +110,11 @@ def spreadsheet_safe(text: str, numeric: bool) -> str:
     A numeric cell is left alone (see the module docstring); so is text that is a plain
     number, since no spreadsheet runs ``-5``.
     """
-    if numeric or not text.startswith(_FORMULA_START) or re.fullmatch(_NUMBER, text):
+    if numeric or not text.startswith(_FORMULA_START):
+        return text
+    import re
+
+    if re.fullmatch(_NUMBER, text):
         return text
     return "'" + text
 
