@@ -529,8 +529,8 @@ def events_for_replay(ledger: Ledger, *, light: bool = False,
             yield decode(state, seq)
         return
     loads = _light_loads
-    for row in ledger.iter_rows(by="at", **filters):
-        yield replay_dict(loads(row["state"])["e"], row["seq"])
+    for seq, _at_us, state in ledger.iter_rows(by="at", replay=True, **filters):
+        yield replay_dict(loads(state)["e"], seq)
 
 
 def _orjson_loads() -> Callable[[Any], Any]:
