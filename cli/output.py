@@ -223,6 +223,9 @@ def _light(body: Any, rows: int) -> bool:
 
 def _dumps(body: Any, rows: int, indent: bool = False) -> str:
     if _light(body, rows):
+        text = _plain_json(body, indent)
+        if text is not None:
+            return text
         import json
 
         if indent:
@@ -231,6 +234,68 @@ def _dumps(body: Any, rows: int, indent: bool = False) -> str:
     import orjson
 
     return orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0).decode()
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_json(body: Any, indent: bool) -> str | None:
+    """``json.dumps(body, ensure_ascii=False)`` (``indent=2``, else compact separators), the
+    same text, by ``json``'s own C string encoder and without the ``json`` package: that
+    imports ``re`` (with ``enum``, ~3 ms of a 30 ms query). None for anything but dicts with
+    str keys, lists, str, int, bool and None (``json.dumps`` writes those)."""
+    try:
+        from _json import encode_basestring as quote
+    except ImportError:
+        return None
+    out: list[str] = []
+    put = out.append
+    colon, comma = (": ", ",") if indent else (":", ",")
+
+    def enc(v: Any, level: int) -> None:
+        t = type(v)
+        if t is str:
+            put(quote(v))
+        elif v is None:
+            put("null")
+        elif v is True:
+            put("true")
+        elif v is False:
+            put("false")
+        elif t is int:
+            put(int.__repr__(v))
+        elif t is list or t is dict:
+            if not v:
+                put("[]" if t is list else "{}")
+                return
+            inner = "\n" + "  " * (level + 1) if indent else ""
+            put(("[" if t is list else "{") + inner)
+            first = True
+            if t is list:
+                for x in v:
+                    if not first:
+                        put(comma + inner)
+                    first = False
+                    enc(x, level + 1)
+            else:
+                for k, x in v.items():
+                    if type(k) is not str:
+                        raise _NotPlain
+                    if not first:
+                        put(comma + inner)
+                    first = False
+                    put(quote(k) + colon)
+                    enc(x, level + 1)
+            put(("\n" + "  " * level if indent else "") + ("]" if t is list else "}"))
+        else:
+            raise _NotPlain
+
+    try:
+        enc(body, 0)
+    except _NotPlain:
+        return None
+    return "".join(out)
 
 
 def to_json(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:

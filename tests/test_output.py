@@ -259,3 +259,28 @@ def test_floats_and_long_answers_take_orjson():
     assert not _light([{"a": [1, {"b": 0.5}]}], 1)
     assert not _light([], LIGHT_ROWS + 1)
     assert _light([{"a": [1, {"b": "0.5"}]}], LIGHT_ROWS)
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=14,
+)
+
+
+@given(PLAIN)
+def test_a_small_answer_is_written_as_json_dumps_writes_it(body):
+    # Small answers are encoded without the json package (it loads ``re``): the same text.
+    from backflush.cli.output import _plain_json
+
+    assert _plain_json(body, True) == json.dumps(body, ensure_ascii=False, indent=2)
+    assert _plain_json(body, False) == json.dumps(body, ensure_ascii=False,
+                                                  separators=(",", ":"))
+
+
+@pytest.mark.parametrize("body", [[1.5], {1: "a"}, {"a": Decimal("1")}, [("a",)], {None: 1}])
+def test_what_the_small_encoder_does_not_write_goes_to_json(body):
+    from backflush.cli.output import _plain_json
+
+    assert _plain_json(body, True) is None and _plain_json(body, False) is None

@@ -7,14 +7,20 @@ PostgreSQL also past the first page (read in binary on psycopg after a first one
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from backflush.ledger.codec import replay_dict
 from backflush.ledger.importer import run_import
 from backflush.ledger.simulate import simulate
 from backflush.ledger.store import Ledger
 from backflush.projections import materialise as mat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _ledger(db_url: str, tmp_path: Path) -> Ledger:
@@ -49,3 +55,44 @@ def test_replay_events_decode_as_the_general_decoder_does(db_url, tmp_path):
     assert fast == slow
     nested = {"BomDefined", "RouteDefined", "ProductionParametersSet"}  # the general path
     assert {e["type"] for e in fast} >= nested | {"Reversal", "Put"}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON, st.sampled_from(["bytes", "str", "memoryview", "padded"]))
+@settings(max_examples=500)
+def test_one_orders_decoder_reads_json_as_json_loads_does(value, form):
+    # (the per-order replay decodes with json's C scanner, without the json package)
+    text = json.dumps(value, ensure_ascii=False).encode()
+    given_ = {"bytes": text, "str": text.decode(), "memoryview": memoryview(text),
+              "padded": b" \n" + text + b"\t "}[form]
+    assert mat._light_loads(given_) == json.loads(bytes(given_) if form == "memoryview"
+                                                  else given_)
+
+
+@pytest.mark.parametrize("bad", [b"", b"{", b'{"a":1} x', b"\xff\xfe", "[1,]", b"NaN x"])
+def test_one_orders_decoder_fails_as_json_loads_does(bad):
+    with pytest.raises(ValueError) as ours:
+        mat._light_loads(bad)
+    with pytest.raises(ValueError) as theirs:
+        json.loads(bad)
+    assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
+
+
+def test_one_orders_decoder_needs_no_json_package():
+    code = ("import sys\n"
+            "for k in [k for k in sys.modules if k.split('.')[0] in ('re', 'json')]:\n"
+            "    del sys.modules[k]\n"
+            "from backflush.projections import materialise as mat\n"
+            "assert mat._light_loads(b'{\"a\": [1, 2.5, null]}') == {'a': [1, 2.5, None]}\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('re', 'json')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
