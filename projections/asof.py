@@ -24,7 +24,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from decimal import DecimalException, localcontext
 from itertools import chain, islice
 
 from backflush.ledger.store import Ledger, to_us
@@ -352,7 +351,7 @@ def _streaming_replay(
         while True:
             # ``retire_every`` events in one arithmetic context (``Replay.apply`` enters one
             # per event); left before each yield, so the caller runs in its own.
-            ev = _apply_some(engine, events, retire_every)
+            ev = engine.apply_some(events, retire_every)
             if ev is None:
                 break
             engine.balance_changes.clear()
@@ -371,26 +370,6 @@ def _streaming_replay(
                 for o in done:
                     engine.retire(o)
         yield engine, None
-
-
-def _apply_some(engine: Replay, events: Iterator[dict[str, Any]], k: int) -> dict | None:
-    """Apply the next ``k`` events to ``engine`` as ``Replay.apply`` would, in one
-    arithmetic context; returns the ``k``-th, or None when fewer were left."""
-    from backflush.projections.engine import ARITHMETIC, UnreplayableEvent
-
-    apply = engine._apply  # noqa: SLF001  (the context and the error are given here)
-    ev: dict[str, Any] = {}
-    n = 0
-    with localcontext(ARITHMETIC):
-        try:
-            for ev in events:
-                apply(ev)
-                n += 1
-                if n == k:
-                    return ev
-        except DecimalException as exc:
-            raise UnreplayableEvent(ev, exc) from None
-    return None
 
 
 def order_events(

@@ -233,6 +233,25 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
                 raise UnreplayableEvent(ev, exc) from None
         return self
 
+    def apply_some(self, events, k: int):
+        """Apply the next ``k`` events of the iterator ``events`` (in (at, seq) order) in
+        one arithmetic context, as ``apply`` would each; returns the ``k``-th, or None when
+        fewer were left. A streaming replay hands its state over between runs of events,
+        outside this context (``projections.asof``)."""
+        apply = self._apply
+        ev: dict = {}
+        n = 0
+        with localcontext(ARITHMETIC):
+            try:
+                for ev in events:
+                    apply(ev)
+                    n += 1
+                    if n == k:
+                        return ev
+            except DecimalException as exc:
+                raise UnreplayableEvent(ev, exc) from None
+        return None
+
     # --- snapshots ---------------------------------------------------------------------
 
     def state(self) -> dict:

@@ -63,25 +63,21 @@ def test_an_overflowing_quantity_is_a_clean_error_naming_the_event(huge):
 def test_a_whole_history_replay_names_the_overflowing_event_too(huge):
     # The streaming replays (what-ifs, whole-history findings and hours) apply a run of
     # events in one context instead of one per event: the same error, the same event.
-    from backflush.projections.asof import _apply_some
-
     events = _receipts("1", huge, huge)
     with pytest.raises(UnreplayableEvent) as err:
-        _apply_some(Replay(), iter(events), 10)
+        Replay().apply_some(iter(events), 10)
     assert err.value.event_id in {e["id"] for e in events[2:]}
 
 
 def test_apply_some_applies_exactly_k_and_says_when_the_events_ran_out():
-    from backflush.projections.asof import _apply_some
-
     events = _receipts("1", "2", "3", "4")  # an item and four receipts: five events
     engine, it = Replay(), iter(events)
-    assert _apply_some(engine, it, 2) is events[1]
+    assert engine.apply_some(it, 2) is events[1]
     assert engine.onhand()[0]["qty"] == Decimal("1")
-    assert _apply_some(engine, it, 2) is events[3]
-    assert _apply_some(engine, it, 2) is None  # one left: applied, then the end
+    assert engine.apply_some(it, 2) is events[3]
+    assert engine.apply_some(it, 2) is None  # one left: applied, then the end
     assert engine.onhand()[0]["qty"] == Decimal("10")
-    assert _apply_some(engine, it, 2) is None
+    assert engine.apply_some(it, 2) is None
 
 
 def test_a_streaming_replay_leaves_the_callers_context_alone_between_its_steps(db_url, tmp_path):
