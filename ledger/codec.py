@@ -34,29 +34,46 @@ GENESIS = "0" * 64
 
 def canonical(payload: dict[str, Any]) -> bytes:
     """Canonical bytes of a payload: sorted keys, no whitespace (what hashes are taken of)."""
-    # orjson is imported where it is used: its import loads dataclasses, inspect and uuid
-    # (~10 ms), and a query that replays one order decodes with the standard library.
-    import orjson
-
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    return (_SORTED_DUMPS or _sorted_dumps())(payload)
 
 
 def content_digest(body: bytes) -> str:
     """Digest of what an event says (its canonical bytes without the id)."""
-    import hashlib  # here: a query that replays one order decodes events, never hashes
-
-    return hashlib.sha256(body).hexdigest()[:32]
+    return (_SHA256 or _sha256())(body).hexdigest()[:32]
 
 
 def chain_hash(prev: str, stream: str, version: int, recorded: str, body: bytes, eid: str) -> str:
     """Hash of one link of a stream's chain: position, time, predecessor, id and content."""
+    return (_SHA256 or _sha256())(
+        b"%b\x00%b\x00%d\x00%b\x00%b\x00%b"
+        % (prev.encode(), stream.encode(), version, recorded.encode(), eid.encode(), body)
+    ).hexdigest()
+
+
+# hashlib and orjson are loaded at the first hash, not with this module: a query that
+# replays one order decodes events and never hashes, and orjson's import loads dataclasses,
+# inspect and uuid (~10 ms). Kept once loaded: an ``import`` in a compiled function is a
+# lookup per call, which a verify of 1M events paid 0.2 s for.
+_SHA256 = None
+_SORTED_DUMPS = None
+
+
+def _sha256() -> Any:
+    global _SHA256
     import hashlib
 
-    h = hashlib.sha256(prev.encode())
-    head = (stream.encode(), version, recorded.encode(), eid.encode())
-    h.update(b"\x00%s\x00%d\x00%s\x00%s\x00" % head)
-    h.update(body)
-    return h.hexdigest()
+    _SHA256 = hashlib.sha256
+    return _SHA256
+
+
+def _sorted_dumps() -> Any:
+    global _SORTED_DUMPS
+    from functools import partial
+
+    import orjson
+
+    _SORTED_DUMPS = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+    return _SORTED_DUMPS
 
 
 def body_of(payload: dict[str, Any]) -> bytes:

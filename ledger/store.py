@@ -172,6 +172,20 @@ class Cursor:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.raw)
 
+    def tuples(self) -> Cursor:
+        """A cursor of the same transaction whose rows are plain tuples (on PostgreSQL in
+        binary form: a state comes as the bytes stored, not as hex text to decode). For
+        reads of every event: a row looked up by name costs more than the work on it.
+        Not on libpq's read-only transactions (``read_only=False`` avoids them)."""
+        conn = self.raw.connection
+        if self.dialect == "postgres":
+            from psycopg.rows import tuple_row
+
+            return Cursor(conn.cursor(row_factory=tuple_row, binary=True), self.dialect)
+        raw = conn.cursor()
+        raw.row_factory = None
+        return Cursor(raw, self.dialect)
+
 
 class Ledger:
     """The only door to the stored events (and to the projections' tables beside them)."""

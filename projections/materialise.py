@@ -924,17 +924,9 @@ def _resumed_bound(cur: Cursor, last: int) -> tuple[int, int] | None:
 
 
 def _tuple_cursor(cur: Cursor) -> Any:
-    """A raw cursor of the same transaction whose rows are plain tuples (on PostgreSQL in
-    binary form: the states come as they are stored, not as hex text to decode; the page
-    reads took half the time at 200k events)."""
-    conn = cur.raw.connection
-    if cur.dialect == "postgres":
-        from psycopg.rows import tuple_row
-
-        return conn.cursor(row_factory=tuple_row, binary=True)
-    raw = conn.cursor()
-    raw.row_factory = None
-    return raw
+    """A raw cursor of the same transaction whose rows are plain tuples (``Cursor.tuples``;
+    on PostgreSQL the page reads took half the time at 200k events)."""
+    return cur.tuples().raw
 
 
 def rebuild(ledger: Ledger, progress: Callable[[int], None] | None = None) -> int:

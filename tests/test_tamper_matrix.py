@@ -152,6 +152,13 @@ def _alter_payload(r: Raw, eid: str, field: str, value: Any) -> None:
     r.set_state(seq, d)
 
 
+def _drop_field(r: Raw, eid: str, field: str) -> None:
+    seq = r.seq(eid)
+    d = r.state(seq)
+    del d["e"][field]
+    r.set_state(seq, d)
+
+
 def _index(col: str, value: Any) -> Callable[[Raw], None]:
     def go(r: Raw) -> None:
         assert r.x(f"UPDATE bf_events SET {col} = ? WHERE id = 'p1-raf1'", (value,)) == 1
@@ -246,6 +253,13 @@ ATTACKS: list[Attack] = [
     # --- stored events: alter / remove / append -------------------------------------------
     Attack("alter payload quantity", lambda r: _alter_payload(r, "p1-raf1", "good", "30"),
            ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [state]",)),
+    # An edited state need not be an event any more: said, not a crash.
+    Attack("remove the payload's type", lambda r: _drop_field(r, "p1-rel", "type"),
+           ("order:P1@2 (event p1-rel) seq {seq:p1-rel} [state]",
+            "seq {seq:p1-rel} [type]", "seq {seq:p1-rel} [stream]")),
+    Attack("remove an order event's order", lambda r: _drop_field(r, "p1-raf1", "order"),
+           ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [state]",
+            "seq {seq:p1-raf1} [ord]", "seq {seq:p1-raf1} [stream]")),
     Attack("alter payload at", lambda r: _alter_payload(r, "i-rcv", "at",
                                                         "2026-05-01T00:00:00+00:00"),
            ("inventory@1 (event i-rcv) seq {seq:i-rcv} [state]",)),
@@ -426,3 +440,65 @@ def test_plain_verify_still_fails_without_anchor_for_visible_attacks(anchored) -
     assert len(visible) >= 20
     assert {"remove", "alter", "append"} <= {a.name.split()[0] for a in visible}
     assert any(a.anchor for a in ATTACKS) and any(a.deep for a in ATTACKS)
+
+
+@pytest.mark.parametrize("attack", [None, *ATTACKS],
+                         ids=["untouched", *(a.name for a in ATTACKS)])
+def test_the_usual_path_reports_what_the_general_checks_report(
+        attack: Attack | None, anchored: tuple[str, Path], monkeypatch) -> None:
+    """verify checks a usual event (as an import stored it) in one go, ``_Checker.usual``,
+    and hands every other seq to the general checks, ``visit``. Whatever the tampering, the
+    report (problems, counts, recomputed link, heads) must be the one the general checks
+    alone make: the short path may only ever decline, never decide."""
+    from backflush.ledger import integrity
+    from backflush.ledger.store import Ledger
+
+    db, anchors = anchored
+    if attack is not None:
+        raw = Raw(db)
+        try:
+            attack.apply(raw)
+        finally:
+            raw.close()
+    declined: list[int] = []
+    usual = integrity._Checker.usual
+
+    def counting(self, e, link):
+        ok = usual(self, e, link)
+        if not ok:
+            declined.append(e[0])
+        return ok
+
+    reports = []
+    for checker in (counting, lambda self, e, link: False):
+        monkeypatch.setattr(integrity._Checker, "usual", checker)
+        with Ledger(db) as ledger:
+            reports.append(integrity.check(ledger, integrity.load_anchors(str(anchors)),
+                                           strict=True))
+    assert reports[0] == reports[1]
+    if attack is None:
+        # Only the Reversal goes the general way: its order is read from its target.
+        raw = Raw(db)
+        try:
+            assert declined == [raw.seq("p1-rev")]
+        finally:
+            raw.close()
+        assert not reports[0].problems and reports[0].events == 13
+    elif not (attack.anchor or attack.deep or attack.strict):
+        assert reports[0].problems
+
+
+def test_deep_on_altered_events_says_so_and_replays_nothing(anchored) -> None:
+    """``verify --deep`` on events that fail the plain checks: exit 2 with what is wrong,
+    and a note that the replay was not run (an edited state need not decode: it was a
+    traceback)."""
+    db, _anchors = anchored
+    raw = Raw(db)
+    try:
+        _drop_field(raw, "p1-raf1", "order")
+    finally:
+        raw.close()
+    r = run(db, "verify", "--deep")
+    assert r.exit_code == 2, r.output
+    assert "--deep not run" in r.stderr and "Traceback" not in r.output
+    assert "[stream]: the hashed event names no type or order" in r.stderr
