@@ -22,7 +22,7 @@ from backflush.cli.output import (
     use_colour,
 )
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -199,6 +199,40 @@ def test_streamed_csv_has_one_header_that_fits_every_row():
         lines = streamed.splitlines()
         assert lines[0].split(sep) == ["seq", "event.x", "event.y", "event.z.w"]
         assert {len(x.split(sep)) for x in lines} == {4}
+
+
+_CELL_TEXT = st.text(alphabet=st.sampled_from(list('ab,"\n\r\t=-+@1.\\')), max_size=5)
+_LEAF = st.one_of(st.none(), _CELL_TEXT, st.integers(-3, 3),
+                  st.decimals(allow_nan=False, allow_infinity=False, places=2,
+                              min_value=-10, max_value=10))
+_VALUE = st.recursive(_LEAF, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["p", "q", "r"]), inner, max_size=3)), max_leaves=6)
+
+
+_FLAT_ROWS = st.lists(st.fixed_dictionaries({}, optional={
+    k: st.one_of(_LEAF, st.lists(_LEAF, max_size=3)) for k in "abc"}), max_size=6)
+# A nested result (``events``: every row carries its payload) nests from its first row on.
+_NESTED_ROWS = st.tuples(
+    st.fixed_dictionaries({"a": st.dictionaries(st.sampled_from(["p", "q"]), _VALUE,
+                                                min_size=1, max_size=2)},
+                          optional={"b": _VALUE, "c": _VALUE}),
+    st.lists(st.fixed_dictionaries({}, optional={k: _VALUE for k in "abc"}), max_size=6),
+).map(lambda t: [t[0], *t[1]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.one_of(_FLAT_ROWS, _NESTED_ROWS), chunk=st.integers(1, 4),
+       fmt=st.sampled_from(["csv", "tsv"]))
+def test_a_streamed_csv_is_the_whole_csv(rows, chunk, fmt):
+    """However the rows nest and whatever their cells hold, the streamed CSV/TSV (flat rows
+    as they come, nested ones spooled under the header of all of them) is ``to_csv`` of
+    the whole result, byte for byte."""
+    from backflush.cli.output import render_stream, to_csv
+
+    cols = ["a", "b", "c"]
+    want = to_csv(rows, cols, "," if fmt == "csv" else "\t")
+    assert "".join(render_stream(iter(rows), cols, fmt, chunk=chunk)) == want
 
 
 def test_streamed_csv_of_flat_rows_prints_the_first_row_at_once():
