@@ -192,6 +192,8 @@ def _others(policy: str, end: list[str], order: str, item: str
         ("anchor", ["anchor"]),
         ("audit O", ["audit", order]),
         ("moves --item I", ["moves", "--item", item, "--json"]),
+        # The widest output: every payload field a column (125 at 1M events); it took 90 s.
+        ("events --csv --at END", ["events", *end, "--csv"]),
         ("onhand --policy P --at END", ["onhand", "--policy", policy, *end, "--json"]),
         ("wip --policy P --at END", ["wip", "--policy", policy, *end, "--json"]),
         ("findings --policy P --at END", ["findings", "--policy", policy, *end, "--json"]),

@@ -62,6 +62,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _json_default(v: Any) -> Any:
+    """What ``_plain`` makes of a value orjson does not write as ``_plain`` would."""
+    if isinstance(v, (Decimal, datetime)):
+        return _plain(v)
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
 # --- escaping --------------------------------------------------------------------------------
 
 # C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text
@@ -612,12 +619,16 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: s
         if fmt == "json":
             yield ('{\n  "meta": ' + orjson.dumps(meta).decode() + ',\n  "rows": ['
                    if meta is not None and opts.get("meta") else "[")
+        # orjson walks the rows itself and asks ``_json_default`` only for what ``_plain``
+        # would change (a long stream spent 40% of its time in ``_plain``'s walk).
+        passthrough = orjson.OPT_PASSTHROUGH_DATETIME
         for r in it:
             if fmt == "nl":
-                yield orjson.dumps(_plain(r)).decode() + "\n"
+                yield orjson.dumps(r, default=_json_default, option=passthrough).decode() + "\n"
                 continue
-            body = orjson.dumps(_plain(r), option=orjson.OPT_INDENT_2).decode()
-            yield ("\n" if first else ",\n") + "\n".join("  " + x for x in body.split("\n"))
+            body = orjson.dumps(r, default=_json_default,
+                                option=orjson.OPT_INDENT_2 | passthrough).decode()
+            yield ("\n  " if first else ",\n  ") + body.replace("\n", "\n  ")
             first = False
         if fmt == "json":
             close = "]\n}" if meta is not None and opts.get("meta") else "]"

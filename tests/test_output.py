@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from collections import Counter
+from datetime import UTC, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -233,6 +234,29 @@ def test_a_streamed_csv_is_the_whole_csv(rows, chunk, fmt):
     cols = ["a", "b", "c"]
     want = to_csv(rows, cols, "," if fmt == "csv" else "\t")
     assert "".join(render_stream(iter(rows), cols, fmt, chunk=chunk)) == want
+
+
+_JSON_LEAF = st.one_of(
+    _LEAF, st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
+    st.datetimes(timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-5))])))
+_JSON_VALUE = st.recursive(_JSON_LEAF, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple),
+    st.dictionaries(st.sampled_from(["p", "q", "r"]), inner, max_size=3)), max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries({}, optional={k: _JSON_VALUE for k in "abc"}),
+                     max_size=4))
+def test_streamed_json_writes_what_plain_values_write(rows):
+    """A streamed ``--nl``/``--json`` lets orjson walk each row and converts only decimals
+    and datetimes (``_json_default``): the bytes of ``orjson.dumps(_plain(row))``."""
+    from backflush.cli.output import _plain, render_stream
+
+    cols = ["a", "b", "c"]
+    nl = "".join(render_stream(iter(rows), cols, "nl"))
+    assert nl == "".join(orjson.dumps(_plain(r)).decode() + "\n" for r in rows)
+    whole = "".join(render_stream(iter(rows), cols, "json"))
+    assert json.loads(whole) == [json.loads(orjson.dumps(_plain(r))) for r in rows]
 
 
 def test_streamed_csv_of_flat_rows_prints_the_first_row_at_once():
