@@ -361,6 +361,13 @@ def _table_when(v: datetime) -> str:
 
 
 def _table_text(v: Any) -> str:
+    t = type(v)
+    if t is str:  # most cells (a long table's), as the general path below makes them
+        return escape_text(v)
+    if v is None:
+        return ""
+    if t is int:
+        return str(v)
     if isinstance(v, datetime):
         return _table_when(v)
     p = _plain(v)
