@@ -606,11 +606,12 @@ def _compare(ledger: Ledger, engine: Any, at_us: int | None, problems: list[Prob
     (each key reported once, at the first moment it differs)."""
     from backflush.projections import materialise as mat
 
+    with ledger.one_read():  # about ten reads: one transaction, not ten (PostgreSQL)
+        onhand, wip = mat.onhand_asof(ledger, at_us), mat.wip_asof(ledger, at_us)
     for name, cols, replayed, stored in (
-        ("onhand", ("item", "location", "batch", "lp"), engine.onhand(),
-         mat.onhand_asof(ledger, at_us)),
+        ("onhand", ("item", "location", "batch", "lp"), engine.onhand(), onhand),
         ("wip", ("resource", "location", "kind", "order", "op", "item", "batch"), engine.wip(),
-         mat.wip_asof(ledger, at_us)),
+         wip),
     ):
         want = {tuple(r[c] for c in cols): Decimal(r["qty"]) for r in replayed}
         have = {tuple(r[c] for c in cols): Decimal(r["qty"]) for r in stored}

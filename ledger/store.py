@@ -210,6 +210,7 @@ class Ledger:
         """
         self.url = url or default_db()
         self.readonly = readonly
+        self._shared: Cursor | None = None  # the transaction of ``one_read``
         self._missing_database: str | None = None
         self.lock_timeout = _lock_timeout(lock_timeout)
         wait = max(1, int(self.lock_timeout + 0.999))  # whole seconds, as before
@@ -341,8 +342,28 @@ class Ledger:
         """
         if read_only is None:
             read_only = not commit
+        if not commit and self._shared is not None:
+            yield self._shared  # inside ``one_read``: its transaction
+            return
         with self.connections.transaction(commit=commit, read_only=read_only) as raw:
             yield Cursor(raw, self.dialect)
+
+    @contextmanager
+    def one_read(self) -> Iterator[None]:
+        """Run the reads inside (``transaction(commit=False)``) in one transaction.
+
+        For a run of small reads that belong together (a ``verify --deep`` comparison: on
+        PostgreSQL each read of its own cost a BEGIN and a ROLLBACK, two round trips, for
+        one query). Keep it short: a read transaction holds back a rebuild's DDL."""
+        if self._shared is not None:
+            yield
+            return
+        with self.transaction(commit=False, read_only=False) as cur:
+            self._shared = cur
+            try:
+                yield
+            finally:
+                self._shared = None
 
     @contextmanager
     def bulk_load(self) -> Iterator[bool]:

@@ -272,3 +272,28 @@ def test_events_filters_by_order_and_type(db_url, tmp_path):
     r = run(db_url, "events", "--type", "Teleported")
     assert r.exit_code == 2
     assert "--type" in r.stderr
+
+
+def test_one_read_runs_the_reads_inside_in_one_transaction(db_url):
+    """``Ledger.one_read``: the reads inside share one transaction (nested ones too), the
+    reads after it have their own again, and a write is never taken into it."""
+    with Ledger(db_url) as ledger:
+        pg = ledger.dialect == "postgres"
+        # On PostgreSQL now() is the transaction's start: the same inside one transaction.
+        probe = "SELECT CAST(now() AS TEXT) AS t" if pg else "SELECT 1 AS t"
+
+        def read() -> tuple:
+            with ledger.transaction(commit=False) as cur:
+                return cur, cur.execute(probe).fetchone()["t"]
+
+        with ledger.one_read():
+            (c1, t1), (c2, t2) = read(), read()
+            with ledger.one_read():
+                c3, t3 = read()
+            with ledger.transaction(commit=True) as w:
+                assert w is not c1  # a write goes its own way
+            assert c1 is c2 is c3 and t1 == t2 == t3
+        (c4, t4), (c5, t5) = read(), read()
+        assert c4 is not c1 and c5 is not c1
+        if pg:
+            assert t4 != t1 and t5 != t4
