@@ -712,17 +712,21 @@ def _csv_stream(rows: Iterator[dict[str, Any]], columns: Sequence[str], delimite
     # dotted keys in first-seen order; a declared column that only ever nests is left out.
     nested: dict[str, dict[str, None]] = {c: {} for c in columns}
     plain: set[str] = set()
+    dotted: set[str] = set()  # the dotted keys met so far (most rows repeat them)
     with tempfile.TemporaryFile() as spool:
         part = first
         while part:
             for flat in _flat_rows(part, columns):  # the order is made once, below
+                cells = {}
                 for k, v in flat.items():
                     if k in nested:
                         if v is not None:
                             plain.add(k)
-                    else:
+                    elif k not in dotted:
+                        dotted.add(k)
                         nested[k.split(".", 1)[0]].setdefault(k, None)
-                cells = {k: _cell(v) for k, v in flat.items()}
+                    # a text is its own cell (``_cell``'s answer, without the calls)
+                    cells[k] = (v, False) if type(v) is str else _cell(v)
                 spool.write(orjson.dumps(cells) + b"\n")
             part = list(islice(rows, chunk))
         cols: list[str] = []
