@@ -152,6 +152,13 @@ def _alter_payload(r: Raw, eid: str, field: str, value: Any) -> None:
     r.set_state(seq, d)
 
 
+def _alter_state(r: Raw, eid: str, field: str, value: Any) -> None:
+    seq = r.seq(eid)
+    d = r.state(seq)
+    d[field] = value
+    r.set_state(seq, d)
+
+
 def _drop_field(r: Raw, eid: str, field: str) -> None:
     seq = r.seq(eid)
     d = r.state(seq)
@@ -260,6 +267,11 @@ ATTACKS: list[Attack] = [
     Attack("remove an order event's order", lambda r: _drop_field(r, "p1-raf1", "order"),
            ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [state]",
             "seq {seq:p1-raf1} [ord]", "seq {seq:p1-raf1} [stream]")),
+    Attack("an id that is not text", lambda r: _alter_payload(r, "p1-raf1", "id", 7),
+           ("order:P1@3 (event 7) seq {seq:p1-raf1} [state]", "seq {seq:p1-raf1} [id]")),
+    Attack("a prev that is not text", lambda r: _alter_state(r, "p1-raf1", "prev", 7),
+           ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [prev]",
+            "order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [state]")),
     Attack("alter payload at", lambda r: _alter_payload(r, "i-rcv", "at",
                                                         "2026-05-01T00:00:00+00:00"),
            ("inventory@1 (event i-rcv) seq {seq:i-rcv} [state]",)),
