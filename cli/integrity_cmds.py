@@ -131,7 +131,8 @@ def verify_cmd(
         if deep and rep.problems:
             # A replay of altered events proves nothing about the projections, and an
             # edited state need not decode at all.
-            rep.notes.append("--deep not run: the events themselves fail the checks below")
+            rep.notes.append("--deep not run: the checks below failed, and a replay of a"
+                             " ledger that fails them proves nothing")
         elif deep:
             problems, notes = deep_check(ledger, writer)
             rep.problems.extend(problems)
