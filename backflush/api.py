@@ -144,18 +144,10 @@ def _us(dt: datetime | None) -> int | None:
 
 
 def suggestions(value: str, known: Iterable[str]) -> list[str]:
-    """Did-you-mean candidates: a case-insensitive exact match first, else close spellings."""
-    import difflib
+    """Did-you-mean candidates (``backflush.errors.close_names``)."""
+    from backflush.errors import close_names
 
-    by_lower: dict[str, str] = {}
-    for k in known:
-        if k is not None:
-            by_lower.setdefault(k.lower(), k)
-    hit = by_lower.get(value.lower())
-    if hit is not None:
-        return [hit]
-    close = difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)
-    return [by_lower[c] for c in close]
+    return close_names(value, known)
 
 
 def policy_params(policy: Policy | str | os.PathLike | dict | None) -> dict[str, Any] | None:

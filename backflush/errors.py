@@ -8,6 +8,10 @@ Exit 1 is kept for "findings at or above ``--fail-on``", never for an error.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # not typing's: a query process never imports typing (~3 ms)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class BackflushError(Exception):
     """Root of every error backflush raises on purpose."""
@@ -35,6 +39,34 @@ class UnknownName(BadInput):
         hint = f"; did you mean {' or '.join(map(repr, self.suggestions))}?" \
             if self.suggestions else "; the ledger has never seen it"
         super().__init__(f"unknown {kind} {value!r}{hint}")
+
+
+def close_names(value: str, known: Iterable[str | None], n: int = 3) -> list[str]:
+    """Did-you-mean candidates for ``value`` among ``known``: the names equal to it but for
+    case, else up to ``n`` close spellings (difflib's ratio, at least 0.6), the closest
+    first and, among equally close ones, the one sharing the longest start with it.
+
+    Ids differ by a digit or two: ``P000500`` is as close to ``P0020500`` as to
+    ``P0005000`` by the ratio alone, and difflib then prefers the larger string."""
+    names = sorted({k for k in known if k is not None})
+    low = value.lower()
+    same = [k for k in names if k.lower() == low]
+    if same:
+        return same[:n]
+    from difflib import SequenceMatcher
+    from os.path import commonprefix
+
+    matcher = SequenceMatcher()
+    matcher.set_seq2(low)
+    scored = []
+    for k in names:
+        matcher.set_seq1(k.lower())
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            ratio = matcher.ratio()
+            if ratio >= 0.6:
+                scored.append((-ratio, -len(commonprefix([k.lower(), low])), k))
+    scored.sort()
+    return [k for _, _, k in scored[:n]]
 
 
 class UnknownOrder(UnknownName):

@@ -12,30 +12,19 @@ so it agrees with ``onhand`` at every point in time; the SQL is in `_history` on
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from backflush.ledger.store import Ledger, from_us, to_us
 
-from backflush.errors import UnknownName
+from backflush.errors import UnknownName, close_names
 
 ZERO = Decimal(0)
 
 COLUMNS = ["at", "recorded", "event", "type", "order", "location", "batch", "lp", "in", "out",
            "balance"]
-
-
-def suggest(value: str, known: Iterable[str], n: int = 3) -> list[str]:
-    """Close matches of ``value`` among ``known`` (case-insensitive first: ``t-blank``)."""
-    known = sorted(set(known))
-    same_case = [k for k in known if k.lower() == value.lower()]
-    if same_case:
-        return same_case[:n]
-    lower = {k.lower(): k for k in known}
-    return [lower[m] for m in difflib.get_close_matches(value.lower(), list(lower), n, 0.6)]
 
 
 # The register reads the item's history a window of time at a time: each window is one
@@ -107,11 +96,11 @@ def check_names(ledger: Ledger, item: str, location: str | None) -> None:
     if item not in items:
         items |= _defined_items(ledger)
         if item not in items:
-            raise UnknownName("item", item, suggest(item, items))
+            raise UnknownName("item", item, close_names(item, items))
     if location is not None:
         locations = _known(ledger, "location")
         if location not in locations:
-            raise UnknownName("location", location, suggest(location, locations))
+            raise UnknownName("location", location, close_names(location, locations))
 
 
 def iter_stock_moves(

@@ -641,3 +641,16 @@ def test_import_into_a_folder_that_does_not_exist_names_it(tmp_path):
     assert r.stderr.strip() == (f"Error: cannot create a ledger at {db}: the folder "
                                 f"{db.parent} does not exist (check --db or BACKFLUSH_DB)")
     assert not db.parent.exists()
+
+
+def test_a_did_you_mean_prefers_the_id_that_starts_the_same():
+    """``P000500`` (a zero short) is as close to ``P0020500`` as to ``P0005000`` by
+    difflib's ratio, which then prefers the larger string: a planner who dropped a digit
+    was offered three other orders. Equally close, the longest shared start goes first."""
+    from backflush.errors import close_names
+
+    known = ["P0009500", "P0010500", "P0020500", "P0005000", None]
+    assert close_names("P000500", known)[0] == "P0005000"
+    assert close_names("p0005000", known) == ["P0005000"]  # case only: that one
+    assert close_names("X", known) == []
+    assert close_names("t-blank", ["T-BLANK", "t-Blank", "T-BOLT"]) == ["T-BLANK", "t-Blank"]
