@@ -229,6 +229,9 @@ class _Checker:
         else:
             key = None
         if key is not None:
+            # A column SQLite kept as a blob cannot be hashed as JSON: its repr is (the
+            # link is broken there either way, and said so).
+            key = tuple(x if x is None or type(x) in (str, int) else repr(x) for x in key)
             same = self.resync == self.link  # the usual case: the chain never broke
             self.link = link_of(self.link, *key)
             self.resync = self.link if same else link_of(self.resync, *key)
@@ -264,6 +267,16 @@ class _Checker:
 
     def _stored(self, seq: int, s: dict) -> tuple[dict | None, dict | None]:
         st, v = s["stream"], s["version"]
+        # SQLite keeps whatever type is written into a column: say so, then go on as if the
+        # event were where it should be, so the rest of it (and its stream) is still checked.
+        if type(st) is not str:
+            self.problem(repr(st), None, s.get("id"), f"stream {st!r} is not text", seq,
+                         "stream")
+            st = repr(st)
+        if type(v) is not int:
+            self.problem(st, None, s.get("id"), f"position {v!r} is not a number", seq,
+                         "version")
+            v = self.heads.get(st, _NO_HEAD)[0] + 1
         last_v, last_h = self.heads.get(st, (0, GENESIS))
         try:
             d = orjson.loads(s["state"])
@@ -309,10 +322,14 @@ class _Checker:
             ).fetchone()
         if row is None:
             return None, "reverses an event the ledger does not hold"
-        target = orjson.loads(row["state"])["e"]
-        if target.get("type") == "Reversal":
-            return row["ord"] or None, None
-        return target.get("order") or None, None
+        try:
+            target = orjson.loads(row["state"])["e"]
+            reversal = target.get("type") == "Reversal"
+            order = target.get("order") or None
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            # (the target's own seq says what is wrong with it)
+            return None, "reverses an event whose stored state is not a ledger event"
+        return (row["ord"] or None, None) if reversal else (order, None)
 
     def _index(self, seq: int, s: dict, i: dict, payload: dict | None, d: dict | None) -> None:
         st, v = s["stream"], s["version"]

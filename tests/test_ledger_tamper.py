@@ -540,3 +540,26 @@ def test_deep_while_an_import_records_events_is_inconclusive_not_tampered(db_url
     monkeypatch.setattr(integrity, "_compare", real)
     r = run(db_url, "verify", "--deep")  # run again, nothing beside it: all clear
     assert r.exit_code == 0 and "projections agree with a replay" in r.stdout, r.output
+
+
+def test_index_columns_of_another_type_are_found_not_a_traceback(sqlite_db, tmp_path):
+    """SQLite keeps a value of another type in a column when it cannot convert it: a text
+    position, a blob for a stream, a text time. Each is named (exit 2); verify used to stop
+    with a TypeError."""
+    db = imported(sqlite_db, tmp_path)
+    con = sqlite3.connect(db)
+    seq = {eid: s for s, eid in con.execute("SELECT seq, id FROM bf_events")}
+    con.execute("UPDATE bf_events SET version = 'x' WHERE id = 't-06'")
+    con.execute("UPDATE bf_events SET stream = X'35' WHERE id = 't-02'")
+    con.execute("UPDATE bf_events SET at_us = 'y' WHERE id = 't-08'")
+    con.commit()
+    con.close()
+    r = run(db, "verify")
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    for place in (f"seq {seq['t-06']} [version]: position 'x' is not a number",
+                  f"seq {seq['t-02']} [stream]: stream b'5' is not text",
+                  f"seq {seq['t-08']} [at_us]: index says 'y'"):
+        assert place in r.stderr, r.stderr
+    # The rest of order:P1 is still checked as if t-06 were in place.
+    assert f"seq {seq['t-07']} [version]" not in r.stderr

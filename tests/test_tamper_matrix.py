@@ -267,6 +267,10 @@ ATTACKS: list[Attack] = [
     Attack("remove an order event's order", lambda r: _drop_field(r, "p1-raf1", "order"),
            ("order:P1@3 (event p1-raf1) seq {seq:p1-raf1} [state]",
             "seq {seq:p1-raf1} [ord]", "seq {seq:p1-raf1} [stream]")),
+    # The Reversal's order is read from its target: a target that is not an event any more.
+    Attack("a reversed event's state not JSON", lambda r: r.x(
+        "UPDATE bf_events SET state = ? WHERE id = 'p1-raf2'", (b"not json",)),
+        ("seq {seq:p1-raf2} [state]", "seq {seq:p1-rev} [ord]")),
     Attack("an id that is not text", lambda r: _alter_payload(r, "p1-raf1", "id", 7),
            ("order:P1@3 (event 7) seq {seq:p1-raf1} [state]", "seq {seq:p1-raf1} [id]")),
     Attack("a prev that is not text", lambda r: _alter_state(r, "p1-raf1", "prev", 7),
