@@ -458,11 +458,11 @@ class Ledger:
     # --- names the ledger has seen (filters are checked against them) -----------------------
 
     def _master_values(self, types: list[str], pick: Callable[[dict], Iterable[str]]) -> set[str]:
-        import orjson
+        from backflush.ledger.codec import payload_of
 
         out: set[str] = set()
         for r in self.store().iter_rows(types=types, by="seq"):
-            out.update(v for v in pick(orjson.loads(r["state"])["e"]) if v)
+            out.update(v for v in pick(payload_of(r["state"], r["seq"])) if v)
         return out
 
     def orders(self) -> list[str]:
@@ -773,15 +773,14 @@ def _days(delta: timedelta) -> str:
 
 def _event_rows(store: Any, order: str | None, type_: str | None, at_us: int | None,
                 known_us: int | None) -> Iterator[dict[str, Any]]:
-    import orjson
-
+    from backflush.ledger.codec import payload_of
     from backflush.ledger.store import from_us
 
     # Pages by ``at`` are separate snapshots: without a last position an import committed
     # meanwhile would show in part (its events after the page reached only).
     for r in store.iter_rows(order=order, types=[type_] if type_ else None, at_lte=at_us,
                              rec_lte=known_us, seq_lte=store.max_seq()):
-        payload = orjson.loads(r["state"])["e"]
+        payload = payload_of(r["state"], r["seq"])
         yield {
             "seq": r["seq"],
             "stream": r["stream"],
@@ -798,8 +797,10 @@ def _event_rows(store: Any, order: str | None, type_: str | None, at_us: int | N
 def _export_lines(store: Any, order: str | None) -> Iterator[bytes]:
     import orjson
 
+    from backflush.ledger.codec import payload_of
+
     for row in store.iter_rows(order=order, by="seq"):
-        payload = orjson.loads(row["state"])["e"]
+        payload = payload_of(row["state"], row["seq"])
         head = {"type": payload["type"], "at": payload["at"], "id": payload["id"]}
         head.update((k, v) for k, v in payload.items() if k not in head)
         yield orjson.dumps(head)

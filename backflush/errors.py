@@ -89,6 +89,18 @@ class LedgerTampered(BackflushError):
     """``verify`` found a stored event, index row or projection that does not match its hash."""
 
 
+class StoredEventUnreadable(LedgerTampered):
+    """A stored event whose state does not read as a ledger event: the database was edited
+    or damaged behind the ledger's back (``verify`` names every such place). Raised where
+    an event is read, with its seq, instead of the parser's traceback."""
+
+    def __init__(self, seq: int | None):
+        self.seq = seq
+        where = "a stored event" if seq is None else f"the stored event at seq {seq}"
+        super().__init__(f"{where} does not read as a ledger event: the database was edited"
+                         " or damaged (backflush verify says where)")
+
+
 class OperationalError(BackflushError):
     """The database is unavailable, locked too long, read-only or out of space; or an output
     could not be written."""

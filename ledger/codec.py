@@ -175,22 +175,49 @@ def replay_decoder() -> Callable[[bytes, int], dict[str, Any]]:
     spec = {t: (d, o, t in nested) for t, (d, o) in _SPEC.items()}
 
     def decode(state: bytes, seq: int) -> dict[str, Any]:
-        payload = loads(state)["e"]
-        decimals, optional, deep = spec[payload["type"]]
-        if deep:  # rare (master data with nested parts): the general path
-            return replay_dict(payload, seq)
-        for n in decimals:
-            v = payload.get(n)
-            if v is not None:
-                payload[n] = dec(v)
-        for n in optional:
-            if n not in payload:
-                payload[n] = None
-        payload["at"] = fromiso(payload["at"])
+        try:
+            payload = loads(state)["e"]
+            decimals, optional, deep = spec[payload["type"]]
+            if deep:  # rare (master data with nested parts): the general path
+                return replay_dict(payload, seq)
+            for n in decimals:
+                v = payload.get(n)
+                if v is not None:
+                    payload[n] = dec(v)
+            for n in optional:
+                if n not in payload:
+                    payload[n] = None
+            payload["at"] = fromiso(payload["at"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise unreadable(seq) from None
         payload["seq"] = seq
         return payload
 
     return decode
+
+
+def payload_of(state: bytes | str, seq: int | None = None,
+               loads: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The event a stored state holds (``loads``: the JSON parser, default orjson's);
+    ``StoredEventUnreadable`` naming ``seq`` when the state is not one."""
+    if loads is None:
+        import orjson
+
+        loads = orjson.loads
+    try:
+        payload = loads(state)["e"]
+    except (ValueError, KeyError, TypeError):
+        raise unreadable(seq) from None
+    if type(payload) is not dict or type(payload.get("type")) is not str:
+        raise unreadable(seq)
+    return payload
+
+
+def unreadable(seq: int | None) -> Exception:
+    """The error for a stored state that is not a ledger event (an edited database)."""
+    from backflush.errors import StoredEventUnreadable
+
+    return StoredEventUnreadable(seq)
 
 
 def replay_policy(policy: dict[str, Any]) -> dict[str, Any]:

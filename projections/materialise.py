@@ -528,9 +528,15 @@ def events_for_replay(ledger: Ledger, *, light: bool = False,
         for seq, _at_us, state in ledger.iter_rows(by="at", replay=True, **filters):
             yield decode(state, seq)
         return
+    from backflush.ledger.codec import payload_of, unreadable
+
     loads = _light_loads
     for seq, _at_us, state in ledger.iter_rows(by="at", replay=True, **filters):
-        yield replay_dict(loads(state)["e"], seq)
+        try:
+            ev = replay_dict(payload_of(state, seq, loads), seq)
+        except (ValueError, KeyError, TypeError, AttributeError):  # as replay_decoder does
+            raise unreadable(seq) from None
+        yield ev
 
 
 def _orjson_loads() -> Callable[[Any], Any]:

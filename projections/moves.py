@@ -84,10 +84,10 @@ def _known(ledger: Ledger, column: str) -> set[str]:
 
 
 def _defined_items(ledger: Ledger) -> set[str]:
-    import orjson
+    from backflush.ledger.codec import payload_of
 
-    return {orjson.loads(r["state"])["e"]["item"]
-            for r in ledger.iter_rows(types=["ItemDefined"])}
+    return {payload_of(r["state"], r["seq"]).get("item")
+            for r in ledger.iter_rows(types=["ItemDefined"])} - {None}
 
 
 def check_names(ledger: Ledger, item: str, location: str | None) -> None:

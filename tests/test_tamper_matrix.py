@@ -518,3 +518,28 @@ def test_deep_on_altered_events_says_so_and_replays_nothing(anchored) -> None:
     assert r.exit_code == 2, r.output
     assert "--deep not run" in r.stderr and "Traceback" not in r.output
     assert "[stream]: the hashed event names no type or order" in r.stderr
+
+
+@pytest.mark.parametrize("state", [b"not json", b"{}", b'{"e": [1]}'],
+                         ids=["not JSON", "no event", "not an object"])
+def test_a_state_that_is_no_event_stops_every_reader_with_its_seq(
+        state: bytes, anchored: tuple[str, Path]) -> None:
+    """Reading a stored state that is not an event (the database edited behind the ledger's
+    back) ends every command that reads it with one line naming the seq, exit 2: it was
+    the JSON parser's traceback. Only verify says what else is wrong."""
+    db, _anchors = anchored
+    raw = Raw(db)
+    try:
+        seq = raw.seq("p2-rel")
+        raw.x("UPDATE bf_events SET state = ? WHERE id = 'p2-rel'", (state,))
+    finally:
+        raw.close()
+    want = f"Error: the stored event at seq {seq} does not read as a ledger event"
+    for args in (["events"], ["export"], ["events", "--order", "P2", "--csv"],
+                 ["audit", "P2", "--at", "2026-06-02"], ["findings", "--order", "P2"],
+                 ["consumption", "--order", "P2"], ["findings"], ["hours"], ["rebuild"]):
+        r = run(db, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert want in r.stderr and "Traceback" not in r.output, (args, r.stderr)
+    r = run(db, "verify")
+    assert r.exit_code == 2 and f"seq {seq} [state]" in r.stderr
