@@ -101,6 +101,19 @@ class StoredEventUnreadable(LedgerTampered):
                          " or damaged (backflush verify says where)")
 
 
+class ProjectionUnreadable(LedgerTampered):
+    """A stored projection row whose quantity is not a number: the database was edited or
+    damaged behind the ledger's back. ``verify --deep`` reports each such row; a query
+    that meets one stops with this (``rebuild`` rewrites the projections from the events)."""
+
+    def __init__(self, table: str, key: dict, value: object):
+        self.table, self.key, self.value = table, dict(key), value
+        where = " ".join(f"{k}={'-' if v is None else v}" for k, v in self.key.items())
+        super().__init__(f"the projection {table} holds {value!r} for {where}, not a"
+                         " quantity: the database was edited or damaged (backflush rebuild"
+                         " rewrites the projections from the events)")
+
+
 class OperationalError(BackflushError):
     """The database is unavailable, locked too long, read-only or out of space; or an output
     could not be written."""

@@ -621,18 +621,33 @@ def _new_engine(reversible: set[str] | None = None) -> Any:
     return Replay(reversible=reversible)
 
 
+_ONHAND_COLS = ("item", "location", "batch", "lp")
+_WIP_COLS = ("resource", "location", "kind", "order", "op", "item", "batch")
+
+
 def _compare(ledger: Ledger, engine: Any, at_us: int | None, problems: list[Problem],
              seen: set[tuple[str, tuple]]) -> None:
     """Problems where the stored projections as of ``at_us`` differ from the engine's state
     (each key reported once, at the first moment it differs)."""
     from backflush.projections import materialise as mat
 
+    bad: list[tuple[str, dict, Any]] = []  # stored balances that are not numbers
     with ledger.one_read():  # about ten reads: one transaction, not ten (PostgreSQL)
-        onhand, wip = mat.onhand_asof(ledger, at_us), mat.wip_asof(ledger, at_us)
+        onhand = mat.onhand_asof(ledger, at_us, bad=bad)
+        wip = mat.wip_asof(ledger, at_us, bad=bad)
+    when = "now" if at_us is None else f"as of {from_us(at_us).isoformat()}"
+    for kind, key, value in bad:
+        cols = _ONHAND_COLS if kind == "onhand" else _WIP_COLS
+        k = tuple(key["ord" if c == "order" else c] for c in cols)
+        if (kind, k) not in seen:
+            seen.add((kind, k))  # (its replayed value is not compared: the row is garbage)
+            problems.append(Problem(
+                f"projection {kind}", None, None,
+                f"{_key_text(dict(zip(cols, k, strict=True)), cols)}: stored {value!r}"
+                f" {when} is not a quantity", None, "qty"))
     for name, cols, replayed, stored in (
-        ("onhand", ("item", "location", "batch", "lp"), engine.onhand(), onhand),
-        ("wip", ("resource", "location", "kind", "order", "op", "item", "batch"), engine.wip(),
-         wip),
+        ("onhand", _ONHAND_COLS, engine.onhand(), onhand),
+        ("wip", _WIP_COLS, engine.wip(), wip),
     ):
         want = {tuple(r[c] for c in cols): Decimal(r["qty"]) for r in replayed}
         have = {tuple(r[c] for c in cols): Decimal(r["qty"]) for r in stored}
@@ -640,7 +655,6 @@ def _compare(ledger: Ledger, engine: Any, at_us: int | None, problems: list[Prob
             w, h = want.get(k, Decimal(0)), have.get(k, Decimal(0))
             if w != h and (name, k) not in seen:
                 seen.add((name, k))
-                when = "now" if at_us is None else f"as of {from_us(at_us).isoformat()}"
                 problems.append(
                     Problem(
                         f"projection {name}", None, None,

@@ -1279,7 +1279,12 @@ def _latest(
     cols: list[str],
     where: dict[str, Any],
     at_us: int | None,
+    bad: list | None = None,
 ) -> list[dict[str, Any]]:
+    """The latest balance at or before ``at_us`` of each key that may be non-zero then.
+
+    A balance that is not a number (an edited database) raises ``ProjectionUnreadable``,
+    or, with ``bad``, is left out and added to it as (kind, key, stored value)."""
     conds, params = [], []
     for c, v in where.items():
         if v is not None:
@@ -1306,7 +1311,18 @@ def _latest(
     for r in rows:
         if r["qty"] is None:
             continue
-        q = Decimal(r["qty"])
+        try:
+            q = Decimal(r["qty"])
+            if not q.is_finite():
+                raise ValueError(q)
+        except (ArithmeticError, TypeError, ValueError):
+            key = {c: r[c] for c in cols}
+            if bad is None:
+                from backflush.errors import ProjectionUnreadable
+
+                raise ProjectionUnreadable(hist, key, r["qty"]) from None
+            bad.append((kind, key, r["qty"]))
+            continue
         if q != 0:
             d = {c: r[c] for c in cols}
             d["qty"] = q
@@ -1325,9 +1341,11 @@ def alive_keys_sql(kind: str, at_us: int) -> tuple[str, list[Any]]:
 
 
 def onhand_asof(
-    ledger: Ledger, at_us: int | None, item: str | None = None, location: str | None = None
+    ledger: Ledger, at_us: int | None, item: str | None = None, location: str | None = None,
+    bad: list | None = None,
 ) -> list[dict[str, Any]]:
-    """On-hand per item/location/batch/lp as of ``at_us`` (None = everything)."""
+    """On-hand per item/location/batch/lp as of ``at_us`` (None = everything); ``bad``: see
+    ``_latest``."""
     rows = _latest(
         ledger,
         "onhand",
@@ -1336,6 +1354,7 @@ def onhand_asof(
         ["item", "location", "batch", "lp"],
         {"item": item, "location": location},
         at_us,
+        bad,
     )
     rows.sort(key=lambda r: (r["item"], r["location"], r["batch"] or "", r["lp"] or ""))
     return rows
@@ -1354,9 +1373,10 @@ def staging_asof(ledger: Ledger, at_us: int | None) -> dict[str, tuple]:
 
 
 def wip_asof(
-    ledger: Ledger, at_us: int | None, resource: str | None = None
+    ledger: Ledger, at_us: int | None, resource: str | None = None, bad: list | None = None
 ) -> list[dict[str, Any]]:
-    """WIP per resource location as of ``at_us`` (None = everything)."""
+    """WIP per resource location as of ``at_us`` (None = everything); ``bad``: see
+    ``_latest``."""
     rows = _latest(
         ledger,
         "wip",
@@ -1365,6 +1385,7 @@ def wip_asof(
         ["resource", "location", "kind", "ord", "op", "item", "batch"],
         {"resource": resource},
         at_us,
+        bad,
     )
     for r in rows:
         r["order"] = r.pop("ord")
@@ -1374,7 +1395,7 @@ def wip_asof(
     with localcontext(ARITHMETIC):
         onhand: dict = {}
         for loc in staging:
-            for r in onhand_asof(ledger, at_us, location=loc):
+            for r in onhand_asof(ledger, at_us, location=loc, bad=bad):
                 k = (loc, r["item"], r["batch"])
                 onhand[k] = onhand.get(k, ZERO) + r["qty"]
     rows.extend(staged_rows(onhand, staging))

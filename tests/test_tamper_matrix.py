@@ -380,6 +380,11 @@ ATTACKS: list[Attack] = [
     Attack("alter on-hand history", _projection("bf_onhand_hist"),
            ("projection onhand [qty]: item=RAW location=BULK",), deep=True),
     Attack("alter WIP history", _wip_shown, ("projection wip [qty]",), deep=True),
+    # A balance that is not a number: reported with its key, where the comparison crashed.
+    Attack("an on-hand balance not a number", lambda r: r.x(
+        "UPDATE bf_onhand_hist SET balance = 'abc'"),
+        ("projection onhand [qty]: item=RAW location=BULK batch=- lp=-: stored 'abc'",),
+        deep=True),
     Attack("alter an on-hand key", lambda r: r.x(
         "UPDATE bf_onhand_keys SET location = 'ELSEWHERE' WHERE item = 'RAW'"
         " AND location = 'BULK'"), ("projection onhand [qty]: item=RAW location=BULK",
@@ -543,3 +548,21 @@ def test_a_state_that_is_no_event_stops_every_reader_with_its_seq(
         assert want in r.stderr and "Traceback" not in r.output, (args, r.stderr)
     r = run(db, "verify")
     assert r.exit_code == 2 and f"seq {seq} [state]" in r.stderr
+
+
+def test_a_query_over_a_balance_that_is_not_a_number_says_so(anchored) -> None:
+    """``onhand``/``wip`` meeting a stored balance that is not a number stop with one line
+    naming the projection and the key (exit 2); it was decimal's ConversionSyntax."""
+    db, _anchors = anchored
+    raw = Raw(db)
+    try:
+        raw.x("UPDATE bf_onhand_hist SET balance = 'abc'")
+    finally:
+        raw.close()
+    for args in (["onhand"], ["wip"], ["onhand", "--at", "2026-06-01T12:00:00Z"]):
+        r = run(db, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Error: the projection bf_onhand_hist holds 'abc' for item=RAW location=" \
+            in r.stderr and "Traceback" not in r.output, (args, r.stderr)
+    assert run(db, "rebuild").exit_code == 0
+    assert run(db, "onhand").exit_code == 0
