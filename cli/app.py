@@ -125,6 +125,10 @@ def classify(exc: BaseException) -> tuple[list[str], int] | None:
                     " (an import or a catch-up); BACKFLUSH_LOCK_TIMEOUT sets the wait"
                     " (seconds)"], EXIT_OPERATIONAL
         return [f"Error: database: {msg}"], EXIT_OPERATIONAL
+    if _stored_text_not_a_number(exc):
+        return ["Error: a stored quantity is not a number: the ledger's database was edited"
+                " or damaged (backflush verify --deep says where; backflush rebuild rewrites"
+                " the projections from the events)"], EXIT_USAGE
     if isinstance(exc, OSError):
         if exc.errno == errno.EPIPE:
             return ["Error: output closed before everything was written (broken pipe)"], \
@@ -132,6 +136,17 @@ def classify(exc: BaseException) -> tuple[list[str], int] | None:
         where = f": {exc.filename}" if exc.filename else ""
         return [f"Error: {exc.strerror or _one_line(exc)}{where}"], EXIT_OPERATIONAL
     return None
+
+
+def _stored_text_not_a_number(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``Decimal(text)`` refusing its text. Every quantity a command is
+    given is validated before use (an import's lines, a policy file), so in a command this
+    is a stored one: a projection row edited behind the ledger's back. (The on-hand and WIP
+    readers say which row: ``ProjectionUnreadable``.)"""
+    import decimal
+
+    return isinstance(exc, decimal.InvalidOperation) and bool(exc.args) \
+        and isinstance(exc.args[0], list) and decimal.ConversionSyntax in exc.args[0]
 
 
 class BackflushGroup(click.Group):

@@ -566,3 +566,20 @@ def test_a_query_over_a_balance_that_is_not_a_number_says_so(anchored) -> None:
             in r.stderr and "Traceback" not in r.output, (args, r.stderr)
     assert run(db, "rebuild").exit_code == 0
     assert run(db, "onhand").exit_code == 0
+
+
+def test_a_stored_quantity_that_is_not_a_number_is_one_line_everywhere(anchored) -> None:
+    """Readers other than on-hand/WIP (the audit's postings, the stock register) meeting a
+    stored quantity that is not a number: one line and exit 2, not decimal's traceback."""
+    db, _anchors = anchored
+    raw = Raw(db)
+    try:
+        assert raw.x("UPDATE bf_flushes SET qty = 'xyz'") > 0
+        raw.x("UPDATE bf_onhand_hist SET balance = 'abc'")
+    finally:
+        raw.close()
+    for args in (["audit", "P1", "--at", "2026-06-02"], ["moves", "--item", "RAW"]):
+        r = run(db, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Error: a stored quantity is not a number" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.output
