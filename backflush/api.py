@@ -778,15 +778,19 @@ def _event_rows(store: Any, order: str | None, type_: str | None, at_us: int | N
 
     # Pages by ``at`` are separate snapshots: without a last position an import committed
     # meanwhile would show in part (its events after the page reached only).
+    last_rec, recorded = None, ""  # an import's events share one recorded time
     for r in store.iter_rows(order=order, types=[type_] if type_ else None, at_lte=at_us,
                              rec_lte=known_us, seq_lte=store.max_seq()):
         payload = payload_of(r["state"], r["seq"])
+        if r["rec_us"] != last_rec:
+            last_rec = r["rec_us"]
+            recorded = from_us(last_rec).isoformat()
         yield {
             "seq": r["seq"],
             "stream": r["stream"],
             "version": r["version"],
             "at": payload["at"],
-            "recorded": from_us(r["rec_us"]).isoformat(),
+            "recorded": recorded,
             "type": r["type"],
             "id": r["id"],
             "order": r["ord"],
