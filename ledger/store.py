@@ -644,16 +644,12 @@ class Ledger:
             sql += " ORDER BY i.at_us, i.seq" if by == "at" else " ORDER BY i.seq"
             sql += f" LIMIT {batch}"
             with self.transaction(commit=False, read_only=not binary) as cur:
-                if plain:  # a cursor of tuples: no sqlite3.Row per event
-                    raw = cur.raw.connection.cursor()
-                    raw.row_factory = None
-                    rows = raw.execute(sql, ps).fetchall()
-                    raw.close()
-                elif binary:
-                    from psycopg.rows import tuple_row
-
-                    with cur.raw.connection.cursor(row_factory=tuple_row, binary=True) as raw:
-                        rows = raw.execute(cur._sql(sql), ps).fetchall()  # noqa: SLF001
+                if plain or binary:  # tuples: no row object per event (``Cursor.tuples``)
+                    tuples = cur.tuples()
+                    try:
+                        rows = tuples.execute(sql, ps).fetchall()
+                    finally:
+                        tuples.raw.close()
                 else:
                     rows = cur.execute(sql, ps).fetchall()
                     if replay:
