@@ -31,6 +31,7 @@ COMPILED = {
     "backflush.projections.rules": "projections/rules.py",
     "backflush.projections.orderstate": "projections/orderstate.py",
     "backflush.projections.records": "projections/records.py",
+    "backflush.projections.changelog": "projections/changelog.py",
     "backflush.ledger.codec": "ledger/codec.py",
 }
 

@@ -37,7 +37,7 @@ A long pass interrupted (Ctrl-C) keeps what it wrote up to its last kept checkpo
 replaying from where the interrupted pass began.
 
 A pass (``_Run``) is a producer (read the pages, apply them, drain the engine's change log
-as plain data: ``changes``, ``encode_engine``) and a consumer (key ids, rows, checkpoints,
+as plain data: ``changelog.changes``, ``encode_engine``) and a consumer (key ids, rows, checkpoints,
 in the write transaction). A long one runs the producer in a worker process on the other
 core (``projections.pipeline``); the rows and checkpoints are the same either way.
 """
@@ -47,11 +47,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal, DecimalException, localcontext
+from decimal import Decimal, localcontext
 from itertools import chain
 from operator import itemgetter
 
-from backflush.ledger.store import Cursor, Ledger, to_us
+from backflush.ledger.store import Cursor, Ledger
 from backflush.projections.common import ARITHMETIC, sort_wip, staged_rows
 from backflush.projections.rules import ZERO
 
@@ -444,75 +444,6 @@ class _Writer:
         self._insert("bf_residual", residual, "?,?,?,?,?,?,?,?,?,?")
 
 
-def changes(engine: Replay, at_us_of: dict[int, int]) -> tuple:
-    """Drain the engine's change log into plain data (ints, strs, None, tuples, lists,
-    dicts: what ``marshal`` carries from a replay worker to the writing process).
-
-    ``at_us_of``: seq -> at_us of the events being applied (the stored sortable time,
-    instead of converting each event's datetime back; every balance change is of an event
-    in it). Returns (balance changes as ``(kind, key, balance text, seq, zero)``,
-    ``at_us_of``, then the rows of bf_flushes, bf_staging, bf_unresolved, bf_negative and
-    bf_residual)."""
-    import orjson
-    # Only what must happen here: the balance as text (and whether it is zero); key ids,
-    # numbering and bf_alive are the writer's, which may run in another process.
-    bal = [(kind, key, str(b), seq, not b)
-           for kind, key, b, _eid, _at, seq in engine.balance_changes]
-    engine.balance_changes.clear()
-    flushes = []
-    last_seq, n = None, 0
-    for f in engine.flushes:
-        if f.seq != last_seq:
-            last_seq, n = f.seq, 0
-        else:
-            n += 1
-        flushes.append(
-            (
-                f.event_id, at_us_of.get(f.seq) or to_us(f.at), f.seq, n, f.order, f.line,
-                f.item, f.trigger, f.device, str(f.qty), f.location, f.batch, f.lp,
-            )
-        )
-    engine.flushes.clear()
-    staging = [
-        (_NEVER if at is None else to_us(at), seq or 0,
-         orjson.dumps(sorted([loc, list(rs)] for loc, rs in m.items())).decode())
-        for m, _eid, at, seq in engine.staging_changes
-    ]
-    engine.staging_changes.clear()
-    unresolved = []
-    last_seq, n = None, 0
-    for order, u, seq in engine.unresolved_log:
-        n = n + 1 if seq == last_seq else 0
-        last_seq = seq
-        unresolved.append((u.event_id, to_us(u.at), seq, n, order, u.line, u.item,
-                           u.location, str(u.qty)))
-    engine.unresolved_log.clear()
-    # The history tables hold what these lists would tell (negative balances are rows
-    # with a balance below zero); keeping them would grow memory with the history.
-    negative = []
-    last_seq, n = None, 0
-    for r in engine.negative_onhand:
-        n = n + 1 if r.seq == last_seq else 0
-        last_seq = r.seq
-        item, loc, batch, lp = r.key
-        negative.append((r.event_id, to_us(r.at), r.seq, n, r.order, item, loc, batch, lp,
-                         str(r.balance)))
-    residual = []
-    for order, eid, seq, at, found in engine.residual_log:
-        at_us = to_us(at)
-        if not found:  # an end that left nothing: a row too, it replaces an earlier end's
-            residual.append((eid, at_us, seq, -1, order, "", "", None, "0", "[]"))
-        for n, r in enumerate(found):
-            residual.append((eid, at_us, seq, n, order, r.item, r.location,
-                             getattr(r, "batch", None), str(r.qty),
-                             orjson.dumps(list(r.put_events)).decode()))
-    engine.residual_log.clear()
-    engine.negative_onhand.clear()
-    engine.puts_without_pick.clear()
-    engine.anomalies.clear()
-    return bal, at_us_of, flushes, staging, unresolved, negative, residual
-
-
 def events_for_replay(ledger: Ledger, *, light: bool = False,
                       **filters: Any) -> Iterator[dict[str, Any]]:
     """Stored events as the engine wants them, in (at, seq) order, streamed.
@@ -774,6 +705,8 @@ class _Run:
     def _emit_checkpoint(self, sink: Any, at_us_of: dict[int, int], head: bool) -> int:
         """Hand the changes so far and a checkpoint to ``sink``; returns the engine state's
         size in bytes of JSON."""
+        from backflush.projections.changelog import changes
+
         sink.changes(changes(self.engine, at_us_of))
         self._retire_before(self.pos[0])
         part, nxt, size = encode_engine(self.engine)
@@ -794,7 +727,7 @@ class _Run:
         ``sink`` (``changes``/``checkpoint``/``page``, as this class does), the head
         checkpoint last; returns the events applied."""
         from backflush.ledger.codec import replay_decoder
-        from backflush.projections.engine import UnreplayableEvent
+        from backflush.projections.changelog import apply_rows, changes, page_times
 
         engine = self.engine
         decode = replay_decoder()
@@ -802,22 +735,21 @@ class _Run:
         n = 0
         count, last_seq = self.count, self.last_seq
         due = self._due(self.last_spaced)
-        ev: dict = {}
         at_us_of: dict[int, int] = {}
         with localcontext(ARITHMETIC):
             for rows in pages:
-                at_us_of = {seq: at_us for seq, at_us, _ in rows}
-                try:
-                    for seq, at_us, state in rows:
-                        ev = decode(state, seq)
-                        apply(ev)
-                        count += 1
-                        if count >= due:
-                            self.pos, self.count = (at_us, seq), count
-                            size = self._emit_checkpoint(sink, at_us_of, head=False)
-                            due = self._due(count, size)
-                except DecimalException as exc:
-                    raise UnreplayableEvent(ev, exc) from None
+                at_us_of = page_times(rows)
+                i, size = 0, len(rows)
+                while i < size:
+                    # up to the next checkpoint due, at least one event
+                    j = min(size, i + max(1, due - count))
+                    apply_rows(apply, decode, rows, i, j)
+                    count += j - i
+                    i = j
+                    if count >= due:
+                        self.pos, self.count = (rows[j - 1][1], rows[j - 1][0]), count
+                        size_ = self._emit_checkpoint(sink, at_us_of, head=False)
+                        due = self._due(count, size_)
                 if rows:
                     self.pos = (rows[-1][1], rows[-1][0])
                     last_seq = max(last_seq, *at_us_of)

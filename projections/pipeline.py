@@ -3,7 +3,7 @@
 A full rebuild (or a long catch-up) is two jobs of about equal size: reading, decoding and
 applying the events to the engine, and turning what changed into rows and writing them.
 Here a forked worker does the first on its own read connection and sends each page's
-change log (``materialise.changes``: plain data, ``marshal``-ed through a pipe) and each
+change log (``changelog.changes``: plain data, ``marshal``-ed through a pipe) and each
 checkpoint's encoded engine (``materialise.encode_engine``) to this process, which holds
 the write transaction and writes them as the single-process pass would (``_Run``): the
 same rows, the same checkpoints, byte for byte.

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from backflush.ledger.importer import run_import
-from backflush.ledger.store import Ledger
+from backflush.ledger.store import Ledger, to_us
 from backflush.projections import asof, materialise, snapshot
 from conftest import replay_steps
 from hypothesis import HealthCheck, given, settings
@@ -364,13 +364,13 @@ def test_an_orders_past_is_replayed_with_the_orders_it_needs_taken_back(tmp_path
         with inc.transaction(commit=False) as cur:
             cks = [(r["at_us"], r["seq"]) for r in cur.execute(
                 "SELECT at_us, seq FROM bf_proj_ckpt WHERE head = 0").fetchall()]
-        by_us = {materialise.to_us(datetime.fromisoformat(e["at"])): e for e in events}
+        by_us = {to_us(datetime.fromisoformat(e["at"])): e for e in events}
         ends = [e for e in events if e["type"] == "OrderEnded"]
         first = ends[0]["order"]
         # B: an order ending after a checkpoint later than A's end, whose past between
         # that checkpoint and its end has an event time A's correction can take.
         for end in ends[len(ends) // 3:]:
-            end_us = materialise.to_us(datetime.fromisoformat(end["at"]))
+            end_us = to_us(datetime.fromisoformat(end["at"]))
             before = [c for c in cks if c[0] < end_us]
             if not before:
                 continue

@@ -18,6 +18,7 @@ import pytest
 from backflush.ledger.importer import run_import
 from backflush.ledger.simulate import simulate
 from backflush.ledger.store import Ledger
+from backflush.projections import changelog
 from backflush.projections import materialise as mat
 from conftest import replay_steps
 from test_projections_ledger import _tables, answers
@@ -165,7 +166,7 @@ def test_ctrl_c_that_lands_in_the_worker_is_an_interruption_there_too(sqlite_db,
     try:
         expected = _imported_and_rebuilt(ledger, tmp_path, events)
         seen = [0]
-        real = mat.changes
+        real = changelog.changes
 
         def changes(*a: Any) -> Any:  # the producer's: called in the worker process
             seen[0] += 1
@@ -174,7 +175,7 @@ def test_ctrl_c_that_lands_in_the_worker_is_an_interruption_there_too(sqlite_db,
             return real(*a)
 
         with monkeypatch.context() as m:
-            m.setattr(mat, "changes", changes)
+            m.setattr(changelog, "changes", changes)
             with pytest.raises(KeyboardInterrupt):
                 mat.rebuild(ledger)
         assert seen[0] == 0  # it ran in the worker, not here
