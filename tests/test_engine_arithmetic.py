@@ -69,6 +69,21 @@ def test_a_whole_history_replay_names_the_overflowing_event_too(huge):
     assert err.value.event_id in {e["id"] for e in events[2:]}
 
 
+@pytest.mark.parametrize("huge", ["1e999999999", "9e999999"])
+def test_a_rebuild_pass_names_the_overflowing_event_too(huge):
+    # A rebuild's pass applies its pages through ``changelog.apply_rows`` (compiled, in the
+    # pass's one context): the same error, the same event, whichever row of the run it is.
+    from backflush.projections.changelog import apply_rows
+    from backflush.projections.engine import ARITHMETIC
+
+    events = _receipts("1", huge, huge)
+    rows = [(ev["seq"], 0, ev) for ev in events]
+    engine = Replay()
+    with decimal.localcontext(ARITHMETIC), pytest.raises(UnreplayableEvent) as err:
+        apply_rows(engine._apply, lambda state, seq: state, rows, 1, len(rows))
+    assert err.value.event_id in {e["id"] for e in events[2:]}
+
+
 def test_apply_some_applies_exactly_k_and_says_when_the_events_ran_out():
     events = _receipts("1", "2", "3", "4")  # an item and four receipts: five events
     engine, it = Replay(), iter(events)
