@@ -294,7 +294,8 @@ class Ledger:
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> ImportReport:
-        """Import JSON Lines files, all or nothing, idempotent by event id.
+        """Import JSON Lines files (plain or gzip-compressed), all or nothing, idempotent by
+        event id.
 
         Raises ``BadInput`` with one ``FILE:LINE: field: reason`` per problem (nothing is
         appended then). Events dated more than ``FUTURE_MARGIN`` ahead of now are accepted
@@ -412,18 +413,18 @@ class Ledger:
                 return []
         import orjson
 
+        from backflush.ledger.importer import read_lines
+
         out: list[str] = []
         seen = 0
         for path in paths:
             if path == "-":  # standard input cannot be read twice: only counted, below
                 continue
+            # (as the import read it: gzip-compressed or not, numbered as its lines)
+            lines = read_lines(path)
             try:
-                fh = open(path, "rb")  # noqa: SIM115
-            except OSError:
-                continue
-            with fh:
-                for n, raw in enumerate(fh, start=1):
-                    if b'"at"' not in raw:
+                for n, raw in lines:
+                    if raw is None or b'"at"' not in raw:
                         continue
                     try:
                         at = datetime.fromisoformat(orjson.loads(raw)["at"])
@@ -441,6 +442,10 @@ class Ledger:
                 else:
                     continue
                 break
+            except OSError:
+                continue
+            finally:
+                lines.close()
         rest = (total if total is not None else seen) - len(out)
         if rest > 0:
             more = " more" if out else ""  # none named: standard input is not read twice

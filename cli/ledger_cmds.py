@@ -15,13 +15,17 @@ STREAM_CHUNK = 2000  # rows rendered at a time by the streaming commands
 
 
 def _count_lines(paths: tuple[str, ...]) -> int:
+    from backflush.ledger.importer import content_of
+
     total = 0
     for p in paths:
         if p == "-":  # standard input: not known in advance
             continue
         try:
             with open(p, "rb") as fh:
-                total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+                src = content_of(fh)  # (a gzip-compressed file: its lines, not its bytes)
+                while chunk := src.read(1 << 20):
+                    total += chunk.count(b"\n")
         except OSError:
             pass
     return total
@@ -43,7 +47,8 @@ def import_cmd(
     ctx: click.Context, files: tuple[str, ...], dry_run: bool, anchor_file: str | None,
     anchor_key: str | None,
 ) -> None:
-    """Import JSON Lines event files (- reads stdin): all or nothing, idempotent by id.
+    """Import JSON Lines event files (- reads stdin), plain or gzip-compressed: all or
+    nothing, idempotent by id.
 
     Creates the ledger if needed (and removes it again if the import fails). Events dated
     more than 24 h after the import are accepted with a warning naming FILE:LINE.

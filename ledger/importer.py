@@ -304,22 +304,83 @@ class _Stdin:
             self.fh.close()
 
 
+# The first bytes of every gzip member. No JSON text starts with 0x1f (a control character),
+# so a file or pipe that does is taken for gzip-compressed, whatever its name.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Prefixed:
+    """A stream whose first bytes were read already: those, then the rest."""
+
+    def __init__(self, head: bytes, fh: Any):
+        self.head, self.fh = head, fh
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            if n < 0 or n >= len(self.head):
+                head, self.head = self.head, b""
+                return head
+            head, self.head = self.head[:n], self.head[n:]
+            return head
+        return self.fh.read(n)
+
+
+class _Gunzip:
+    """A gzip-compressed stream read as its content; damaged data is an ``OSError`` (the
+    import reports it against the file and appends nothing), not a traceback."""
+
+    def __init__(self, fh: Any):
+        import gzip
+
+        self.z = gzip.GzipFile(fileobj=fh, mode="rb")
+        self.bad = gzip.BadGzipFile
+
+    def read(self, n: int) -> bytes:
+        import zlib
+
+        try:
+            return self.z.read(n)
+        except (EOFError, zlib.error, self.bad) as exc:
+            raise OSError(f"damaged gzip data: {exc}") from None
+
+
+def content_of(fh: Any) -> Any:
+    """``fh`` (anything with ``read(n)``) as a stream of its content: decompressed when it
+    is gzip-compressed (``GZIP_MAGIC``), else as it is."""
+    head = fh.read(1 << 20)
+    src = _Prefixed(head, fh)
+    return _Gunzip(src) if head[:2] == GZIP_MAGIC else src
+
+
+def content_size(path: str) -> int:
+    """About how many bytes of content a file holds: its size, or for a gzip-compressed
+    file the size its trailer records (modulo 4 GiB, of the last member: an estimate, used
+    only to choose how to import, never for what is imported)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        if fh.read(2) != GZIP_MAGIC or size < 18:
+            return size
+        fh.seek(-4, os.SEEK_END)
+        return max(size, int.from_bytes(fh.read(4), "little"))
+
+
 def read_lines(
     path: str, stdin: BinaryIO | _Stdin | None = None
 ) -> Iterator[tuple[int, bytes | None]]:
     """(line number, raw bytes) of the non-blank lines of a file (``-``: ``stdin``, by
-    default the process's standard input), streamed.
+    default the process's standard input), streamed; gzip-compressed input is read as
+    what it holds (``content_of``).
 
     A line longer than ``MAX_LINE`` comes as ``None`` (it is skipped, not held in memory).
     """
     if path == STDIN:
-        yield from _lines(sys.stdin.buffer if stdin is None else stdin)
+        yield from _lines(content_of(sys.stdin.buffer if stdin is None else stdin))
         return
     with open(path, "rb") as fh:
-        yield from _lines(fh)
+        yield from _lines(content_of(fh))
 
 
-def _lines(fh: BinaryIO | _Stdin) -> Iterator[tuple[int, bytes | None]]:
+def _lines(fh: Any) -> Iterator[tuple[int, bytes | None]]:
     # Read in chunks and split in C (a readline per line costs more than the split); a
     # line that grows past MAX_LINE is dropped as it is read, so memory stays bounded.
     n = 0
@@ -475,7 +536,7 @@ def _large(paths: list[str], stdin: _Stdin | None = None) -> bool:
             size += stdin.seen if stdin is not None else 0
             continue
         try:
-            size += os.path.getsize(path)
+            size += content_size(path)
         except OSError:
             pass  # reported when it is read
     return size >= PIPELINE_MIN_BYTES
@@ -527,7 +588,7 @@ def _bulk(
         try:
             # Standard input: what was read ahead, a lower bound (so indexes stay in place).
             size += (stdin.seen if stdin is not None else 0) if path == STDIN else (
-                os.path.getsize(path))
+                content_size(path))
         except OSError:
             pass  # reported when it is read
     return size // _BYTES_PER_EVENT >= appender.seq - 1
