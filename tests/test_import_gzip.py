@@ -17,7 +17,7 @@ from backflush.cli.main import cli
 from backflush.ledger import importer, parallel
 from backflush.ledger.store import Ledger
 from click.testing import CliRunner
-from test_import_parallel import _import, _plant_lines, _rows, _same
+from test_import_parallel import _import, _plant_lines, _rows, _same, runs  # noqa: F401
 
 
 def _files(tmp_path, lines: list[bytes]) -> tuple[str, str]:
@@ -29,20 +29,13 @@ def _files(tmp_path, lines: list[bytes]) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("workers", [False, True], ids=["one-process", "pipelined"])
-def test_a_compressed_file_stores_what_the_plain_file_stores(tmp_path, monkeypatch, workers):
+def test_a_compressed_file_stores_what_the_plain_file_stores(tmp_path, monkeypatch, workers,
+                                                              runs):  # noqa: F811
     lines = _plant_lines()
     plain, packed = _files(tmp_path, lines)
     content = len(b"".join(x + b"\n" for x in lines))
     # Between the compressed size and the content's: only the content's size pipelines it.
     monkeypatch.setattr(importer, "PIPELINE_MIN_BYTES", content - 1)
-    runs: list[int] = []
-    real = parallel.run
-
-    def counted(*a, **kw):
-        runs.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(parallel, "run", counted)
     one, two = str(tmp_path / "a.db"), str(tmp_path / "b.db")
     a = _import(one, [plain], workers=workers, monkeypatch=monkeypatch)
     b = _import(two, [packed], workers=workers, monkeypatch=monkeypatch)
