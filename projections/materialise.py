@@ -739,17 +739,17 @@ class _Run:
         with localcontext(ARITHMETIC):
             for rows in pages:
                 at_us_of = page_times(rows)
-                i, size = 0, len(rows)
-                while i < size:
+                i, page_len = 0, len(rows)
+                while i < page_len:
                     # up to the next checkpoint due, at least one event
-                    j = min(size, i + max(1, due - count))
+                    j = min(page_len, i + max(1, due - count))
                     apply_rows(apply, decode, rows, i, j)
                     count += j - i
                     i = j
                     if count >= due:
                         self.pos, self.count = (rows[j - 1][1], rows[j - 1][0]), count
-                        size_ = self._emit_checkpoint(sink, at_us_of, head=False)
-                        due = self._due(count, size_)
+                        state_size = self._emit_checkpoint(sink, at_us_of, head=False)
+                        due = self._due(count, state_size)
                 if rows:
                     self.pos = (rows[-1][1], rows[-1][0])
                     last_seq = max(last_seq, *at_us_of)
