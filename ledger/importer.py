@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import orjson
 from backflush.ledger import fastpath
 from backflush.ledger.anchor import last_link
+from backflush.ledger.bloom import Bloom
 from backflush.ledger.codec import GENESIS, body_of, content_digest
 from backflush.ledger.names import INVENTORY_TYPES, MASTER_TYPES, ORDER_TYPES
 from backflush.ledger.store import Cursor, Ledger, to_us
@@ -729,7 +730,6 @@ _ORDER_ONLY = frozenset({"OrderReleased", "OrderStarted", "ReportedAsFinished", 
 # the batches at 1M. With one bit per id it was ~1.5% of the ids, nearly every batch, and
 # each lookup first writes the rows held back for a larger COPY (``drain``).
 _WRITTEN_BYTES = 1 << 23
-_WRITTEN_MASK = (_WRITTEN_BYTES << 3) - 1
 
 
 class _Appender:
@@ -760,9 +760,9 @@ class _Appender:
         self.fresh = self.seq == 1
         self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
-        # bit per id hash (a one-hash Bloom filter) says "surely not" for almost every id,
-        # and only the rest are looked up in the store.
-        self.written = bytearray(_WRITTEN_BYTES) if self.fresh else None
+        # Bloom filter of the ids written says "surely not" for almost every id, and only
+        # the rest are looked up in the store.
+        self.written = Bloom(_WRITTEN_BYTES) if self.fresh else None
         # (id, type, body, at_us, order, path, line)
         self.pending: list[tuple[str, str, bytes, int, str | None, str, int]] = []
         self.pending_ids: dict[str, tuple[bytes, str, str, str, int]] = {}
@@ -822,7 +822,11 @@ class _Appender:
         """Append the buffered batch (after dropping duplicates of earlier imports)."""
         if not self.pending:
             return
-        ids = self._maybe_written(self.pending_ids) if self.fresh else list(self.pending_ids)
+        # Into an empty ledger only the ids the filter cannot rule out are looked up (an id
+        # not written now is known: remembering it as written does no harm).
+        written = self.written
+        ids = list(self.pending_ids) if written is None else written.seen_then_add(
+            self.pending_ids)
         known = self._known(ids) if ids else {}
         heads = self.heads
         if not self.fresh:
@@ -898,28 +902,6 @@ class _Appender:
             seq += 1
         self.seq, self.link = seq, link
         return events, links
-
-    def _maybe_written(self, ids: Iterable[str]) -> list[str]:
-        """The ``ids`` this import may have written already (all others surely not), and
-        remember them all as written (an id not written now is known: no harm)."""
-        bits, mask = self.written, _WRITTEN_MASK
-        assert bits is not None
-        maybe = []
-        for eid in ids:
-            # Three positions from one 64-bit str hash (cached: the dict lookups made it).
-            h = hash(eid)
-            a, b, c = h & mask, (h >> 26) & mask, (h >> 38) & mask
-            ia, ib, ic = a >> 3, b >> 3, c >> 3
-            ba, bb, bc = 1 << (a & 7), 1 << (b & 7), 1 << (c & 7)
-            if bits[ia] & ba and bits[ib] & bb and bits[ic] & bc:
-                maybe.append(eid)
-            else:
-                bits[ia] |= ba
-                bits[ib] |= bb
-                bits[ic] |= bc
-        return maybe
-
-
 
 class _LocalStore:
     """The store reads and writes the import makes, on this process's transaction."""

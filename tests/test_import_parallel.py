@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from backflush.ledger import importer, parallel
+from backflush.ledger import bloom, importer, parallel
 from backflush.ledger.integrity import verify
 from backflush.ledger.simulate import FAULTS, simulate
 from backflush.ledger.store import Ledger
@@ -271,7 +271,7 @@ def test_worker_raising_rolls_back(tmp_path, monkeypatch, runs):
     def boom(self, ids):
         raise MemoryError("no room\nsecond line")
 
-    monkeypatch.setattr(importer._Appender, "_maybe_written", boom)  # noqa: SLF001
+    monkeypatch.setattr(bloom.Bloom, "seen_then_add", boom)
     db = str(tmp_path / "l.db")
     with pytest.raises(OperationalError) as exc, Ledger(db) as ledger:
         importer.run_import(ledger, [path], now=NOW)
