@@ -51,6 +51,7 @@ from decimal import Decimal, localcontext
 from itertools import chain
 from operator import itemgetter
 
+from backflush.ledger.bloom import Bloom
 from backflush.ledger.store import Cursor, Ledger
 from backflush.projections.common import ARITHMETIC, sort_wip, staged_rows
 from backflush.projections.rules import ZERO
@@ -93,6 +94,11 @@ CHECKPOINT_NEAR_SPAN = 20_000
 # and late events near the head their short replays.
 CHECKPOINT_LARGE_BYTES = 200_000
 CHECKPOINT_BYTES_PER_EVENT = 100
+# Keys whose ids the writer holds before it forgets the closed ones (``_Writer``): ~25 MB.
+KEY_CACHE = 100_000
+# The filter of the keys a fresh pass forgot: 2^25 bits, a false "maybe" (a look-up) for
+# one new key in ~17,000 at 3M events (~440k forgotten), one in ~30 at 30M.
+FORGOTTEN_BYTES = 1 << 22
 # Taking a retired order back (``_revive``) restores a checkpoint and replays up to a span
 # of events: counted as this many events more, against replaying everything since it.
 REVIVE_COST = 2_000
@@ -170,8 +176,11 @@ TABLES = [
 ]
 # The secondary indexes of the projection tables: a full rebuild on PostgreSQL drops them,
 # loads the rows and builds them once at the end (a sort), instead of row by row.
+# The keys' own indexes stay: a writer that forgot closed keys looks the returning ones up
+# by them (``_Writer._prefetch``), and they take one row per key, not per change.
 _BULK_INDEXES = [
     d for d in DDL if d.startswith("CREATE INDEX") and " ON bf_events " not in d
+    and " ON bf_onhand_keys " not in d and " ON bf_wip_keys " not in d
 ]
 # On PostgreSQL the primary keys of the big history tables go too (a b-tree insert per row,
 # in key order across the whole table, was most of their COPY), and come back the same way.
@@ -238,8 +247,15 @@ class _Writer:
         # Key ids are looked up when first met (an incremental catch-up touches few keys of
         # a long history); ``fresh`` (a rebuild on emptied tables) knows there are none.
         self.fresh = fresh
+        # Key -> id of the keys met, closed ones forgotten once there are more than
+        # ``keep_keys`` (``_forget_closed``): a plant's keys grow with its history (a batch
+        # per receipt, WIP keys per order), ~230 bytes each in memory, 125 MB at 3M events.
         self.onhand_ids: dict[tuple, int] = {}
         self.wip_ids: dict[tuple, int] = {}
+        self.keep_keys = KEY_CACHE
+        # A fresh pass's forgotten keys (None until it forgets some): a key not in the maps
+        # and surely not in here is new, with no look-up (those that are not: ``_stored``).
+        self.forgotten: Bloom | None = None
         self.next_id = {
             t: cur.execute(f"SELECT COALESCE(MAX(key_id), 0) AS m FROM {t}").fetchone()["m"] + 1
             for t in _KEY_COLS
@@ -258,10 +274,32 @@ class _Writer:
         self.listed: dict[int, int] = {}  # by signed id, as ``open_from``
         self.listed_bucket = _NEVER
 
+    def _stored(self, key: tuple) -> bool:
+        """Whether ``key`` may have an id in its table already (else it surely has none)."""
+        return not self.fresh or (self.forgotten is not None and key in self.forgotten)
+
+    def _forget_closed(self) -> None:
+        """Forget the ids of the keys closed now (zero balance): most never change again
+        (an emptied batch, an ended order's WIP), and one that does is looked up (the keys
+        table has it). The open ones stay: they are the plant's state, not its history."""
+        open_from = self.open_from
+        if self.fresh and self.forgotten is None:
+            self.forgotten = Bloom(FORGOTTEN_BYTES)
+        maps = []
+        for ids, sign in ((self.onhand_ids, 1), (self.wip_ids, -1)):
+            kept = {k: kid for k, kid in ids.items() if sign * kid in open_from}
+            if self.forgotten is not None:
+                self.forgotten.add([k for k in ids if k not in kept])
+            maps.append(kept)  # a new dict: one that had entries deleted keeps its size
+        self.onhand_ids, self.wip_ids = maps
+        # Twice what stays: a plant with more open keys than that does not forget at every
+        # batch for nothing.
+        self.keep_keys = max(KEY_CACHE, 2 * (len(maps[0]) + len(maps[1])))
+
     def _key_id(self, ids: dict[tuple, int], table: str, key: tuple, width: int) -> int:
         kid = ids.get(key)
         if kid is None:
-            if not self.fresh:
+            if self._stored(key):
                 cols = _KEY_COLS[table]
                 conds = [f"{c} = ?" if v is not None else f"{c} IS NULL"
                          for c, v in zip(cols, key, strict=True)]
@@ -283,11 +321,12 @@ class _Writer:
         # In the order first met, so that new keys are numbered as one by one (dicts).
         want: dict[str, dict[tuple, None]] = {"bf_onhand_keys": {}, "bf_wip_keys": {}}
         onhand_ids, wip_ids = self.onhand_ids, self.wip_ids
+        stored = self._stored
         for kind, key, *_ in bal:
             if kind == "onhand":
-                if key not in onhand_ids:
+                if key not in onhand_ids and stored(key):
                     want["bf_onhand_keys"][key] = None
-            elif key not in wip_ids:
+            elif key not in wip_ids and stored(key):
                 want["bf_wip_keys"][key] = None
         for table, keys in want.items():
             ids = onhand_ids if table == "bf_onhand_keys" else wip_ids
@@ -389,7 +428,7 @@ class _Writer:
         open_from = self.open_from
         alive: list[tuple[str, int, int]] = []
         listed, bucket = self.listed, self.listed_bucket
-        if not self.fresh:
+        if not self.fresh or self.forgotten is not None:
             self._prefetch(bal)
         for kind, key, balance, seq, zero in bal:
             if seq != last_seq:
@@ -424,6 +463,8 @@ class _Writer:
                     listed[ok] = bucket
         self.listed, self.listed_bucket = listed, bucket
         self._flush_keys()
+        if len(onhand_ids) + len(wip_ids) > self.keep_keys:
+            self._forget_closed()  # (after _flush_keys: every key forgotten is in its table)
         # In primary-key order: one pass down the b-tree instead of a random walk. Rows are
         # made in (at_us, seq, n) order, so a stable sort on the key id alone is enough.
         by_key = itemgetter(0)
