@@ -142,13 +142,14 @@ def by_type(events, targets) -> None:
     tot: dict = defaultdict(int)
     cnt: dict = defaultdict(int)
     clock = time.process_time_ns
-    for name, h in list(engine._handlers.items()):  # noqa: SLF001
-        def timed(ev, h=h, name=name):
+    handlers = engine._handlers = dict(engine._handlers)  # noqa: SLF001 - this engine's own
+    for name, h in list(handlers.items()):
+        def timed(engine, ev, h=h, name=name):
             t = clock()
-            h(ev)
+            h(engine, ev)
             tot[name] += clock() - t
             cnt[name] += 1
-        engine._handlers[name] = timed  # noqa: SLF001
+        handlers[name] = timed
     gc.disable()
     t = clock()
     for i in range(0, len(events), PAGE):

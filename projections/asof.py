@@ -612,4 +612,8 @@ def order_findings(
         keep = set(codes)
         found = [f for f in found if f.code in keep]
     found.sort(key=sort_key)
+    # Lines point back to their order: retiring it breaks that cycle, so this engine is
+    # freed once dropped, even inside a stream of findings (the collector switched off)
+    # that answers hundreds of orders alone.
+    engine.retire(order)
     return found

@@ -158,26 +158,10 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
         self._cur: dict = {}
         self._eid = self._at = self._seq = None  # its id, at and seq
         self._cur_order: OrderState | None = None  # the order it concerns, if any
-        self._handlers = {
-            "ItemDefined": self._item_defined,
-            "ResourceDefined": self._resource_defined,
-            "BomDefined": self._bom_defined,
-            "RouteDefined": self._route_defined,
-            "ProductionParametersSet": self._params_set,
-            "InventoryReceived": self._received_ev,
-            "InventoryTransferred": self._transferred_ev,
-            "InventoryCounted": self._counted_ev,
-            "Picked": self._picked_ev,
-            "Put": self._put_ev,
-            "OrderCreated": self._order_created,
-            "OrderReleased": self._order_released,
-            "OrderStarted": self._order_started,
-            "OperationReported": self._operation_reported,
-            "ReportedAsFinished": self._reported_as_finished,
-            "MaterialConsumed": self._material_consumed,
-            "OrderEnded": self._order_ended,
-            "Reversal": self._reversal,
-        }
+        # Shared by every engine (``HANDLERS``): bound methods kept here made each engine a
+        # reference cycle, freed only by the cyclic collector, which long replays switch
+        # off; an order answered alone in a stream of findings kept its engine to the end.
+        self._handlers = HANDLERS
         self._remap_staged()
 
     # --- driving -----------------------------------------------------------------------
@@ -215,11 +199,11 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
         # (a rebuild keeps undo for the few reversal targets only: test the id first)
         if (keep is None or eid in keep) and typ in REVERSIBLE:
             fx = self._fx = []
-            handler(ev)
+            handler(self, ev)
             self._effects[eid] = (ev, fx)
             self._fx = None
         else:
-            handler(ev)
+            handler(self, ev)
 
     def apply_all(self, events) -> Replay:
         """Apply every event of an iterable (already in (at, seq) order); returns self."""
@@ -319,3 +303,26 @@ class Replay(Stock, OrderBook, Flusher, UndoLog):
     def params(self) -> Params:
         """Production parameters currently in force (the policy when one is given)."""
         return self._params
+
+
+# Event type -> the ``Replay`` method that applies it, called as ``handler(engine, ev)``.
+HANDLERS = {typ: getattr(Replay, name) for typ, name in (
+    ("ItemDefined", "_item_defined"),
+    ("ResourceDefined", "_resource_defined"),
+    ("BomDefined", "_bom_defined"),
+    ("RouteDefined", "_route_defined"),
+    ("ProductionParametersSet", "_params_set"),
+    ("InventoryReceived", "_received_ev"),
+    ("InventoryTransferred", "_transferred_ev"),
+    ("InventoryCounted", "_counted_ev"),
+    ("Picked", "_picked_ev"),
+    ("Put", "_put_ev"),
+    ("OrderCreated", "_order_created"),
+    ("OrderReleased", "_order_released"),
+    ("OrderStarted", "_order_started"),
+    ("OperationReported", "_operation_reported"),
+    ("ReportedAsFinished", "_reported_as_finished"),
+    ("MaterialConsumed", "_material_consumed"),
+    ("OrderEnded", "_order_ended"),
+    ("Reversal", "_reversal"),
+)}

@@ -1,0 +1,77 @@
+"""What a replay leaves behind is freed by reference counting alone.
+
+Long replays switch the cyclic collector off (``materialise.no_gc``: its passes over millions
+of live objects cost more than the replay). Anything they drop inside a reference cycle then
+stays until the replay ends: a stream of findings that answers hundreds of orders alone kept
+every one of those engines (162 MB at 3M events, against 85 MB without).
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import orjson
+import pytest
+from backflush.ledger.importer import run_import
+from backflush.ledger.simulate import simulate
+from backflush.ledger.store import Ledger
+from backflush.projections import asof, materialise
+from backflush.projections.engine import Replay
+
+
+@pytest.fixture
+def no_collector():
+    """The cyclic collector off, as in a long replay; what it would have found is counted
+    by the test's own ``gc.collect()``."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory) -> Ledger:
+    tmp = tmp_path_factory.mktemp("mem")
+    path = tmp / "h.jsonl"
+    faults = ("scrap", "late", "double-flush", "reversal", "unresolved-batch")
+    path.write_bytes(b"".join(orjson.dumps(ev) + b"\n" for ev in simulate(30, 9, faults)))
+    led = Ledger(str(tmp / "l.db"))
+    assert not run_import(led, [str(path)]).errors
+    materialise.catch_up(led)
+    yield led
+    led.close()
+
+
+def _orders(ledger: Ledger) -> list[str]:
+    with ledger.transaction(commit=False) as cur:
+        rows = cur.execute("SELECT DISTINCT ord FROM bf_events WHERE ord IS NOT NULL"
+                           " ORDER BY ord").fetchall()
+    return [r["ord"] for r in rows]
+
+
+def test_an_engine_dropped_is_freed_at_once(ledger, no_collector):
+    engine = Replay()
+    engine.apply_all(materialise.events_for_replay(ledger))
+    assert engine.orders()
+    gone = weakref.ref(engine)
+    del engine
+    assert gone() is None
+
+
+def test_one_orders_findings_leave_nothing_for_the_collector(ledger):
+    orders = _orders(ledger)
+    assert len(orders) > 10
+    # Once per process: the JSON scanner of a short query (its defaults are a class).
+    asof.order_findings(ledger, orders[0])
+    gc.collect()
+    gc.disable()
+    try:
+        found = [asof.order_findings(ledger, o) for o in orders]
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert any(found)  # (orders with findings among them: their records were built too)
+    assert unreachable == 0
