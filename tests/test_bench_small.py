@@ -226,3 +226,39 @@ def test_the_report_never_shows_a_password() -> None:
     assert plant.redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert plant.redact("postgresql://postgres@h:5432/db") == "postgresql://postgres@h:5432/db"
     assert plant.redact("--events") == "--events"
+
+
+def test_memory_growth_small(tmp_path: Path) -> None:
+    """bench/memory_growth.py: every command measured at both sizes, each row's figures
+    from its own samples (the sizes are far too small for the growth to mean anything)."""
+    script = REPO / "bench" / "memory_growth.py"
+    proc = subprocess.run([sys.executable, str(script), "--events", "1500", "--times", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [x for x in (tmp_path / "report.md").read_text().splitlines()
+             if x.startswith("| ")]
+    assert table[0] == ("| command | 1,500 events | 3,000 events | largest, per 1M events more"
+                        " | <= 150 MB at 3,000 |")
+    spec = importlib.util.spec_from_file_location("bench_memory", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    labels = [label for label, _ in mod.commands("O", "I")]
+    assert [x.split(" | ")[0][2:] for x in table[1:]] == labels
+    for row in table[1:]:
+        _, small, big, _, verdict = row.strip("| ").split(" | ")
+        # One peak per process (a long import or rebuild runs a worker beside it).
+        assert all(float(x) > 5 for x in small.split(" / ") + big.split(" / "))
+        assert verdict == "pass"
+
+
+def test_memory_growth_samples_every_process_of_the_tree() -> None:
+    spec = importlib.util.spec_from_file_location("bench_memory",
+                                                  REPO / "bench" / "memory_growth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    code = ("import os, time; b = bytearray(40 << 20)\n"
+            "if os.fork() == 0:\n c = bytearray(80 << 20); time.sleep(0.3); os._exit(0)\n"
+            "os.wait()")
+    peaks, _ = mod.tree_peaks([sys.executable, "-c", code])
+    assert len(peaks) == 2
+    assert 40 < peaks[0] < 80 < peaks[1]
