@@ -730,6 +730,8 @@ _ORDER_ONLY = frozenset({"OrderReleased", "OrderStarted", "ReportedAsFinished", 
 # the batches at 1M. With one bit per id it was ~1.5% of the ids, nearly every batch, and
 # each lookup first writes the rows held back for a larger COPY (``drain``).
 _WRITTEN_BYTES = 1 << 23
+# Stream heads an import holds before it sets those of ended orders aside: ~8 MB.
+HEADS_KEPT = 20_000
 
 
 class _Appender:
@@ -759,6 +761,11 @@ class _Appender:
         self.store.link = self.link
         self.fresh = self.seq == 1
         self.stream_names: dict[str, bytes] = {}  # stream -> its UTF-8
+        # Past ``heads_kept`` heads, those of ended orders are set aside (``_set_aside``):
+        # held, they grew a first import by ~400 bytes an order, 13 MB per million events.
+        self.heads_kept = HEADS_KEPT
+        self.ended: set[str] = set()  # streams whose last event chained here is OrderEnded
+        self.aside: _AsideHeads | None = None
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
         # Bloom filter of the ids written says "surely not" for almost every id, and only
         # the rest are looked up in the store.
@@ -872,14 +879,19 @@ class _Appender:
         rec_us = self.rec_us
         rec_b = self.rec_text.encode()
         sha, names = sha256, self.stream_names
+        ended = self.ended
         for eid, t, body, at_us, order in batch:
             if t in MASTER_TYPES:
                 stream = "master"
             elif order and (t in ORDER_TYPES or t == "Reversal"):
                 stream = "order:" + order
+                if t == "OrderEnded":
+                    ended.add(stream)
+                elif stream in ended:  # (an event after the end: late, or a correction)
+                    ended.discard(stream)
             else:
                 stream = "inventory"
-            version, prev = heads.get(stream) or (0, GENESIS)
+            version, prev = heads.get(stream) or self._head_aside(stream)
             version += 1
             stream_b = names.get(stream)
             if stream_b is None:
@@ -901,7 +913,58 @@ class _Appender:
                 links.append((seq, link, stream, version, eid))
             seq += 1
         self.seq, self.link = seq, link
+        if len(heads) > self.heads_kept:
+            self._set_aside()
         return events, links
+
+    def _set_aside(self) -> None:
+        """Set the heads of ended orders' streams aside: few of them get another event (a
+        late report, a correction), and one that does finds its head again (``_head_aside``).
+        Into an empty ledger they go to a private temporary database (the stream index of
+        the ledger is dropped for the load); otherwise the store has them (every batch is
+        written before the next one reads its streams' heads)."""
+        heads, names = self.heads, self.stream_names
+        gone = [(s, *heads.pop(s)) for s in self.ended]
+        for s in self.ended:
+            names.pop(s, None)
+        self.ended.clear()
+        if self.fresh and gone:
+            if self.aside is None:
+                self.aside = _AsideHeads()
+            self.aside.put(gone)
+        # Twice what stays: many orders open at once do not set aside at every batch.
+        self.heads_kept = max(HEADS_KEPT, 2 * len(heads))
+
+    def _head_aside(self, stream: str) -> tuple[int, str]:
+        """(version, hash) of a stream whose head is not in ``heads``: set aside, or new."""
+        if self.aside is not None:
+            got = self.aside.get(stream)
+            if got is not None:
+                return got
+        return 0, GENESIS
+
+
+class _AsideHeads:
+    """Stream heads a first import set aside: a private temporary SQLite database (on disk,
+    deleted with its connection; a small page cache) behind a filter, so that a new stream,
+    most of those not in memory, costs no query."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect("")
+        self.db.execute("CREATE TABLE h (stream TEXT PRIMARY KEY, version INTEGER, hash TEXT)")
+        self.seen = Bloom(1 << 20)
+
+    def put(self, heads: list[tuple[str, int, str]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO h VALUES (?, ?, ?)", heads)
+        self.seen.add(s for s, _, _ in heads)
+
+    def get(self, stream: str) -> tuple[int, str] | None:
+        if stream not in self.seen:
+            return None
+        return self.db.execute("SELECT version, hash FROM h WHERE stream = ?",
+                               (stream,)).fetchone()
 
 class _LocalStore:
     """The store reads and writes the import makes, on this process's transaction."""

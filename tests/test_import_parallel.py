@@ -377,3 +377,42 @@ def test_stdin_pipelined_names_stdin_in_errors(tmp_path, monkeypatch, runs):
     assert {e.line for e in b.errors} == {len(lines) // 2 + 1}
     with Ledger(db) as ledger:
         assert ledger.count() == 0
+
+
+@pytest.mark.parametrize("workers", [False, True])
+@pytest.mark.parametrize("split", [False, True])
+def test_heads_of_ended_orders_set_aside_give_the_same_rows(two_urls, tmp_path, monkeypatch,
+                                                            runs, workers, split):
+    """An import holds few stream heads: past ``HEADS_KEPT``, those of ended orders go aside
+    (into an empty ledger: a private database; into another: the store has them) and come
+    back for an event after the end (a late report): the same chains."""
+    lines = _plant_lines()
+    half = len(lines) // 2 if split else len(lines)
+    paths = [_write(tmp_path / "a.jsonl", lines[:half])]
+    if split:  # the second file into a ledger with events (never pipelined)
+        paths.append(_write(tmp_path / "b.jsonl", lines[half:]))
+    one, two = two_urls
+    for path in paths:
+        _import(one, [path], workers=False, monkeypatch=monkeypatch)
+    found = tmp_path / "came-back"  # a file: the rows may be made in a forked process
+    found.write_text("")
+    real = importer._AsideHeads.get  # noqa: SLF001
+
+    def get(self, stream):
+        head = real(self, stream)
+        if head is not None:
+            with found.open("a") as f:
+                f.write(stream + "\n")
+        return head
+
+    monkeypatch.setattr(importer._AsideHeads, "get", get)  # noqa: SLF001
+    monkeypatch.setattr(importer, "HEADS_KEPT", 2)
+    monkeypatch.setattr(importer, "BATCH", 5)
+    for path in paths:
+        assert not _import(two, [path], workers=workers, monkeypatch=monkeypatch).errors
+    assert runs == ([1] if workers else [])
+    # Orders reported on after their end (in the second half of the history).
+    assert (found.read_text().count("order:") >= 1) is not split
+    assert _rows(two) == _rows(one)
+    with Ledger(two) as ledger:
+        assert verify(ledger)[1] == []
