@@ -21,7 +21,7 @@ class Bloom:
     ``8 * nbytes`` bits, the false "maybe" rate is about ``(1 - exp(-3n / bits)) ** 3``.
     """
 
-    __slots__ = ("bits", "mask", "added")
+    __slots__ = ("bits", "mask")
 
     def __init__(self, nbytes: int):
         # (positions are 26-bit fields of the hash: at most 2^26 bits)
@@ -30,7 +30,6 @@ class Bloom:
                              f" not {nbytes}")
         self.bits = bytearray(nbytes)
         self.mask = (nbytes << 3) - 1
-        self.added = 0
 
     def __contains__(self, value: Hashable) -> bool:
         bits, mask = self.bits, self.mask
@@ -48,9 +47,7 @@ class Bloom:
         them all. One call per batch: this is a hot loop (an import's every id)."""
         bits, mask = self.bits, self.mask
         maybe = []
-        n = 0
         for v in values:
-            n += 1
             # (str and tuple hashes are cached or cheap; the positions are its bit fields)
             h = hash(v)
             a, b, c = h & mask, (h >> 26) & mask, (h >> 38) & mask
@@ -62,5 +59,4 @@ class Bloom:
                 bits[ia] |= ba
                 bits[ib] |= bb
                 bits[ic] |= bc
-        self.added += n
         return maybe

@@ -764,7 +764,7 @@ class _Appender:
         # Past ``heads_kept`` heads, those of ended orders are set aside (``_set_aside``):
         # held, they grew a first import by ~400 bytes an order, 13 MB per million events.
         self.heads_kept = HEADS_KEPT
-        self.ended: set[str] = set()  # streams whose last event chained here is OrderEnded
+        self.ended: set[str] = set()  # order streams that ended since the last set-aside
         self.aside: _AsideHeads | None = None
         # Into a ledger that was empty, an id can only be known if this import wrote it: a
         # Bloom filter of the ids written says "surely not" for almost every id, and only
@@ -886,9 +886,9 @@ class _Appender:
             elif order and (t in ORDER_TYPES or t == "Reversal"):
                 stream = "order:" + order
                 if t == "OrderEnded":
+                    # (one with events after its end is set aside all the same: its head
+                    # is found again when needed, which keeps this loop to one test)
                     ended.add(stream)
-                elif stream in ended:  # (an event after the end: late, or a correction)
-                    ended.discard(stream)
             else:
                 stream = "inventory"
             version, prev = heads.get(stream) or self._head_aside(stream)
