@@ -369,7 +369,14 @@ def _streaming_replay(
                 yield engine, done
                 for o in done:
                     engine.retire(o)
-        yield engine, None
+        try:
+            yield engine, None
+        finally:
+            # The orders still held, retired once the caller is done with them: the engine
+            # is then freed when dropped (lines point back to their order), even while the
+            # caller keeps the collector off. Stock and WIP stay (``_stock_replay``).
+            for o in engine.orders():
+                engine.retire(o)
 
 
 def order_events(
@@ -557,7 +564,9 @@ def iter_hours_by_order(
     def alone(order: str) -> list[dict[str, Any]] | None:
         # An order's hours are its own: its events and the master data (``hours``).
         engine = order_replay(ledger, order, at, known_at, policy)
-        return _if_unchanged(ledger, last, engine.hours(order=order, resource=resource))
+        rows = engine.hours(order=order, resource=resource)
+        engine.retire(order)  # freed once dropped, as ``order_findings``' engine
+        return _if_unchanged(ledger, last, rows)
 
     yield from _name_order(pieces(), [o for _, o in plan], alone)
 
