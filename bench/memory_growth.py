@@ -7,7 +7,8 @@ cycle, an order answered alone keeping its engine). This script simulates one pl
 history, imports its first N events into one SQLite ledger and k×N into another, runs the
 same commands on both and reports, for each, the peak of every process of its tree (the
 import's and the replay's worker processes too, sampled from /proc every 20 ms: VmHWM, so a
-sample taken late still sees the peak), and how much the largest grew per million events.
+sample taken late still sees the peak; the command's own also from its rusage), and how
+much the largest grew per million events.
 
 Run: ``python bench/memory_growth.py --events 1000000 --times 3 --out DIR`` (Linux: /proc).
 The commands run as ``python -m backflush`` of this interpreter. Not timed: the durations
@@ -72,10 +73,21 @@ def _hwm_mb(pid: int) -> float | None:
 def tree_peaks(argv: list[str]) -> tuple[list[float], float]:
     """Run ``argv`` (it must succeed); the peak (MB) of each process of its tree in the
     order they started (the command's own first), and its wall time."""
+    import tempfile
+
+    errf = tempfile.TemporaryFile()  # not a pipe: a command never blocks on what it says
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peaks: dict[int, float] = {}
-    while p.poll() is None:
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf)
+    peaks: dict[int, float] = {p.pid: 0.0}
+    while True:
+        # Reaped here, not by ``poll``: a command that ends between two samples has its
+        # peak in its rusage (which counts its children's too: used only without any).
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if len(peaks) == 1:
+                peaks[p.pid] = max(peaks[p.pid], usage.ru_maxrss / 1024)  # KiB on Linux
+            break
         todo, seen = [p.pid], set()
         while todo:
             pid = todo.pop()
@@ -87,7 +99,9 @@ def tree_peaks(argv: list[str]) -> tuple[list[float], float]:
                 peaks[pid] = max(peaks.get(pid, 0.0), mb)
             todo += _children(pid)
         time.sleep(0.02)
-    err = p.stderr.read().decode("utf-8", "replace") if p.stderr else ""
+    errf.seek(0)
+    err = errf.read().decode("utf-8", "replace")
+    errf.close()
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {p.returncode}: {err[-500:]}")
     return list(peaks.values()), time.perf_counter() - t0
