@@ -63,9 +63,7 @@ def replay(
         for ev in mat.events_for_replay(ledger, at_lte=_us(at), rec_lte=_us(known_at),
                                         seq_lte=last):
             engine.apply(ev)
-            engine.balance_changes.clear()
-            engine.flushes.clear()
-            engine.unresolved_log.clear()
+            engine.discard_changes()
     return engine
 
 
@@ -354,9 +352,7 @@ def _streaming_replay(
             ev = engine.apply_some(events, retire_every)
             if ev is None:
                 break
-            engine.balance_changes.clear()
-            engine.flushes.clear()
-            engine.unresolved_log.clear()
+            engine.discard_changes()
             if not keep_findings:
                 engine.negative_onhand.clear()
                 engine.anomalies.clear()
@@ -369,6 +365,7 @@ def _streaming_replay(
                 yield engine, done
                 for o in done:
                     engine.retire(o)
+        engine.discard_changes()
         try:
             yield engine, None
         finally:
@@ -441,10 +438,7 @@ def _drained(engine: Replay, events: Iterable[dict[str, Any]]) -> Iterator[dict[
     for n, ev in enumerate(events, start=1):
         yield ev
         if not n % 1000:
-            engine.balance_changes.clear()
-            engine.flushes.clear()
-            engine.unresolved_log.clear()
-            engine.staging_changes.clear()
+            engine.discard_changes()
 
 
 def _materialised_ok(ledger: Ledger, at: datetime | None, known_at: datetime | None) -> bool:

@@ -145,10 +145,8 @@ def audit_order(
     n_seen = 0
     for ev in events:
         engine.apply(ev)
-        engine.balance_changes.clear()
-        engine.unresolved_log.clear()
         new_flushes = engine.flushes[:]
-        engine.flushes.clear()
+        engine.discard_changes()
         if o is None:
             o = engine.order_state(order)
             if o is None:

@@ -176,8 +176,7 @@ class PlantMachine(RuleBasedStateMachine):
         else:
             engine.apply_all(new)
         # The change logs are only for the materialiser: do not let them grow.
-        engine.balance_changes.clear()
-        engine.flushes.clear()
+        engine.discard_changes()
         self._live = (engine, len(self._applied))
         return engine
 
