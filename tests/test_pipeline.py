@@ -290,12 +290,22 @@ def test_the_writer_lets_go_of_a_restored_engine_once_the_worker_has_it(tmp_path
         def consume(f, run):
             alive_while_writing.append(sum(r() is not None for r in restored))
             assert run.engine is None
+            assert run.retire == []  # nor the retirement plan (an entry per order)
             return real_consume(f, run)
 
+        planned: list[int] = []
+        real_let_go = pipeline._let_go_of_engine
+
+        def let_go(run):
+            planned.append(len(run.retire))
+            real_let_go(run)
+
         monkeypatch.setattr(pipeline, "_consume", consume)
+        monkeypatch.setattr(pipeline, "_let_go_of_engine", let_go)
         monkeypatch.setenv(pipeline.ENV, "1")
         assert materialise.catch_up(ledger) > 0
         assert passes and restored  # a worker ran, from a restored engine
         assert alive_while_writing == [0]
+        assert planned and planned[0] > 0
     finally:
         ledger.close()
